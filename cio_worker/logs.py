@@ -1,0 +1,50 @@
+"""structlog set-up: JSON lines in production, readable console output in development.
+
+A last processor drops any key that could carry a secret, whatever a caller passes by mistake.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import MutableMapping
+from typing import Any
+
+import structlog
+
+from cio_worker.config import Settings
+
+#: Keys never written to a log line, whatever their value.
+SECRET_KEYS = frozenset(
+    {"authorization", "api_key", "track_api_key", "app_api_key", "pipelines_api_key", "password",
+     "webhook_signing_key", "headers", "payload", "traits", "properties", "message_data", "body"}
+)  # fmt: skip
+
+
+def drop_secrets(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    for key in [key for key in event if key.lower() in SECRET_KEYS]:
+        event[key] = "[redacted]"
+    return event
+
+
+def configure_logging(settings: Settings) -> None:
+    """Configure structlog (and route stdlib logging at the same level) for this process."""
+    level = getattr(logging, settings.log_level)
+    renderer: Any = (
+        structlog.processors.JSONRenderer()
+        if settings.log_format == "json"
+        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            drop_secrets,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=False,
+    )

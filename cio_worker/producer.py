@@ -1,0 +1,264 @@
+"""The producer: validate a job, give it a ULID, and store it durably in one Redis transaction.
+
+`Producer` does the work; the module-level `enqueue_*` functions wrap a default one built from
+the environment on first use (as httpx's top-level `get()` wraps a `Client`).
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+import time
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Any, Concatenate, ParamSpec, TypeVar
+
+import redis
+
+from cio_worker import keys, payloads
+from cio_worker.config import Settings
+from cio_worker.connection import get_redis
+from cio_worker.envelope import task_message
+from cio_worker.errors import EnqueueError
+from cio_worker.ids import new_ulid
+from cio_worker.kinds import Kind, queue_name
+from cio_worker.payloads import Job
+
+PersonId = str | int
+Timestamp = int | datetime | None
+JsonObject = Mapping[str, Any] | None
+PersonRef = str | int | Mapping[str, str]
+
+
+class Producer:
+    """Stores jobs for the workers. Thread-safe; create one per process and reuse it."""
+
+    def __init__(self, settings: Settings | None = None, *, redis_client: redis.Redis | None = None):
+        self.settings = settings or Settings.from_env()
+        self.redis = redis_client or get_redis(self.settings)
+
+    # -- Track API -------------------------------------------------------------------------------
+    def enqueue_identify(
+        self, user_id: PersonId, traits: JsonObject = None, *, timestamp: Timestamp = None
+    ) -> str:
+        """Create or update a person. Returns the job id."""
+        return self._store(Kind.IDENTIFY, payloads.identify(user_id, traits, timestamp))
+
+    def enqueue_track(
+        self,
+        user_id: PersonId,
+        event: str,
+        properties: JsonObject = None,
+        *,
+        timestamp: Timestamp = None,
+    ) -> str:
+        """Record an event for a person; the job id is the event's dedup id."""
+        return self._store(
+            Kind.TRACK, payloads.event(Kind.TRACK, "user_id", user_id, event, properties, timestamp)
+        )
+
+    def enqueue_track_anonymous(
+        self,
+        anonymous_id: PersonId,
+        event: str,
+        properties: JsonObject = None,
+        *,
+        timestamp: Timestamp = None,
+    ) -> str:
+        """Record an event for an anonymous visitor (merged into the person on identify)."""
+        payload = payloads.event(
+            Kind.TRACK_ANONYMOUS, "anonymous_id", anonymous_id, event, properties, timestamp
+        )
+        return self._store(Kind.TRACK_ANONYMOUS, payload)
+
+    def enqueue_page(
+        self,
+        user_id: PersonId,
+        url: str,
+        properties: JsonObject = None,
+        *,
+        timestamp: Timestamp = None,
+    ) -> str:
+        """Record a page view (an event whose name is the URL)."""
+        return self._store(
+            Kind.PAGE, payloads.event(Kind.PAGE, "user_id", user_id, url, properties, timestamp)
+        )
+
+    def enqueue_delete(self, user_id: PersonId) -> str:
+        """Delete a person."""
+        return self._store(Kind.DELETE, payloads.person_only(user_id))
+
+    def enqueue_merge(self, primary: PersonRef, secondary: PersonRef) -> str:
+        """Merge `secondary` into `primary` (each an id or `{"id"|"email"|"cio_id": value}`)."""
+        return self._store(Kind.MERGE, payloads.merge(primary, secondary))
+
+    def enqueue_suppress(self, user_id: PersonId) -> str:
+        """Suppress a person (delete and refuse future data)."""
+        return self._store(Kind.SUPPRESS, payloads.person_only(user_id))
+
+    def enqueue_unsuppress(self, user_id: PersonId) -> str:
+        """Lift a suppression."""
+        return self._store(Kind.UNSUPPRESS, payloads.person_only(user_id))
+
+    def enqueue_add_device(
+        self,
+        user_id: PersonId,
+        device_id: str,
+        platform: str,
+        *,
+        last_used: Timestamp = None,
+        attributes: JsonObject = None,
+    ) -> str:
+        """Add or update a person's push device (`platform` is `ios` or `android`)."""
+        payload = payloads.add_device(user_id, device_id, platform, last_used, attributes)
+        return self._store(Kind.ADD_DEVICE, payload)
+
+    def enqueue_remove_device(self, user_id: PersonId, device_id: str) -> str:
+        """Remove a person's push device."""
+        return self._store(Kind.REMOVE_DEVICE, payloads.remove_device(user_id, device_id))
+
+    # -- App API ---------------------------------------------------------------------------------
+    def enqueue_send_email(
+        self,
+        transactional_message_id: int | str,
+        *,
+        identifiers: Mapping[str, str | int],
+        to: str | None = None,
+        message_data: JsonObject = None,
+        **fields: Any,
+    ) -> str:
+        """Send a transactional email; extra App API fields (`subject`, `from_`...) by keyword."""
+        body = payloads.message(
+            Kind.SEND_EMAIL, transactional_message_id, identifiers, to, message_data, fields
+        )
+        return self._store(Kind.SEND_EMAIL, body)
+
+    def enqueue_send_push(
+        self,
+        transactional_message_id: int | str,
+        *,
+        identifiers: Mapping[str, str | int],
+        to: str | None = None,
+        message_data: JsonObject = None,
+        **fields: Any,
+    ) -> str:
+        """Send a transactional push (`title`, `message`, `link`... by keyword)."""
+        body = payloads.message(
+            Kind.SEND_PUSH, transactional_message_id, identifiers, to, message_data, fields
+        )
+        return self._store(Kind.SEND_PUSH, body)
+
+    def enqueue_send_sms(
+        self,
+        transactional_message_id: int | str,
+        *,
+        identifiers: Mapping[str, str | int],
+        to: str | None = None,
+        message_data: JsonObject = None,
+        **fields: Any,
+    ) -> str:
+        """Send a transactional SMS."""
+        body = payloads.message(
+            Kind.SEND_SMS, transactional_message_id, identifiers, to, message_data, fields
+        )
+        return self._store(Kind.SEND_SMS, body)
+
+    def enqueue_broadcast(
+        self,
+        broadcast_id: int,
+        *,
+        data: JsonObject = None,
+        recipients: Mapping[str, Any] | None = None,
+        emails: list[str] | None = None,
+        ids: list[str | int] | None = None,
+        per_user_data: list[Mapping[str, Any]] | None = None,
+        data_file_url: str | None = None,
+        id_ignore_missing: bool | None = None,
+        email_ignore_missing: bool | None = None,
+        email_add_duplicates: bool | None = None,
+    ) -> str:
+        """Trigger an API broadcast, with at most one audience key (none: the UI's audience)."""
+        payload = payloads.broadcast(
+            broadcast_id,
+            data,
+            {
+                "recipients": recipients,
+                "emails": emails,
+                "ids": ids,
+                "per_user_data": per_user_data,
+                "data_file_url": data_file_url,
+            },
+            {
+                "id_ignore_missing": id_ignore_missing,
+                "email_ignore_missing": email_ignore_missing,
+                "email_add_duplicates": email_add_duplicates,
+            },
+        )
+        return self._store(Kind.BROADCAST, payload)
+
+    # -- storage ---------------------------------------------------------------------------------
+    def _store(self, kind: Kind, payload: dict[str, Any]) -> str:
+        """Write the job record and its task message atomically (MULTI/EXEC, one round trip)."""
+        job = Job(id=new_ulid(), kind=kind, payload=payload, created_at=time.time())
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hset(keys.job(job.id), mapping={"job": job.to_json(), "attempts": 0})
+        pipe.lpush(queue_name(job.family), task_message(job.id, kind))
+        pipe.hincrby(keys.stats(), f"{job.family.value}:enqueued", 1)
+        try:
+            pipe.execute()
+        except redis.RedisError as exc:
+            raise EnqueueError(
+                f"Redis did not take {kind.value} job {job.id}: {exc.__class__.__name__}: {exc}"
+            ) from exc
+        return job.id
+
+
+_default: Producer | None = None
+_default_lock = threading.Lock()
+
+
+def default_producer() -> Producer:
+    """The producer the module-level `enqueue_*` functions use, built from the environment."""
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = Producer()
+        return _default
+
+
+def configure(settings: Settings | None = None, *, redis_client: redis.Redis | None = None) -> Producer:
+    """Replace the default producer (for applications that build `Settings` in code, and tests)."""
+    global _default
+    with _default_lock:
+        _default = Producer(settings, redis_client=redis_client)
+        return _default
+
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _on_default(method: Callable[Concatenate[Producer, _P], _R]) -> Callable[_P, _R]:
+    """A module-level function with `method`'s signature and docs, calling the default producer."""
+
+    @functools.wraps(method)
+    def call(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        return method(default_producer(), *args, **kwargs)
+
+    return call
+
+
+enqueue_identify = _on_default(Producer.enqueue_identify)
+enqueue_track = _on_default(Producer.enqueue_track)
+enqueue_track_anonymous = _on_default(Producer.enqueue_track_anonymous)
+enqueue_page = _on_default(Producer.enqueue_page)
+enqueue_delete = _on_default(Producer.enqueue_delete)
+enqueue_merge = _on_default(Producer.enqueue_merge)
+enqueue_suppress = _on_default(Producer.enqueue_suppress)
+enqueue_unsuppress = _on_default(Producer.enqueue_unsuppress)
+enqueue_add_device = _on_default(Producer.enqueue_add_device)
+enqueue_remove_device = _on_default(Producer.enqueue_remove_device)
+enqueue_send_email = _on_default(Producer.enqueue_send_email)
+enqueue_send_push = _on_default(Producer.enqueue_send_push)
+enqueue_send_sms = _on_default(Producer.enqueue_send_sms)
+enqueue_broadcast = _on_default(Producer.enqueue_broadcast)

@@ -1,0 +1,10 @@
+"""The package version, read from the installed metadata."""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("cio-worker")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0.0.0"
