@@ -28,7 +28,9 @@ from cio_worker.errors import (
 from cio_worker.operations import Api, HttpOperation
 from cio_worker.version import __version__
 
-USER_AGENT = f"cio-worker/{__version__} (+https://pypi.org/project/cio-worker/) httpx/{httpx.__version__}"
+USER_AGENT = (
+    f"cio-worker/{__version__} (+https://pypi.org/project/cio-worker/) httpx/{httpx.__version__}"
+)
 #: Characters of a response body kept for an error message or a dead letter.
 BODY_EXCERPT_CHARS = 500
 #: Connections kept open per host; more than a worker's threads never help.
@@ -54,7 +56,9 @@ class CustomerIoClient:
             timeout=timeout,
             transport=transport,
             headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
-            limits=httpx.Limits(max_connections=MAX_CONNECTIONS, max_keepalive_connections=MAX_CONNECTIONS),
+            limits=httpx.Limits(
+                max_connections=MAX_CONNECTIONS, max_keepalive_connections=MAX_CONNECTIONS
+            ),
             follow_redirects=False,  # a cross-host redirect must not carry our Authorization header
         )
         self._base = {
@@ -78,11 +82,16 @@ class CustomerIoClient:
             # A connect or pool timeout means nothing left this process; a read or write timeout
             # means Customer.io may have acted on the request: the outcome is unknown.
             sent = not isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout)
-            raise TransportError(f"{type(exc).__name__} after {self.settings.http_timeout_s:g}s",
-                                 request_sent=sent, job_id=job_id) from exc  # fmt: skip
+            raise TransportError(
+                f"{type(exc).__name__} after {self.settings.http_timeout_s:g}s",
+                request_sent=sent,
+                job_id=job_id,
+            ) from exc
         except httpx.TransportError as exc:
             sent = not isinstance(exc, httpx.ConnectError)
-            raise TransportError(f"{type(exc).__name__}: {exc}", request_sent=sent, job_id=job_id) from exc
+            raise TransportError(
+                f"{type(exc).__name__}: {exc}", request_sent=sent, job_id=job_id
+            ) from exc
         elapsed = time.monotonic() - started
         return _outcome(op, response, elapsed, job_id)
 
@@ -94,10 +103,14 @@ class CustomerIoClient:
             return f"Bearer {s.app_api_key}"
         if api == "pipelines":
             if not s.pipelines_api_key:
-                raise ConfigError("CUSTOMERIO_PIPELINES_API_KEY: not set; the Pipelines API needs it")
+                raise ConfigError(
+                    "CUSTOMERIO_PIPELINES_API_KEY: not set; the Pipelines API needs it"
+                )
             return _basic(s.pipelines_api_key, "")
         if not (s.site_id and s.track_api_key):
-            raise ConfigError("CUSTOMERIO_SITE_ID and CUSTOMERIO_TRACK_API_KEY: both needed for Track")
+            raise ConfigError(
+                "CUSTOMERIO_SITE_ID and CUSTOMERIO_TRACK_API_KEY: both needed for Track"
+            )
         return _basic(s.site_id, s.track_api_key)
 
 
@@ -105,7 +118,9 @@ def _basic(user: str, password: str) -> str:
     return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
 
 
-def _outcome(op: HttpOperation, response: httpx.Response, elapsed: float, job_id: str | None) -> Delivered:
+def _outcome(
+    op: HttpOperation, response: httpx.Response, elapsed: float, job_id: str | None
+) -> Delivered:
     status = response.status_code
     if 200 <= status < 300:
         return Delivered(status, _json_or_none(response), elapsed)
@@ -118,11 +133,14 @@ def _outcome(op: HttpOperation, response: httpx.Response, elapsed: float, job_id
         )
     if status == 408 or status >= 500:
         raise ServerError(
-            f"{status} from {where}", retry_after_seconds=parse_retry_after(response.headers), **info
+            f"{status} from {where}",
+            retry_after_seconds=parse_retry_after(response.headers),
+            **info,
         )
     if status in (401, 403):
         raise AuthError(
-            f"{status} from {op.api}: the {op.api} credential was refused ({_credential_names(op.api)})",
+            f"{status} from {op.api}: the {op.api} credential was refused "
+            f"({_credential_names(op.api)})",
             credential=op.api,
             **info,
         )

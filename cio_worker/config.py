@@ -115,7 +115,9 @@ class Settings:
                 "CIO_WORKER_BROADCAST_INTERVAL_S", 10, low=0.001, high=86_400
             ),
             rate_margin=env.number("CIO_WORKER_RATE_MARGIN", 0.97, low=0.1, high=1.0),
-            max_attempts=int(env.number("CIO_WORKER_MAX_ATTEMPTS", 10, low=1, high=1000, whole=True)),
+            max_attempts=int(
+                env.number("CIO_WORKER_MAX_ATTEMPTS", 10, low=1, high=1000, whole=True)
+            ),
             backoff_base_s=env.number("CIO_WORKER_BACKOFF_BASE_S", 1, low=0.001, high=3600),
             backoff_max_s=env.number("CIO_WORKER_BACKOFF_MAX_S", 300, low=0.001, high=86_400),
             http_timeout_s=env.number("CIO_WORKER_HTTP_TIMEOUT_S", 10, low=0.1, high=600),
@@ -208,7 +210,9 @@ class _Env:
             return None
         parts = urlsplit(raw)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ConfigError(f"{name}: must be scheme://host[:port] with http or https, got {raw!r}")
+            raise ConfigError(
+                f"{name}: must be scheme://host[:port] with http or https, got {raw!r}"
+            )
         if parts.path not in ("", "/") or parts.query or parts.fragment:
             raise ConfigError(f"{name}: must have no path, query or fragment, got {raw!r}")
         try:

@@ -31,14 +31,22 @@ def create_redis(url: str, *, timeout_s: float) -> redis.Redis:
     }
     if urlsplit(url).scheme.startswith("sentinel"):
         hosts, db, master, password = parse_sentinel_url(url)
-        sentinel = Sentinel(hosts, sentinel_kwargs={"socket_timeout": timeout_s}, **options)
-        client: redis.Redis = sentinel.master_for(master, db=db, password=password)
+        # redis.sentinel is untyped.
+        sentinel = Sentinel(  # type: ignore[no-untyped-call]
+            hosts, sentinel_kwargs={"socket_timeout": timeout_s}, **options
+        )
+        client: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call]
+            master, db=db, password=password
+        )
         return client
-    return redis.Redis.from_url(url, **options)  # type: ignore[arg-type]
+    return redis.Redis.from_url(url, **options)
 
 
 def parse_sentinel_url(url: str) -> tuple[list[tuple[str, int]], int, str, str | None]:
-    """`sentinel://:pw@h1:26379;sentinel://h2:26379/0?master_name=m` -> hosts, db, master, password."""
+    """Split `sentinel://:pw@h1:26379;sentinel://h2:26379/0?master_name=m`.
+
+    Returns the sentinel hosts, the database, the master's name and the password.
+    """
     hosts: list[tuple[str, int]] = []
     db, master, password = 0, "mymaster", None
     for part in url.split(";"):

@@ -8,7 +8,6 @@ job back in its queue with attempts reset and the same id, so event dedup still 
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +17,13 @@ import redis
 from cio_worker import keys
 from cio_worker.ledger import ErrorRecord, JobLedger
 from cio_worker.payloads import Job
+
+# `DeadLetterStore.list` shadows the builtin inside the class body.
+_List = list
+
+
+def _text(item: object) -> str:
+    return item.decode() if isinstance(item, bytes) else str(item)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +62,9 @@ class DeadLetterStore:
         self.redis = redis_client
         self.retention_s = retention_days * 86_400
 
-    def add(self, job: Job, attempts: int, error: ErrorRecord, first_error: dict[str, Any] | None) -> None:
+    def add(
+        self, job: Job, attempts: int, error: ErrorRecord, first_error: dict[str, Any] | None
+    ) -> None:
         """Move a job from the ledger to the dead-letter queue in one transaction."""
         entry = {
             "job": json.loads(job.to_json()),
@@ -77,18 +85,21 @@ class DeadLetterStore:
     def _trim(self, now: float) -> None:
         expired = self.redis.zrangebyscore(keys.dead_letter_index(), "-inf", now - self.retention_s)
         if expired:
-            self._remove([item.decode() for item in expired])
+            self._remove([_text(item) for item in expired])
 
     def get(self, job_id: str) -> DeadLetter | None:
         raw = self.redis.hget(keys.dead_letters(), job_id)
         return _decode(raw) if raw else None
 
-    def list(self, *, kind: str | None = None, limit: int | None = None) -> list[DeadLetter]:
+    def list(self, *, kind: str | None = None, limit: int | None = None) -> _List[DeadLetter]:
         """Oldest first, optionally only one kind."""
-        ids = [item.decode() for item in self.redis.zrange(keys.dead_letter_index(), 0, -1)]
-        result: list[DeadLetter] = []
+        ids = [_text(item) for item in self.redis.zrange(keys.dead_letter_index(), 0, -1)]
+        result: _List[DeadLetter] = []
         for start in range(0, len(ids), 500):
-            for raw in self.redis.hmget(keys.dead_letters(), ids[start : start + 500]):
+            chunk: _List[bytes | None] = self.redis.hmget(
+                keys.dead_letters(), ids[start : start + 500]
+            )  # type: ignore[assignment]
+            for raw in chunk:
                 if raw and (letter := _decode(raw)) and (kind is None or letter.job.kind == kind):
                     result.append(letter)
                     if limit is not None and len(result) >= limit:
@@ -98,13 +109,13 @@ class DeadLetterStore:
     def count(self) -> int:
         return int(self.redis.zcard(keys.dead_letter_index()))
 
-    def all_ids(self) -> list[str]:
-        return [item.decode() for item in self.redis.zrange(keys.dead_letter_index(), 0, -1)]
+    def all_ids(self) -> _List[str]:
+        return [_text(item) for item in self.redis.zrange(keys.dead_letter_index(), 0, -1)]
 
-    def replay(self, job_ids: Iterable[str]) -> list[str]:
+    def replay(self, job_ids: Iterable[str]) -> _List[str]:
         """Re-enqueue dead letters (attempts reset, same id); return the ids replayed."""
         ledger = JobLedger(self.redis)
-        done: list[str] = []
+        done: _List[str] = []
         for job_id in job_ids:
             letter = self.get(job_id)
             if letter is None:
@@ -122,7 +133,7 @@ class DeadLetterStore:
         """Delete dead letters for good; return how many existed."""
         return self._remove(list(job_ids))
 
-    def _remove(self, job_ids: list[str]) -> int:
+    def _remove(self, job_ids: _List[str]) -> int:
         if not job_ids:
             return 0
         pipe = self.redis.pipeline(transaction=True)
@@ -131,7 +142,7 @@ class DeadLetterStore:
         return int(pipe.execute()[0])
 
 
-def _decode(raw: bytes) -> DeadLetter:
+def _decode(raw: bytes | str) -> DeadLetter:
     data = json.loads(raw)
     job = data["job"]
     return DeadLetter(

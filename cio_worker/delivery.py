@@ -69,8 +69,12 @@ class Deliverer:
         job = entry.job
         op = build_operation(job, self.settings)
         started = time.monotonic()
-        fields = {"job_id": job.id, "kind": job.kind.value, "family": job.family.value,
-                  "attempt": entry.attempts + 1}  # fmt: skip
+        fields: dict[str, object] = {
+            "job_id": job.id,
+            "kind": job.kind.value,
+            "family": job.family.value,
+            "attempt": entry.attempts + 1,
+        }
         try:
             waited = self.limiter.acquire(op.bucket)
             result = self.client.send(op, job_id=job.id)
@@ -78,7 +82,9 @@ class Deliverer:
             if exc.status_code == 429:
                 self.limiter.pause(op.bucket, exc.retry_after_seconds)
                 self.ledger.count(job.family, "rate_limited")
-                log.warning("rate_limited", status=429, retry_after_s=exc.retry_after_seconds, **fields)
+                log.warning(
+                    "rate_limited", status=429, retry_after_s=exc.retry_after_seconds, **fields
+                )
             delay = exc.retry_after_seconds if exc.retry_after_seconds is not None else 1.0
             return Outcome("retry", min(delay, self.settings.backoff_max_s), exc.status_code)
         except RetryableError as exc:
@@ -98,7 +104,9 @@ class Deliverer:
         )
         return Outcome("delivered", status=result.status_code)
 
-    def _retry_or_dead(self, attempts_before: int, exc: RetryableError, fields: dict[str, object]) -> Outcome:
+    def _retry_or_dead(
+        self, attempts_before: int, exc: RetryableError, fields: dict[str, object]
+    ) -> Outcome:
         job_id = str(fields["job_id"])
         error = _record(exc)
         attempts = self.ledger.record_failure(job_id, error)
@@ -124,8 +132,13 @@ class Deliverer:
             retry_after_s=exc.retry_after_seconds,
         )
         self.ledger.count(family, "retried")
-        log.warning("retry_scheduled", status=exc.status_code, error=error.reason,
-                    delay_s=round(delay, 3), **fields)  # fmt: skip
+        log.warning(
+            "retry_scheduled",
+            status=exc.status_code,
+            error=error.reason,
+            delay_s=round(delay, 3),
+            **fields,
+        )
         return Outcome("retry", delay, exc.status_code)
 
     def _dead(
@@ -143,12 +156,21 @@ class Deliverer:
             return Outcome("gone")
         error = _record(exc, reason)
         self.dead_letters.add(entry.job, attempts, error, entry.first_error or first_error)
-        log.error("dead_lettered", status=error.status, reason=error.reason, **{**fields, "attempt": attempts})
+        log.error(
+            "dead_lettered",
+            status=error.status,
+            reason=error.reason,
+            **{**fields, "attempt": attempts},
+        )
         return Outcome("dead", status=error.status)
 
 
 def _record(exc: Exception, reason: str | None = None) -> ErrorRecord:
     status = exc.status_code if isinstance(exc, DeliveryError) else None
     excerpt = exc.body_excerpt if isinstance(exc, DeliveryError) else None
-    text = reason or (f"{status}: {exc}" if status and not str(exc).startswith(str(status)) else str(exc))
-    return ErrorRecord(reason=text or type(exc).__name__, status=status, body_excerpt=excerpt, at=time.time())
+    text = reason or (
+        f"{status}: {exc}" if status and not str(exc).startswith(str(status)) else str(exc)
+    )
+    return ErrorRecord(
+        reason=text or type(exc).__name__, status=status, body_excerpt=excerpt, at=time.time()
+    )

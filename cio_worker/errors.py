@@ -76,9 +76,7 @@ class RetryableError(DeliveryError):
         status_code: int | None = None,
         body_excerpt: str | None = None,
     ) -> None:
-        super().__init__(
-            message, job_id=job_id, status_code=status_code, body_excerpt=body_excerpt
-        )
+        super().__init__(message, job_id=job_id, status_code=status_code, body_excerpt=body_excerpt)
         self.retry_after_seconds = retry_after_seconds
 
 
@@ -121,9 +119,7 @@ class AuthError(PermanentError):
         status_code: int | None = None,
         body_excerpt: str | None = None,
     ) -> None:
-        super().__init__(
-            message, job_id=job_id, status_code=status_code, body_excerpt=body_excerpt
-        )
+        super().__init__(message, job_id=job_id, status_code=status_code, body_excerpt=body_excerpt)
         self.credential = credential
 
 

@@ -30,7 +30,12 @@ class ErrorRecord:
     at: float
 
     def to_dict(self) -> dict[str, Any]:
-        return {"reason": self.reason, "status": self.status, "body": self.body_excerpt, "at": self.at}
+        return {
+            "reason": self.reason,
+            "status": self.status,
+            "body": self.body_excerpt,
+            "at": self.at,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +86,10 @@ class JobLedger:
         """Store `job` afresh (attempts 0) and queue its task message, keeping its id."""
         target = pipe or self.redis.pipeline(transaction=True)
         target.delete(keys.job(job.id))
-        target.hset(keys.job(job.id), mapping={"job": job.to_json(), "attempts": 0, "requeued_at": time.time()})
+        target.hset(
+            keys.job(job.id),
+            mapping={"job": job.to_json(), "attempts": 0, "requeued_at": time.time()},
+        )
         target.lpush(queue_name(job.family), task_message(job.id, job.kind))
         if pipe is None:
             target.execute()
@@ -89,8 +97,9 @@ class JobLedger:
 
 def stats(redis_client: redis.Redis) -> dict[str, int]:
     """All counters `<family>:<outcome>` (enqueued, delivered, retried, rate_limited, dead)."""
-    return {k.decode(): int(v) for k, v in redis_client.hgetall(keys.stats()).items()}
+    raw: dict[bytes, bytes] = redis_client.hgetall(keys.stats())  # type: ignore[assignment]
+    return {k.decode(): int(v) for k, v in raw.items()}
 
 
-def _json(raw: bytes | None) -> dict[str, Any] | None:
+def _json(raw: bytes | str | None) -> dict[str, Any] | None:
     return json.loads(raw) if raw else None

@@ -133,13 +133,23 @@ class Limiter:
         return [keys.limiter(workspace, bucket, "tat"), keys.limiter(workspace, bucket, "pause")]
 
     def reserve(self, bucket: str, *, now_us: int | None = None) -> tuple[bool, float]:
-        """One script call: (granted, seconds until the slot). Raises RateLimitedError on Redis errors."""
-        args = [self.interval_us(bucket), self._max_wait_us, KEY_TTL_MS, "" if now_us is None else now_us]
+        """One script call: (granted, seconds until the slot).
+
+        Raises RateLimitedError when Redis cannot be reached.
+        """
+        args = [
+            self.interval_us(bucket),
+            self._max_wait_us,
+            KEY_TTL_MS,
+            "" if now_us is None else now_us,
+        ]
         try:
             granted, wait_us = self._acquire(keys=self._keys(bucket), args=args)
         except redis.RedisError as exc:
             # Fail closed: without the shared bucket we cannot know the fleet's rate.
-            raise RateLimitedError(f"limiter unavailable ({type(exc).__name__})", retry_after_seconds=1.0) from exc
+            raise RateLimitedError(
+                f"limiter unavailable ({type(exc).__name__})", retry_after_seconds=1.0
+            ) from exc
         return bool(int(granted)), int(wait_us) / 1_000_000
 
     def acquire(self, bucket: str) -> float:
@@ -150,7 +160,9 @@ class Limiter:
         """
         granted, wait_s = self.reserve(bucket)
         if not granted:
-            raise RateLimitedError(f"{bucket} bucket busy for {wait_s:.3f}s", retry_after_seconds=wait_s)
+            raise RateLimitedError(
+                f"{bucket} bucket busy for {wait_s:.3f}s", retry_after_seconds=wait_s
+            )
         if wait_s > 0:
             deadline = time.monotonic() + wait_s
             while (remaining := deadline - time.monotonic()) > 0:

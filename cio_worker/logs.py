@@ -16,9 +16,22 @@ from cio_worker.config import Settings
 
 #: Keys never written to a log line, whatever their value.
 SECRET_KEYS = frozenset(
-    {"authorization", "api_key", "track_api_key", "app_api_key", "pipelines_api_key", "password",
-     "webhook_signing_key", "headers", "payload", "traits", "properties", "message_data", "body"}
-)  # fmt: skip
+    {
+        "authorization",
+        "api_key",
+        "track_api_key",
+        "app_api_key",
+        "pipelines_api_key",
+        "password",
+        "webhook_signing_key",
+        "headers",
+        "payload",
+        "traits",
+        "properties",
+        "message_data",
+        "body",
+    }
+)
 
 
 def drop_secrets(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:

@@ -151,10 +151,13 @@ def _pipelines(job: Job) -> HttpOperation:
     elif kind is Kind.MERGE:
         # Pipelines merges with alias: previousId is folded into userId.
         primary, secondary = p["primary"], p["secondary"]
-        path, extra = "alias", {
-            "userId": next(iter(primary.values())),
-            "previousId": next(iter(secondary.values())),
-        }
+        path, extra = (
+            "alias",
+            {
+                "userId": next(iter(primary.values())),
+                "previousId": next(iter(secondary.values())),
+            },
+        )
     else:
         path, extra = "track", {"event": _SEMANTIC_EVENTS[kind]}
         if kind in (Kind.ADD_DEVICE, Kind.REMOVE_DEVICE):

@@ -26,13 +26,32 @@ _COMMON_MESSAGE_FIELDS = frozenset(
     {"send_at", "language", "disable_message_retention", "send_to_unsubscribed", "queue_draft"}
 )
 EMAIL_FIELDS = _COMMON_MESSAGE_FIELDS | {
-    "from", "subject", "body", "body_plain", "body_amp", "cc", "bcc", "reply_to", "preheader",
-    "headers", "attachments", "tracked", "fake_bcc", "disable_css_preprocessing", "auto_create",
-}  # fmt: skip
+    "from",
+    "subject",
+    "body",
+    "body_plain",
+    "body_amp",
+    "cc",
+    "bcc",
+    "reply_to",
+    "preheader",
+    "headers",
+    "attachments",
+    "tracked",
+    "fake_bcc",
+    "disable_css_preprocessing",
+    "auto_create",
+}
 PUSH_FIELDS = _COMMON_MESSAGE_FIELDS | {
-    "title", "message", "image_url", "link", "sound", "custom_data", "custom_payload",
+    "title",
+    "message",
+    "image_url",
+    "link",
+    "sound",
+    "custom_data",
+    "custom_payload",
     "custom_device",
-}  # fmt: skip
+}
 SMS_FIELDS = _COMMON_MESSAGE_FIELDS | {"tracked"}
 BROADCAST_AUDIENCE_KEYS = ("recipients", "emails", "ids", "per_user_data", "data_file_url")
 
@@ -60,7 +79,9 @@ class Job:
     @classmethod
     def from_json(cls, raw: str | bytes) -> Job:
         data = json.loads(raw)
-        return cls(id=data["id"], kind=Kind(data["kind"]), payload=data["payload"], created_at=data["t"])
+        return cls(
+            id=data["id"], kind=Kind(data["kind"]), payload=data["payload"], created_at=data["t"]
+        )
 
 
 def _track_op(kind: Kind, payload: dict[str, Any]) -> dict[str, Any]:
@@ -153,12 +174,16 @@ def message(
     if isinstance(transactional_message_id, int) and transactional_message_id <= 0:
         raise ValidationError("transactional_message_id", "must be a positive int")
     if identifiers is None or identifiers == {}:
-        raise ValidationError("identifiers", "is required: one of id, email, cio_id of the recipient")
+        raise ValidationError(
+            "identifiers", "is required: one of id, email, cio_id of the recipient"
+        )
     allowed = {Kind.SEND_EMAIL: EMAIL_FIELDS, Kind.SEND_PUSH: PUSH_FIELDS}.get(kind, SMS_FIELDS)
     extra = {("from" if key == "from_" else key): value for key, value in fields.items()}
     unknown = sorted(set(extra) - allowed)
     if unknown:
-        raise ValidationError(unknown[0], f"is not a field of {kind.value}; allowed: {sorted(allowed)}")
+        raise ValidationError(
+            unknown[0], f"is not a field of {kind.value}; allowed: {sorted(allowed)}"
+        )
     body: dict[str, Any] = {
         "transactional_message_id": transactional_message_id,
         "identifiers": v.person_reference("identifiers", identifiers),
@@ -175,7 +200,9 @@ def message(
         _check_recipients(body)
     size = v.encoded_len(body)
     if size > MAX_MESSAGE_BYTES:
-        raise ValidationError("payload", f"must be at most {MAX_MESSAGE_BYTES} bytes as JSON, got {size}")
+        raise ValidationError(
+            "payload", f"must be at most {MAX_MESSAGE_BYTES} bytes as JSON, got {size}"
+        )
     return body
 
 
@@ -188,10 +215,14 @@ def _check_recipients(body: Mapping[str, Any]) -> None:
         elif isinstance(value, list):
             count += len(value)
     if count > MAX_EMAIL_RECIPIENTS:
-        raise ValidationError("to", f"at most {MAX_EMAIL_RECIPIENTS} recipients across to, cc and bcc")
+        raise ValidationError(
+            "to", f"at most {MAX_EMAIL_RECIPIENTS} recipients across to, cc and bcc"
+        )
 
 
-def broadcast(broadcast_id: object, data: object, audience: Mapping[str, object], flags: Mapping[str, object]) -> dict[str, Any]:
+def broadcast(
+    broadcast_id: object, data: object, audience: Mapping[str, object], flags: Mapping[str, object]
+) -> dict[str, Any]:
     """An API-triggered broadcast: at most one audience key, plus optional data and flags."""
     if isinstance(broadcast_id, bool) or not isinstance(broadcast_id, int) or broadcast_id <= 0:
         raise ValidationError("broadcast_id", "must be a positive int")
@@ -209,12 +240,17 @@ def broadcast(broadcast_id: object, data: object, audience: Mapping[str, object]
             if not isinstance(value, list | tuple) or not value:
                 raise ValidationError(key, "must be a non-empty list")
             if len(value) > MAX_BROADCAST_AUDIENCE:
-                raise ValidationError(key, f"at most {MAX_BROADCAST_AUDIENCE} entries, got {len(value)}")
+                raise ValidationError(
+                    key, f"at most {MAX_BROADCAST_AUDIENCE} entries, got {len(value)}"
+                )
             value = list(value)
         if key == "recipients" and (not isinstance(value, Mapping) or not value):
-            raise ValidationError(key, "must be a non-empty filter dict (and/or/not, segment, attribute)")
+            raise ValidationError(
+                key, "must be a non-empty filter dict (and/or/not, segment, attribute)"
+            )
         if key == "per_user_data":
-            for index, item in enumerate(value):  # type: ignore[arg-type]
+            entries: list[object] = list(value)  # type: ignore[call-overload]
+            for index, item in enumerate(entries):
                 if not isinstance(item, Mapping) or not (item.get("id") or item.get("email")):
                     raise ValidationError(f"per_user_data[{index}]", "needs an id or an email")
         body[key] = value

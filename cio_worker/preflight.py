@@ -16,7 +16,8 @@ def check_credentials(settings: Settings, families: set[str]) -> None:
     missing = settings.missing_credentials(families)
     if missing:
         raise ConfigError(
-            f"{', '.join(missing)}: not set, but this worker consumes {', '.join(sorted(families))}. "
+            f"{', '.join(missing)}: not set, but this worker consumes "
+            f"{', '.join(sorted(families))}. "
             "Set them, or choose queues with -Q (e.g. -Q cio.track), or set "
             "CIO_WORKER_SANDBOX_URL to deliver to a local sandbox."
         )
@@ -34,7 +35,8 @@ def check_redis(client: redis.Redis, *, allow_eviction: bool = False) -> list[st
     if policy.startswith(EVICTING_POLICIES):
         message = (
             f"Redis maxmemory-policy is {policy}: Redis may evict queued jobs. Set it to "
-            "noeviction (or pass --allow-eviction / CIO_WORKER_ALLOW_EVICTION=1 to accept the risk)."
+            "noeviction (or pass --allow-eviction / CIO_WORKER_ALLOW_EVICTION=1 to accept "
+            "the risk)."
         )
         if not allow_eviction:
             raise ConfigError(message)

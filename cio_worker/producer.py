@@ -33,7 +33,9 @@ PersonRef = str | int | Mapping[str, str]
 class Producer:
     """Stores jobs for the workers. Thread-safe; create one per process and reuse it."""
 
-    def __init__(self, settings: Settings | None = None, *, redis_client: redis.Redis | None = None):
+    def __init__(
+        self, settings: Settings | None = None, *, redis_client: redis.Redis | None = None
+    ):
         self.settings = settings or Settings.from_env()
         self.redis = redis_client or get_redis(self.settings)
 
@@ -120,6 +122,7 @@ class Producer:
     # -- App API ---------------------------------------------------------------------------------
     def enqueue_send_email(
         self,
+        /,
         transactional_message_id: int | str,
         *,
         identifiers: Mapping[str, str | int],
@@ -135,6 +138,7 @@ class Producer:
 
     def enqueue_send_push(
         self,
+        /,
         transactional_message_id: int | str,
         *,
         identifiers: Mapping[str, str | int],
@@ -150,6 +154,7 @@ class Producer:
 
     def enqueue_send_sms(
         self,
+        /,
         transactional_message_id: int | str,
         *,
         identifiers: Mapping[str, str | int],
@@ -226,7 +231,9 @@ def default_producer() -> Producer:
         return _default
 
 
-def configure(settings: Settings | None = None, *, redis_client: redis.Redis | None = None) -> Producer:
+def configure(
+    settings: Settings | None = None, *, redis_client: redis.Redis | None = None
+) -> Producer:
     """Replace the default producer (for applications that build `Settings` in code, and tests)."""
     global _default
     with _default_lock:

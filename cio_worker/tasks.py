@@ -48,8 +48,10 @@ def visibility_timeout_s(settings: Settings) -> float:
 
 def create_app(settings: Settings) -> Celery:
     celery_app = Celery("cio_worker", set_as_current=False)
-    queues = [Queue(queue_name(f), Exchange(queue_name(f), type="direct"), routing_key=queue_name(f))
-              for f in Family]  # fmt: skip
+    queues = [
+        Queue(queue_name(f), Exchange(queue_name(f), type="direct"), routing_key=queue_name(f))
+        for f in Family
+    ]
     transport: dict[str, Any] = {
         "visibility_timeout": visibility_timeout_s(settings),
         "socket_timeout": 10,
@@ -101,7 +103,9 @@ def get_deliverer() -> Deliverer:
             _deliverer = Deliverer(
                 settings=settings,
                 ledger=JobLedger(redis_client),
-                dead_letters=DeadLetterStore(redis_client, retention_days=settings.dlq_retention_days),
+                dead_letters=DeadLetterStore(
+                    redis_client, retention_days=settings.dlq_retention_days
+                ),
                 limiter=Limiter(settings, redis_client),
                 client=get_client(settings),
             )
@@ -121,7 +125,9 @@ def _register(kind: Kind) -> None:
         return _deliver(self, job_id)
 
     deliver_job.__doc__ = f"Deliver a {kind.value} job to Customer.io."
-    app.task(name=kind.task_name, bind=True, queue=queue_name(kind.family), max_retries=None)(deliver_job)
+    app.task(name=kind.task_name, bind=True, queue=queue_name(kind.family), max_retries=None)(
+        deliver_job
+    )
 
 
 for _kind in Kind:
@@ -146,7 +152,9 @@ def _preflight(sender: Any = None, **_: Any) -> None:
         raise SystemExit(2) from exc
     except Exception as exc:  # Redis unreachable: let Celery's own reconnect loop report it
         log.warning("preflight_skipped", error=f"{type(exc).__name__}: {exc}")
-    log.info("worker_ready_to_start", families=sorted(families), redis=_safe_url(settings.redis_url))
+    log.info(
+        "worker_ready_to_start", families=sorted(families), redis=_safe_url(settings.redis_url)
+    )
 
 
 def _safe_url(url: str) -> str:

@@ -1,6 +1,7 @@
 """Checks applied at enqueue time, so bad input fails in the caller's request, not at delivery.
 
-Each check raises `ValidationError(field, rule)`; the limits are Customer.io's (customerio-api.md §6).
+Each check raises `ValidationError(field, rule)`. The limits are Customer.io's
+(customerio-api.md §6).
 """
 
 from __future__ import annotations
@@ -69,7 +70,9 @@ def timestamp(field: str, value: object) -> int | None:
         return None
     if isinstance(value, datetime):
         if value.tzinfo is None or value.utcoffset() is None:
-            raise ValidationError(field, "datetime must be timezone-aware (naive times are ambiguous)")
+            raise ValidationError(
+                field, "datetime must be timezone-aware (naive times are ambiguous)"
+            )
         return int(value.timestamp())
     if isinstance(value, str):
         raise ValidationError(
@@ -82,7 +85,9 @@ def timestamp(field: str, value: object) -> int | None:
             field, f"must be an int (Unix seconds) or an aware datetime, got {type(value).__name__}"
         )
     if not 0 <= value <= MAX_UNIX_SECONDS:
-        raise ValidationError(field, "must be Unix seconds (0..9999999999); milliseconds are refused")
+        raise ValidationError(
+            field, "must be Unix seconds (0..9999999999); milliseconds are refused"
+        )
     return value
 
 
@@ -124,12 +129,16 @@ def attributes(field: str, value: object) -> dict[str, Any]:
     """Person attributes: at most 300, names up to 150 bytes, each value up to 1000 bytes."""
     result = json_object(field, value)
     if len(result) > MAX_ATTRIBUTES:
-        raise ValidationError(field, f"must have at most {MAX_ATTRIBUTES} attributes, got {len(result)}")
+        raise ValidationError(
+            field, f"must have at most {MAX_ATTRIBUTES} attributes, got {len(result)}"
+        )
     for name, item in result.items():
         if not name:
             raise ValidationError(field, "attribute names must not be empty")
         if utf8_len(name) > MAX_ID_BYTES:
-            raise ValidationError(f"{field}.{name[:40]}", f"attribute name over {MAX_ID_BYTES} bytes")
+            raise ValidationError(
+                f"{field}.{name[:40]}", f"attribute name over {MAX_ID_BYTES} bytes"
+            )
         size = utf8_len(item) if isinstance(item, str) else encoded_len(item)
         if size > MAX_ATTRIBUTE_VALUE_BYTES:
             raise ValidationError(
@@ -143,7 +152,9 @@ def operation_size(field: str, payload: object, *, max_bytes: int = MAX_OPERATIO
     """The whole operation must fit Customer.io's per-operation limit (32 KB for Track)."""
     size = encoded_len(payload)
     if size > max_bytes:
-        raise ValidationError(field, f"operation must be at most {max_bytes} bytes as JSON, got {size}")
+        raise ValidationError(
+            field, f"operation must be at most {max_bytes} bytes as JSON, got {size}"
+        )
 
 
 def choice(field: str, value: object, allowed: tuple[str, ...]) -> str:

@@ -1,0 +1,108 @@
+"""`cio-worker status`: what is queued, waiting, dead and paused, read from Redis in one pass."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from cio_worker import keys
+from cio_worker.config import Settings
+from cio_worker.connection import get_redis
+from cio_worker.deadletter import DeadLetterStore
+from cio_worker.kinds import Family, queue_name
+from cio_worker.ledger import stats
+from cio_worker.limiter import bucket_rates, workspace_of
+
+#: kombu's Redis transport keeps delivered-but-unacknowledged messages in this hash.
+KOMBU_UNACKED = "unacked"
+
+
+def collect_status(settings: Settings) -> dict[str, Any]:
+    """A JSON-ready report; its keys are stable for scripts."""
+    client = get_redis(settings)
+    counters = stats(client)
+    unacked_by_queue: dict[str, int] = {}
+    scheduled = 0
+    now = time.time()
+    for raw in client.hvals(KOMBU_UNACKED):
+        try:
+            message, _exchange, routing_key = json.loads(raw)
+        except (ValueError, TypeError):
+            continue
+        unacked_by_queue[routing_key] = unacked_by_queue.get(routing_key, 0) + 1
+        eta = message.get("headers", {}).get("eta")
+        if eta:
+            scheduled += 1
+    queues = {}
+    for family in Family:
+        name = queue_name(family)
+        queues[family.value] = {
+            "queue": name,
+            "waiting": int(client.llen(name)),
+            "in_flight_or_scheduled": unacked_by_queue.get(name, 0),
+            "enqueued": counters.get(f"{family.value}:enqueued", 0),
+            "delivered": counters.get(f"{family.value}:delivered", 0),
+            "retried": counters.get(f"{family.value}:retried", 0),
+            "rate_limited": counters.get(f"{family.value}:rate_limited", 0),
+            "dead": counters.get(f"{family.value}:dead", 0),
+        }
+    store = DeadLetterStore(client)
+    by_kind: dict[str, int] = {}
+    for letter in store.list():
+        by_kind[letter.job.kind.value] = by_kind.get(letter.job.kind.value, 0) + 1
+    limiter = {}
+    for bucket, rate in bucket_rates(settings).items():
+        pause = client.get(keys.limiter(workspace_of(settings, bucket), bucket, "pause"))
+        paused_until = int(pause) / 1_000_000 if pause else 0.0
+        limiter[bucket] = {
+            "limit_per_s": rate,
+            "paused_for_s": round(max(0.0, paused_until - now), 3),
+        }
+    return {
+        "queues": queues,
+        "scheduled_retries": scheduled,
+        "dead_letters": {"total": store.count(), "by_kind": by_kind},
+        "limiter": limiter,
+        "jobs_pending": sum(1 for _ in client.scan_iter(match=keys.job("*"), count=1000)),
+    }
+
+
+def render_status(report: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(
+        "family",
+        "waiting",
+        "in flight / scheduled",
+        "delivered",
+        "retried",
+        "429s",
+        "dead",
+        title="cio_worker queues",
+    )
+    for family, row in report["queues"].items():
+        table.add_row(
+            family,
+            *(
+                str(row[k])
+                for k in (
+                    "waiting",
+                    "in_flight_or_scheduled",
+                    "delivered",
+                    "retried",
+                    "rate_limited",
+                    "dead",
+                )
+            ),
+        )
+    console = Console()
+    console.print(table)
+    limits = Table("bucket", "limit/s", "paused for (s)", title="limiter")
+    for bucket, row in report["limiter"].items():
+        limits.add_row(bucket, f"{row['limit_per_s']:g}", f"{row['paused_for_s']:g}")
+    console.print(limits)
+    dead = report["dead_letters"]
+    console.print(f"dead letters: {dead['total']} {dead['by_kind'] or ''}")
+    console.print(f"scheduled retries: {report['scheduled_retries']}")

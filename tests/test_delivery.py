@@ -1,0 +1,199 @@
+"""delivery.Deliverer without Celery: each answer from Customer.io leads to one fate for the job."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+import httpx
+import pytest
+import redis
+
+from cio_worker import keys
+from cio_worker.client import CustomerIoClient
+from cio_worker.config import Settings
+from cio_worker.deadletter import DeadLetterStore
+from cio_worker.delivery import Deliverer
+from cio_worker.ledger import JobLedger, stats
+from cio_worker.limiter import Limiter
+from cio_worker.producer import Producer
+
+Handler = Callable[[httpx.Request], httpx.Response]
+
+
+@pytest.fixture
+def make_deliverer(
+    settings: Settings, redis_client: redis.Redis
+) -> Callable[..., tuple[Deliverer, list[httpx.Request]]]:
+    def make(handler: Handler, **changes: object) -> tuple[Deliverer, list[httpx.Request]]:
+        seen: list[httpx.Request] = []
+
+        def record(request: httpx.Request) -> httpx.Response:
+            seen.append(request)
+            return handler(request)
+
+        s = settings.replace(**changes) if changes else settings
+        deliverer = Deliverer(
+            settings=s,
+            ledger=JobLedger(redis_client),
+            dead_letters=DeadLetterStore(redis_client),
+            limiter=Limiter(s, redis_client, sleep=lambda _: None),
+            client=CustomerIoClient(s, transport=httpx.MockTransport(record)),
+        )
+        return deliverer, seen
+
+    return make
+
+
+@pytest.fixture
+def producer(settings: Settings, redis_client: redis.Redis) -> Producer:
+    return Producer(settings, redis_client=redis_client)
+
+
+def answer(status: int, body: object = None, headers: dict[str, str] | None = None) -> Handler:
+    return lambda _: httpx.Response(status, json=body if body is not None else {}, headers=headers)
+
+
+class TestSuccess:
+    def test_delivered_job_is_forgotten_and_counted(
+        self, make_deliverer, producer, redis_client
+    ) -> None:
+        """A 200 ends the job: its record is deleted and `track:delivered` counts it."""
+        job_id = producer.enqueue_track("u1", "Signed Up", {"plan": "pro"})
+        deliverer, seen = make_deliverer(answer(200))
+        outcome = deliverer.run(job_id)
+        assert outcome.state == "delivered" and outcome.status == 200
+        assert not redis_client.exists(keys.job(job_id))
+        assert stats(redis_client)["track:delivered"] == 1
+        assert seen[0].url.path == "/api/v1/customers/u1/events"
+        assert json.loads(seen[0].content)["id"] == job_id
+
+    def test_redelivered_message_sends_nothing(self, make_deliverer, producer) -> None:
+        """A message whose job already ended (crash after 2xx, before ack) sends no second request."""
+        job_id = producer.enqueue_send_email(3, identifiers={"id": "u1"}, to="a@example.com")
+        deliverer, seen = make_deliverer(answer(200, {"delivery_id": "d1"}))
+        assert deliverer.run(job_id).state == "delivered"
+        assert deliverer.run(job_id).state == "gone"
+        assert len(seen) == 1
+
+
+class TestRetry:
+    def test_server_error_schedules_a_backoff(self, make_deliverer, producer, redis_client) -> None:
+        """A 503 counts one attempt, keeps the job and asks for a retry within the backoff cap."""
+        job_id = producer.enqueue_identify("u1", {"plan": "pro"})
+        deliverer, _ = make_deliverer(answer(503), backoff_base_s=2.0)
+        outcome = deliverer.run(job_id)
+        assert outcome.state == "retry" and 0 <= outcome.delay_s <= 2.0
+        assert int(redis_client.hget(keys.job(job_id), "attempts")) == 1
+        assert stats(redis_client)["track:retried"] == 1
+
+    def test_attempts_run_out_into_the_dead_letter_queue(self, make_deliverer, producer) -> None:
+        """After max_attempts retryable failures the job is dead-lettered with the last status."""
+        job_id = producer.enqueue_identify("u1")
+        deliverer, seen = make_deliverer(answer(500), max_attempts=3)
+        states = [deliverer.run(job_id).state for _ in range(3)]
+        assert states == ["retry", "retry", "dead"]
+        letter = deliverer.dead_letters.get(job_id)
+        assert letter is not None and letter.attempts == 3 and letter.status == 500
+        assert "gave up after 3 attempts" in letter.reason
+        assert len(seen) == 3
+
+    def test_429_pauses_the_bucket_without_using_an_attempt(
+        self, make_deliverer, producer, redis_client
+    ) -> None:
+        """A 429 honours Retry-After, pauses the family and leaves attempts untouched."""
+        job_id = producer.enqueue_track("u1", "Viewed")
+        deliverer, _ = make_deliverer(answer(429, headers={"Retry-After": "3"}))
+        outcome = deliverer.run(job_id)
+        assert outcome.state == "retry" and outcome.delay_s == pytest.approx(3.0)
+        assert int(redis_client.hget(keys.job(job_id), "attempts")) == 0
+        assert stats(redis_client)["track:rate_limited"] == 1
+        granted, wait = deliverer.limiter.reserve("track")
+        assert wait > 2.0  # every worker now waits for the pause
+
+    def test_ambiguous_message_timeout_is_dead_lettered(self, make_deliverer, producer) -> None:
+        """A read timeout on an email (no dedup key) dead-letters by default instead of resending."""
+
+        def timeout(request: httpx.Request) -> httpx.Response:
+            raise httpx.ReadTimeout("slow", request=request)
+
+        job_id = producer.enqueue_send_email(3, identifiers={"id": "u1"})
+        deliverer, _ = make_deliverer(timeout)
+        assert deliverer.run(job_id).state == "dead"
+        letter = deliverer.dead_letters.get(job_id)
+        assert letter is not None and "ambiguous" in letter.reason
+
+    def test_ambiguous_policy_retry_retries(self, make_deliverer, producer) -> None:
+        """With CIO_WORKER_AMBIGUOUS_MESSAGES=retry the same timeout is retried."""
+
+        def timeout(request: httpx.Request) -> httpx.Response:
+            raise httpx.ReadTimeout("slow", request=request)
+
+        job_id = producer.enqueue_send_email(3, identifiers={"id": "u1"})
+        deliverer, _ = make_deliverer(timeout, ambiguous_messages="retry")
+        assert deliverer.run(job_id).state == "retry"
+
+    def test_event_timeout_is_retried(self, make_deliverer, producer) -> None:
+        """An event has a dedup id, so a timeout is simply retried."""
+
+        def timeout(request: httpx.Request) -> httpx.Response:
+            raise httpx.ReadTimeout("slow", request=request)
+
+        job_id = producer.enqueue_track("u1", "Viewed")
+        deliverer, _ = make_deliverer(timeout)
+        assert deliverer.run(job_id).state == "retry"
+
+
+class TestDeadLetter:
+    def test_400_is_dead_lettered_at_once_with_the_body(self, make_deliverer, producer) -> None:
+        """A 400 is permanent: one request, then a dead letter keeping status and body excerpt."""
+        job_id = producer.enqueue_send_email(3, identifiers={"id": "u1"})
+        deliverer, seen = make_deliverer(answer(400, {"meta": {"error": "bad template"}}))
+        assert deliverer.run(job_id).state == "dead"
+        letter = deliverer.dead_letters.get(job_id)
+        assert letter is not None and letter.status == 400
+        assert "bad template" in (letter.last_error.get("body") or "")
+        assert letter.summary()["kind"] == "send_email" and len(seen) == 1
+
+    def test_401_names_the_credential_family(self, make_deliverer, producer) -> None:
+        """A refused App key dead-letters with a reason naming the App credential."""
+        job_id = producer.enqueue_broadcast(9)
+        deliverer, _ = make_deliverer(answer(401))
+        deliverer.run(job_id)
+        letter = deliverer.dead_letters.get(job_id)
+        assert letter is not None and "CUSTOMERIO_APP_API_KEY" in letter.reason
+
+    def test_unexpected_exception_keeps_the_job(self, make_deliverer, producer) -> None:
+        """A bug while delivering dead-letters the job instead of losing it."""
+
+        def boom(request: httpx.Request) -> httpx.Response:
+            raise RuntimeError("bug")
+
+        job_id = producer.enqueue_identify("u1")
+        deliverer, _ = make_deliverer(boom)
+        assert deliverer.run(job_id).state == "dead"
+        assert deliverer.dead_letters.get(job_id) is not None
+
+    def test_replay_requeues_with_the_same_id(self, make_deliverer, producer, redis_client) -> None:
+        """Replay puts the job back with attempts reset and the same id (dedup id kept)."""
+        job_id = producer.enqueue_track("u1", "Viewed")
+        deliverer, _ = make_deliverer(answer(422))
+        deliverer.run(job_id)
+        redis_client.delete("cio.track")
+        assert deliverer.dead_letters.replay([job_id]) == [job_id]
+        assert deliverer.dead_letters.get(job_id) is None
+        assert int(redis_client.hget(keys.job(job_id), "attempts")) == 0
+        message = json.loads(redis_client.lpop("cio.track"))
+        assert message["headers"]["id"] == job_id
+        fixed, _ = make_deliverer(answer(200))
+        assert fixed.run(job_id).state == "delivered"
+
+    def test_retention_trims_old_entries(self, make_deliverer, producer, redis_client) -> None:
+        """Entries older than the retention are dropped when a new one arrives."""
+        old = producer.enqueue_identify("u1")
+        deliverer, _ = make_deliverer(answer(400))
+        deliverer.run(old)
+        redis_client.zadd(keys.dead_letter_index(), {old: 1.0})  # pretend it is from 1970
+        deliverer.run(producer.enqueue_identify("u2"))
+        assert deliverer.dead_letters.get(old) is None
+        assert deliverer.dead_letters.count() == 1
