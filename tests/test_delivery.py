@@ -69,7 +69,7 @@ class TestSuccess:
         assert json.loads(seen[0].content)["id"] == job_id
 
     def test_redelivered_message_sends_nothing(self, make_deliverer, producer) -> None:
-        """A message whose job already ended (crash after 2xx, before ack) sends no second request."""
+        """A message whose job already ended (crash after 2xx, before ack) sends nothing."""
         job_id = producer.enqueue_send_email(3, identifiers={"id": "u1"}, to="a@example.com")
         deliverer, seen = make_deliverer(answer(200, {"delivery_id": "d1"}))
         assert deliverer.run(job_id).state == "delivered"
@@ -112,7 +112,7 @@ class TestRetry:
         assert wait > 2.0  # every worker now waits for the pause
 
     def test_ambiguous_message_timeout_is_dead_lettered(self, make_deliverer, producer) -> None:
-        """A read timeout on an email (no dedup key) dead-letters by default instead of resending."""
+        """A read timeout on an email (no dedup key) dead-letters by default: no resend."""
 
         def timeout(request: httpx.Request) -> httpx.Response:
             raise httpx.ReadTimeout("slow", request=request)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import redis
 import pytest
+import redis
 
 from cio_worker import keys
 from cio_worker.config import Settings
