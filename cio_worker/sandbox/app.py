@@ -1,0 +1,185 @@
+"""The Starlette app: routes every API request through auth, faults, limits and body checks,
+records it, and answers in the API's own shape."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from dataclasses import dataclass
+from urllib.parse import quote
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from cio_worker.sandbox import control
+from cio_worker.sandbox.auth import AuthResult, authenticate
+from cio_worker.sandbox.checks import Incoming
+from cio_worker.sandbox.config import SandboxConfig
+from cio_worker.sandbox.endpoints import Match, ReplyKind, resolve
+from cio_worker.sandbox.faults import DropConnection
+from cio_worker.sandbox.responses import (
+    Reply,
+    injected,
+    meta_error,
+    problems_reply,
+    rate_limited,
+    unauthorized,
+)
+from cio_worker.sandbox.state import SandboxState, sandbox_state
+
+#: Methods the catch-all API route takes; anything unknown answers 404/405 in Customer.io's shape.
+_API_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+
+
+def create_app(config: SandboxConfig | None = None) -> Starlette:
+    """A sandbox serving the Track v1/v2, App and Pipelines APIs, plus /_sandbox/ controls.
+
+    Each app has its own log, limits and faults (on `app.state.sandbox`).
+    """
+    app = Starlette(routes=[*control.ROUTES, Route("/{path:path}", _handle, methods=_API_METHODS)])
+    app.state.sandbox = SandboxState.create(config or SandboxConfig())
+    return app
+
+
+@dataclass
+class _Exchange:
+    """One API request on its way through: what gets recorded, whatever the outcome."""
+
+    state: SandboxState
+    request: Request
+    arrived_at: float
+    raw_path: str
+    body: object
+    match: Match | None = None
+    auth: AuthResult | None = None
+    fault: str | None = None
+
+    def answer(
+        self, reply: Reply, *, accepted_at: float | None = None, rate_limited: bool = False
+    ) -> Response:
+        """Record the exchange with `reply`'s status and turn the reply into a response."""
+        self._record(reply.status, reply.dropped, accepted_at, rate_limited)
+        return JSONResponse(reply.body, status_code=reply.status, headers=reply.headers)
+
+    def drop(self) -> Response:
+        """Record a dropped connection (no status) and return the response that drops it."""
+        self._record(None, False, None, False)
+        return DropConnection()
+
+    def _record(
+        self, status: int | None, dropped: bool, accepted_at: float | None, rate_limited: bool
+    ) -> None:
+        endpoint = None if self.match is None else self.match.endpoint
+        headers = self.request.headers
+        query = self.request.scope.get("query_string", b"").decode("latin-1")
+        record = {
+            "t": self.arrived_at,
+            "api": None if endpoint is None else endpoint.api,
+            "family": None if endpoint is None else endpoint.family,
+            "endpoint": None if endpoint is None else endpoint.name,
+            "method": self.request.method,
+            "path": f"{self.raw_path}?{query}" if query else self.raw_path,
+            "path_id": None if self.match is None else self.match.path_id,
+            "status": status,
+            "auth": self.auth,
+            "user_agent": headers.get("user-agent"),
+            "headers": {
+                "content-type": headers.get("content-type"),
+                "x-strict-mode": headers.get("x-strict-mode"),
+            },
+            "body": self.body,
+            "dropped": dropped,
+            "fault": self.fault,
+        }
+        self.state.recorder.add(
+            record,
+            family=None if endpoint is None else endpoint.family,
+            accepted_at=accepted_at,
+            rate_limited=rate_limited,
+        )
+
+
+async def _handle(request: Request) -> Response:
+    """Every API request: route, auth, fault, limit, body checks, then the success answer."""
+    state = sandbox_state(request)
+    config = state.config
+    arrived_at = time.time()
+    data = await request.body()
+    body, body_error = _parse_body(data)
+    raw_path = _raw_path(request)
+    exchange = _Exchange(state, request, arrived_at, raw_path, body)
+
+    match, allowed = resolve(request.method, raw_path)
+    if match is None:
+        if allowed:
+            response = exchange.answer(meta_error(405, "method not allowed"))
+            response.headers["Allow"] = ", ".join(allowed)
+            return response
+        return exchange.answer(meta_error(404, "not found"))
+    exchange.match = match
+    endpoint = match.endpoint
+    strict = request.headers.get("x-strict-mode") == "1"
+
+    exchange.auth = authenticate(endpoint.api, request.headers.get("authorization"), config)
+    if exchange.auth != "ok":
+        return exchange.answer(unauthorized(endpoint.api, strict=strict))
+
+    fault = state.faults.take()
+    if fault is not None:
+        if fault.delay_s > 0:
+            exchange.fault = "delay"
+            await asyncio.sleep(fault.delay_s)
+        if fault.drop:
+            exchange.fault = "drop"
+            return exchange.drop()
+        if fault.status is not None:
+            exchange.fault = "status"
+            return exchange.answer(injected(endpoint.api, fault.status, fault.retry_after))
+
+    now = config.clock()
+    wait_s = state.limits.admit(endpoint.family, now)
+    if wait_s is not None:
+        reply = rate_limited(wait_s, send_retry_after=config.retry_after)
+        return exchange.answer(reply, rate_limited=True)
+
+    incoming = Incoming(body, body_error, len(data), match.params, config)
+    problems = endpoint.check(incoming)
+    if problems:
+        reply = problems_reply(endpoint.api, problems, strict=strict)
+    else:
+        reply = Reply(200, _success_body(endpoint.reply, state, request))
+    return exchange.answer(reply, accepted_at=now)
+
+
+def _success_body(kind: ReplyKind, state: SandboxState, request: Request) -> object:
+    if kind == "region":
+        base_url = f"{request.url.scheme}://{request.url.netloc}"
+        return {"url": base_url, "region": "us", "environment_id": 1}
+    if kind == "delivery":
+        return {"delivery_id": uuid.uuid4().hex, "queued_at": int(time.time())}
+    if kind == "trigger":
+        return {"id": state.new_trigger_id()}
+    return {}
+
+
+def _parse_body(data: bytes) -> tuple[object, str | None]:
+    """The JSON body and None, or None and why there is none ("missing", "invalid JSON")."""
+    if not data.strip():
+        return None, "missing"
+    try:
+        return json.loads(data), None
+    except ValueError:
+        return None, "invalid JSON"
+
+
+def _raw_path(request: Request) -> str:
+    """The path as the client sent it, percent-encoding intact."""
+    raw = request.scope.get("raw_path")
+    if isinstance(raw, bytes):
+        return raw.decode("latin-1").split("?", 1)[0]
+    # Servers may omit raw_path; re-encoding the decoded path is the best left to do.
+    return quote(request.scope["path"])

@@ -1,0 +1,174 @@
+"""Fault injection for retry tests: answer a given status, answer late, or drop the connection.
+
+One fault is active at a time. It applies to API requests that passed auth, before limits and body
+checks, and ends after `count` firings (or lasts until cleared when there is no count).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from cio_worker.errors import CioWorkerError
+
+#: Longest injectable delay, seconds: long enough for any client timeout, short of a hung test.
+MAX_DELAY_S = 600.0
+
+_KEYS = frozenset({"status", "count", "every", "delay_s", "drop", "retry_after"})
+
+
+class FaultSpecError(CioWorkerError, ValueError):
+    """A fault description posted to /_sandbox/faults is invalid."""
+
+
+class InjectedDropError(CioWorkerError):
+    """Raised after the status line to make the server close the connection mid-response."""
+
+
+@dataclass(frozen=True)
+class Fault:
+    """What to do to the requests a fault hits.
+
+    Attributes:
+        status: answer this status instead of handling the request.
+        delay_s: wait this long first, seconds.
+        drop: close the connection without a complete answer.
+        retry_after: `Retry-After` header for `status`, whole seconds.
+        count: how many requests to hit; None for until cleared.
+        every: hit only every n-th request (the n-th, 2n-th, ...).
+    """
+
+    status: int | None = None
+    delay_s: float = 0.0
+    drop: bool = False
+    retry_after: int | None = None
+    count: int | None = None
+    every: int | None = None
+
+    def describe(self) -> dict[str, object]:
+        """The fault as JSON, without unset fields."""
+        unset = {"delay_s": 0.0, "drop": False}
+        return {
+            key: value
+            for key, value in asdict(self).items()
+            if value is not None and (key not in unset or value != unset[key])
+        }
+
+
+def parse_fault(spec: object) -> Fault | None:
+    """A Fault from its JSON description; None for `{}` (no fault). Raises FaultSpecError."""
+    if not isinstance(spec, dict):
+        raise FaultSpecError("fault must be a JSON object")
+    unknown = sorted(set(spec) - _KEYS)
+    if unknown:
+        raise FaultSpecError(f"unknown fault keys: {', '.join(unknown)}")
+    if not spec:
+        return None
+    status = _int_or_none(spec, "status", 200, 599)
+    drop = spec.get("drop", False)
+    if not isinstance(drop, bool):
+        raise FaultSpecError("drop must be true or false")
+    delay_s = spec.get("delay_s", 0.0)
+    if isinstance(delay_s, bool) or not isinstance(delay_s, int | float):
+        raise FaultSpecError("delay_s must be a number of seconds")
+    if not 0 <= delay_s <= MAX_DELAY_S:
+        raise FaultSpecError(f"delay_s must be between 0 and {MAX_DELAY_S}")
+    if status is None and not drop and "delay_s" not in spec:
+        raise FaultSpecError("a fault needs status, drop or delay_s")
+    if status is not None and drop:
+        raise FaultSpecError("status and drop exclude each other")
+    retry_after = _int_or_none(spec, "retry_after", 0, 86_400)
+    if retry_after is not None and status is None:
+        raise FaultSpecError("retry_after needs status")
+    return Fault(
+        status=status,
+        delay_s=float(delay_s),
+        drop=drop,
+        retry_after=retry_after,
+        count=_int_or_none(spec, "count", 1, None),
+        every=_int_or_none(spec, "every", 1, None),
+    )
+
+
+def _int_or_none(spec: Mapping[str, object], key: str, low: int, high: int | None) -> int | None:
+    value = spec.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise FaultSpecError(f"{key} must be an integer")
+    if value < low or (high is not None and value > high):
+        bounds = f"at least {low}" if high is None else f"between {low} and {high}"
+        raise FaultSpecError(f"{key} must be {bounds}")
+    return value
+
+
+class FaultInjector:
+    """The active fault and how far it has got."""
+
+    def __init__(self) -> None:
+        self._fault: Fault | None = None
+        self._seen = 0
+        self._fired = 0
+
+    @property
+    def fault(self) -> Fault | None:
+        """The active fault, if any."""
+        return self._fault
+
+    def set(self, fault: Fault | None) -> None:
+        """Replace the active fault (None clears) and restart its counters."""
+        self._fault = fault
+        self._seen = 0
+        self._fired = 0
+
+    def take(self) -> Fault | None:
+        """The fault that hits this request, or None; counts the request and the firing."""
+        fault = self._fault
+        if fault is None:
+            return None
+        self._seen += 1
+        if fault.every is not None and self._seen % fault.every != 0:
+            return None
+        self._fired += 1
+        if fault.count is not None and self._fired >= fault.count:
+            self.set(None)
+        return fault
+
+
+class DropConnection(Response):
+    """Sends a status line promising a body, then raises so the server closes the connection.
+
+    An ASGI server must close the connection when the app fails after the response started, so
+    the client sees the connection end mid-response (httpx: `RemoteProtocolError`), the
+    ambiguous failure where the request may or may not have been processed.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(status_code=200)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", b"64")],
+            }
+        )
+        raise InjectedDropError("sandbox fault: connection dropped on purpose")
+
+
+class _QuietDropsFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc_info = record.exc_info
+        return not (exc_info and isinstance(exc_info[1], InjectedDropError))
+
+
+def quiet_dropped_connections(logger_name: str = "uvicorn.error") -> None:
+    """Keep the server's log free of tracebacks for connections dropped on purpose."""
+    logger = logging.getLogger(logger_name)
+    if not any(isinstance(existing, _QuietDropsFilter) for existing in logger.filters):
+        logger.addFilter(_QuietDropsFilter())

@@ -1,0 +1,49 @@
+"""SandboxState: all one sandbox app remembers, kept on `app.state` so apps stay independent."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from starlette.requests import Request
+
+from cio_worker.sandbox.config import SandboxConfig
+from cio_worker.sandbox.faults import FaultInjector
+from cio_worker.sandbox.limits import FAMILIES, Limits
+from cio_worker.sandbox.recorder import Recorder
+
+
+@dataclass
+class SandboxState:
+    """The configuration plus the mutable parts: limits, the request log, faults, trigger ids."""
+
+    config: SandboxConfig
+    limits: Limits
+    recorder: Recorder
+    faults: FaultInjector
+    last_trigger_id: int = 0
+
+    @classmethod
+    def create(cls, config: SandboxConfig) -> SandboxState:
+        """Fresh state for `config`."""
+        limits = Limits(config)
+        windows_s = {family: limits.window_s(family) for family in FAMILIES}
+        return cls(config, limits, Recorder(windows_s), FaultInjector())
+
+    def new_trigger_id(self) -> int:
+        """The next broadcast trigger id (never reused, not even after a reset)."""
+        self.last_trigger_id += 1
+        return self.last_trigger_id
+
+    def reset(self) -> None:
+        """Clear the log, stats, limits and faults."""
+        self.recorder.reset()
+        self.limits.reset()
+        self.faults.set(None)
+
+
+def sandbox_state(request: Request) -> SandboxState:
+    """The state of the app serving `request`."""
+    state = request.app.state.sandbox
+    if not isinstance(state, SandboxState):  # pragma: no cover - only if someone replaced it
+        raise TypeError("app.state.sandbox is not a SandboxState")
+    return state
