@@ -5,7 +5,7 @@ Application code calls `enqueue_*`; Celery workers (`celery -A cio_worker worker
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import typing as _typing
 
 from cio_worker.config import Settings
 from cio_worker.errors import (
@@ -42,7 +42,7 @@ from cio_worker.producer import (
 )
 from cio_worker.version import __version__
 
-if TYPE_CHECKING:
+if _typing.TYPE_CHECKING:
     from celery import Celery
 
 __all__ = [
@@ -79,7 +79,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> _typing.Any:
     # `celery -A cio_worker` looks up `cio_worker.app`. Building it lazily keeps Celery out of
     # web processes that only enqueue.
     if name == "app":
@@ -89,5 +89,5 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'cio_worker' has no attribute {name!r}")
 
 
-if TYPE_CHECKING:
+if _typing.TYPE_CHECKING:
     app: Celery

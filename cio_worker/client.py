@@ -11,6 +11,7 @@ import json
 import threading
 import time
 from dataclasses import dataclass
+from datetime import UTC
 from email.utils import parsedate_to_datetime
 from typing import Any
 
@@ -174,6 +175,8 @@ def parse_retry_after(headers: httpx.Headers, *, now: float | None = None) -> fl
         when = parsedate_to_datetime(raw)
     except (TypeError, ValueError, IndexError):
         return None
+    if when.tzinfo is None:  # asctime dates carry no zone; HTTP dates are always UTC
+        when = when.replace(tzinfo=UTC)
     current = time.time() if now is None else now
     return max(0.0, when.timestamp() - current)
 

@@ -50,7 +50,7 @@ class Settings:
 
     redis_url: str = DEFAULT_REDIS_URL
     #: Connect and socket timeout for Redis, seconds: bounds how long enqueue can hang.
-    redis_timeout_s: float = 0.5
+    redis_timeout_s: float = 0.4
     site_id: str | None = None
     track_api_key: str | None = field(default=None, repr=False)
     app_api_key: str | None = field(default=None, repr=False)
@@ -95,7 +95,7 @@ class Settings:
 
         settings = cls(
             redis_url=env.redis_url("CIO_WORKER_REDIS_URL", DEFAULT_REDIS_URL),
-            redis_timeout_s=env.number("CIO_WORKER_REDIS_TIMEOUT_S", 0.5, low=0.01, high=60),
+            redis_timeout_s=env.number("CIO_WORKER_REDIS_TIMEOUT_S", 0.4, low=0.01, high=60),
             site_id=credential("CUSTOMERIO_SITE_ID", SANDBOX_SITE_ID),
             track_api_key=credential("CUSTOMERIO_TRACK_API_KEY", SANDBOX_TRACK_API_KEY),
             app_api_key=credential("CUSTOMERIO_APP_API_KEY", SANDBOX_APP_API_KEY),
@@ -208,7 +208,10 @@ class _Env:
         raw = self.text(name)
         if raw is None:
             return None
-        parts = urlsplit(raw)
+        try:
+            parts = urlsplit(raw)
+        except ValueError as exc:
+            raise ConfigError(f"{name}: not a valid URL ({exc}): {raw!r}") from None
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ConfigError(
                 f"{name}: must be scheme://host[:port] with http or https, got {raw!r}"
@@ -223,7 +226,13 @@ class _Env:
 
     def redis_url(self, name: str, default: str) -> str:
         raw = self.text(name) or default
-        scheme = urlsplit(raw).scheme
+        try:
+            # Sentinel URLs list several hosts separated by ";": check each.
+            for part in raw.split(";"):
+                urlsplit(part.strip()).port  # noqa: B018 - raises ValueError on a bad host/port
+            scheme = urlsplit(raw).scheme
+        except ValueError as exc:
+            raise ConfigError(f"{name}: not a valid URL ({exc})") from None
         if scheme not in ("redis", "rediss", "unix", "sentinel", "sentinels"):
             raise ConfigError(
                 f"{name}: must start with redis://, rediss://, unix:// or sentinel://, got scheme "

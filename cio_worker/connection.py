@@ -27,7 +27,6 @@ def create_redis(url: str, *, timeout_s: float) -> redis.Redis:
         "socket_connect_timeout": timeout_s,
         "socket_timeout": timeout_s,
         "retry": Retry(NoBackoff(), 1),
-        "health_check_interval": 30,
     }
     if urlsplit(url).scheme.startswith("sentinel"):
         hosts, db, master, password = parse_sentinel_url(url)

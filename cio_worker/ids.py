@@ -23,7 +23,7 @@ def new_ulid(now_ms: int | None = None) -> str:
 
 def is_ulid(value: str) -> bool:
     """True if `value` has the shape of a ULID."""
-    return bool(ULID_PATTERN.match(value))
+    return bool(ULID_PATTERN.fullmatch(value))
 
 
 def ulid_time_ms(value: str) -> int:

@@ -144,9 +144,18 @@ def add_device(
             "device_id": v.identifier("device_id", device_id, max_bytes=1000),
             "platform": v.choice("platform", platform, ("ios", "android")),
             "last_used": v.timestamp("last_used", last_used),
-            "attributes": v.attributes("attributes", attributes),
+            "attributes": _device_attributes(attributes),
         },
     )
+
+
+def _device_attributes(value: object) -> dict[str, Any]:
+    """Device attributes are strings only in Track v1 (e.g. push_enabled is "true"/"false")."""
+    result = v.attributes("attributes", value)
+    for name, item in result.items():
+        if not isinstance(item, str):
+            raise ValidationError(f"attributes.{name}", "device attribute values must be strings")
+    return result
 
 
 def remove_device(user_id: object, device_id: object) -> dict[str, Any]:
@@ -197,6 +206,8 @@ def message(
             v.json_value(key, value)
             body[key] = value
     if kind is Kind.SEND_EMAIL:
+        if "to" not in body:
+            raise ValidationError("to", "is required for a transactional email (/v1/send/email)")
         _check_recipients(body)
     size = v.encoded_len(body)
     if size > MAX_MESSAGE_BYTES:

@@ -7,6 +7,7 @@ the environment on first use (as httpx's top-level `get()` wraps a `Client`).
 from __future__ import annotations
 
 import functools
+import inspect
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -252,6 +253,11 @@ def _on_default(method: Callable[Concatenate[Producer, _P], _R]) -> Callable[_P,
     def call(*args: _P.args, **kwargs: _P.kwargs) -> _R:
         return method(default_producer(), *args, **kwargs)
 
+    # Show the signature without `self` in help() and IDEs (wraps would expose the method's).
+    signature = inspect.signature(method)
+    call.__signature__ = signature.replace(  # type: ignore[attr-defined]
+        parameters=list(signature.parameters.values())[1:]
+    )
     return call
 
 

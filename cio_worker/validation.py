@@ -103,7 +103,7 @@ def json_value(field: str, value: object) -> None:
         for index, item in enumerate(value):
             json_value(f"{field}[{index}]", item)
         return
-    if isinstance(value, Mapping):
+    if isinstance(value, dict):
         for key, item in value.items():
             if not isinstance(key, str):
                 raise ValidationError(field, f"keys must be strings, got {type(key).__name__}")
@@ -118,8 +118,8 @@ def json_object(field: str, value: object, *, max_bytes: int | None = None) -> d
         return {}
     if not isinstance(value, Mapping):
         raise ValidationError(field, f"must be a dict, got {type(value).__name__}")
-    json_value(field, value)
     result = dict(value)
+    json_value(field, result)
     if max_bytes is not None and (size := encoded_len(result)) > max_bytes:
         raise ValidationError(field, f"must be at most {max_bytes} bytes as JSON, got {size}")
     return result

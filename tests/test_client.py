@@ -487,13 +487,6 @@ class TestParseRetryAfter:
                 os.environ["TZ"] = saved
             time.tzset()
 
-    @pytest.mark.xfail(
-        strict=True,
-        raises=AssertionError,
-        reason="bug: parse_retry_after reads an asctime HTTP-date (no zone; RFC 9110 says it is "
-        "UTC) as local time: email.utils returns a naive datetime and .timestamp() assumes the "
-        "process's time zone, so the wait is off by the UTC offset",
-    )
     @pytest.mark.usefixtures("local_time_five_hours_behind_utc")
     def test_asctime_date_is_utc_whatever_the_local_zone(self) -> None:
         """The obsolete asctime form, which HTTP recipients must accept, is read as UTC."""

@@ -298,15 +298,6 @@ class TestInvalid:
             Settings.from_env({name: value})
         assert name in str(info.value)
 
-    @pytest.mark.xfail(
-        strict=True,
-        raises=ValueError,
-        reason=(
-            "bug: config.py _Env.base_url/_Env.redis_url call urlsplit() outside any try, so a "
-            "malformed IPv6 host raises a bare ValueError ('Invalid IPv6 URL') instead of "
-            "ConfigError naming the variable"
-        ),
-    )
     @pytest.mark.parametrize(
         ("name", "value"),
         [("CUSTOMERIO_TRACK_URL", "http://[::1"), ("CIO_WORKER_REDIS_URL", "redis://[::1")],

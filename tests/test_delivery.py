@@ -117,7 +117,7 @@ class TestRetry:
         def timeout(request: httpx.Request) -> httpx.Response:
             raise httpx.ReadTimeout("slow", request=request)
 
-        job_id = producer.enqueue_send_email(3, identifiers={"id": "u1"})
+        job_id = producer.enqueue_send_email(3, identifiers={"id": "u1"}, to="a@example.com")
         deliverer, _ = make_deliverer(timeout)
         assert deliverer.run(job_id).state == "dead"
         letter = deliverer.dead_letters.get(job_id)
@@ -129,7 +129,7 @@ class TestRetry:
         def timeout(request: httpx.Request) -> httpx.Response:
             raise httpx.ReadTimeout("slow", request=request)
 
-        job_id = producer.enqueue_send_email(3, identifiers={"id": "u1"})
+        job_id = producer.enqueue_send_email(3, identifiers={"id": "u1"}, to="a@example.com")
         deliverer, _ = make_deliverer(timeout, ambiguous_messages="retry")
         assert deliverer.run(job_id).state == "retry"
 
@@ -147,7 +147,7 @@ class TestRetry:
 class TestDeadLetter:
     def test_400_is_dead_lettered_at_once_with_the_body(self, make_deliverer, producer) -> None:
         """A 400 is permanent: one request, then a dead letter keeping status and body excerpt."""
-        job_id = producer.enqueue_send_email(3, identifiers={"id": "u1"})
+        job_id = producer.enqueue_send_email(3, identifiers={"id": "u1"}, to="a@example.com")
         deliverer, seen = make_deliverer(answer(400, {"meta": {"error": "bad template"}}))
         assert deliverer.run(job_id).state == "dead"
         letter = deliverer.dead_letters.get(job_id)

@@ -105,14 +105,6 @@ class TestIsUlid:
         """Wrong length, an overflowing first character or a non-Crockford character is refused."""
         assert not is_ulid(value)
 
-    @pytest.mark.xfail(
-        strict=True,
-        raises=AssertionError,
-        reason=(
-            "bug: ids.py ULID_PATTERN is '^...$' used with .match(); '$' also matches before a "
-            "trailing newline, so is_ulid('<26 valid chars>\\n') is True (use fullmatch or \\Z)"
-        ),
-    )
     def test_rejects_trailing_newline(self) -> None:
         """A valid ULID followed by a newline (27 characters) is not a ULID."""
         assert not is_ulid(new_ulid() + "\n")

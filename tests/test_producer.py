@@ -252,16 +252,6 @@ class TestModuleLevel:
         assert fake.exists(f"cio:job:{job_id}") == 1
         fake.close()
 
-    @pytest.mark.xfail(
-        strict=True,
-        raises=AssertionError,
-        reason=(
-            "bug: producer.py _on_default uses functools.wraps, so inspect.signature follows "
-            "__wrapped__ to the unbound Producer method and reports a leading 'self' parameter "
-            "(help() and IDEs show enqueue_track(self, user_id, ...)); set call.__signature__ to "
-            "the method's signature without its first parameter"
-        ),
-    )
     def test_signature_matches_method_without_self(self) -> None:
         """Each `cio_worker.enqueue_<kind>` has `Producer.enqueue_<kind>`'s signature minus self."""
         mismatched = []
@@ -294,16 +284,6 @@ class TestRedisUnavailable:
         assert isinstance(info.value.__cause__, redis.RedisError)
         assert isinstance(info.value, CioWorkerError)
 
-    @pytest.mark.xfail(
-        strict=True,
-        raises=AssertionError,
-        reason=(
-            "bug: connection.py create_redis combines Retry(NoBackoff(), 1) with "
-            "health_check_interval=30; redis-py 8 retries the handshake PING inside connect(), "
-            "which is itself retried, so a silent server costs 2 x 2 x redis_timeout_s "
-            "= 2.0 s with the default 0.5 s (config.py), measured 2.006-2.013 s"
-        ),
-    )
     def test_blackhole_raises_within_two_seconds(self, blackhole_port: int) -> None:
         """A server that accepts TCP but never answers: EnqueueError within 2 s at defaults."""
         url = f"redis://127.0.0.1:{blackhole_port}/0"

@@ -66,15 +66,6 @@ class TestAll:
         assert ours, "the package should export something"
         assert ours - set(cio_worker.__all__) == set()
 
-    @pytest.mark.xfail(
-        strict=True,
-        raises=AssertionError,
-        reason=(
-            "bug: cio_worker/__init__.py line 'from typing import TYPE_CHECKING, Any' leaves Any "
-            "and TYPE_CHECKING as public package attributes missing from __all__ (alias them "
-            "privately, e.g. 'import typing as _typing')"
-        ),
-    )
     def test_complete(self) -> None:
         """Every public name in the package namespace is listed in `__all__`."""
         assert public_names(cio_worker) - set(cio_worker.__all__) == set()

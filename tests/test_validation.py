@@ -288,16 +288,6 @@ class TestJsonValues:
         job_id = producer.enqueue_track("u-1", "Signed Up", {**props, "t": (1, 2)})
         assert stored_payload(redis_client, job_id)["properties"] == {**props, "t": [1, 2]}
 
-    @pytest.mark.xfail(
-        strict=True,
-        raises=TypeError,
-        reason=(
-            "bug: validation.py json_value accepts any Mapping but json_object only converts "
-            "the top level with dict(); a nested non-dict Mapping (MappingProxyType) passes "
-            "validation and then json.dumps raises TypeError in operation_size/encoded_len "
-            "instead of a ValidationError"
-        ),
-    )
     def test_nested_non_dict_mapping(self, producer: Producer, redis_client: redis.Redis) -> None:
         """A nested read-only mapping is either stored as an object or a ValidationError."""
         try:
@@ -469,7 +459,7 @@ class TestTransactional:
     def test_from_underscore_mapped(self, producer: Producer, redis_client: redis.Redis) -> None:
         """`from_` (Python keyword workaround) is sent as `from`."""
         job_id = producer.enqueue_send_email(
-            1, identifiers={"id": "u"}, from_="Shop <shop@x.test>", subject="Hi"
+            1, identifiers={"id": "u"}, to="u@x.test", from_="Shop <shop@x.test>", subject="Hi"
         )
         payload = stored_payload(redis_client, job_id)
         assert payload["from"] == "Shop <shop@x.test>"
@@ -743,3 +733,12 @@ class TestHelpers:
         """`encoded_len` measures compact JSON in UTF-8 bytes, non-ASCII unescaped."""
         assert v.encoded_len({"a": "é"}) == len('{"a":"é"}'.encode())
         assert v.utf8_len("é") == 2
+
+
+class TestEmailRecipient:
+    def test_email_requires_to(self, producer: Producer, redis_client: redis.Redis) -> None:
+        """/v1/send/email requires `to`: refused at enqueue, nothing stored."""
+        with pytest.raises(ValidationError) as info:
+            producer.enqueue_send_email(1, identifiers={"id": "u"})
+        assert info.value.field == "to"
+        assert redis_client.dbsize() == 0
