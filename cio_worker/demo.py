@@ -220,6 +220,7 @@ def _run_load(
             time.sleep(0.25)
             progress.refresh()
             display.update(progress.table())
+    console.print()
     console.print(progress.summary())
     if settings.sandbox_url:
         _print_sandbox_stats(console, settings.sandbox_url)
