@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
 import time
@@ -296,3 +298,48 @@ class TestDemo:
         assert (tmp_path / "data" / "redis" / "appendonly.aof").exists() or any(
             (tmp_path / "data" / "redis").glob("appendonly*")
         )
+
+    def test_live_credentials_send_no_demo_data_and_ctrl_c_stops_all(self, tmp_path: Path) -> None:
+        """With CUSTOMERIO_* set the demo only runs the stack; SIGINT stops every child."""
+        sandbox_port = free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("CIO_", "CUSTOMERIO_"))}
+        sandbox = _spawn(
+            [sys.executable, "-m", "cio_worker", "sandbox", "--port", str(sandbox_port)],
+            env,
+            tmp_path / "sandbox.log",
+        )
+        base = f"http://127.0.0.1:{sandbox_port}"
+        try:
+            _wait_until(lambda: _healthy(base), 20, "sandbox")
+            env.update(
+                CUSTOMERIO_SITE_ID="sandbox-site",
+                CUSTOMERIO_TRACK_API_KEY="sandbox-track-key",
+                CUSTOMERIO_APP_API_KEY="sandbox-app-key",
+                CUSTOMERIO_TRACK_URL=base,
+                CUSTOMERIO_APP_URL=base,
+            )
+            demo = subprocess.Popen(
+                [sys.executable, "-m", "cio_worker", "demo", "--no-flower",
+                 "--data-dir", str(tmp_path / "data")],
+                env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            )  # fmt: skip
+            assert demo.stdout is not None
+            lines = []
+            for line in demo.stdout:
+                lines.append(line)
+                if "no demo" in line:
+                    break
+            redis_line = next(line for line in lines if line.startswith("redis"))
+            redis_port = int(redis_line.split("127.0.0.1:")[1].split("/")[0])
+            time.sleep(3)  # the worker is up and consuming by now
+            demo.send_signal(signal.SIGINT)
+            assert demo.wait(timeout=60) == 130
+            demo.stdout.close()
+            assert _records(base) == []  # no demo data reached "Customer.io"
+            with pytest.raises(OSError):
+                socket.create_connection(("127.0.0.1", redis_port), timeout=1).close()
+            worker_log = (tmp_path / "data" / "worker.log").read_text()
+            assert "ready" in worker_log
+        finally:
+            sandbox.terminate()
+            sandbox.wait(timeout=20)
