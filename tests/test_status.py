@@ -1,0 +1,50 @@
+"""`cio-worker status --json`: queue depths, dead letters and limiter state from Redis."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import redis
+
+from cio_worker.cli import main
+from cio_worker.config import Settings
+from cio_worker.deadletter import DeadLetterStore
+from cio_worker.ledger import ErrorRecord, JobLedger
+from cio_worker.limiter import Limiter
+from cio_worker.producer import Producer
+from cio_worker.status import collect_status
+
+
+class TestCollectStatus:
+    def test_counts_waiting_jobs_dead_letters_and_pauses(
+        self, settings: Settings, redis_client: redis.Redis
+    ) -> None:
+        """Waiting jobs per family, dead letters by kind and a paused bucket all show up."""
+        producer = Producer(settings, redis_client=redis_client)
+        for i in range(3):
+            producer.enqueue_track(f"u{i}", "Viewed")
+        dead = producer.enqueue_send_sms(5, identifiers={"id": "u1"})
+        redis_client.delete("cio.transactional")
+        entry = JobLedger(redis_client).load(dead)
+        assert entry is not None
+        DeadLetterStore(redis_client).add(
+            entry.job, 1, ErrorRecord("400: bad", 400, None, 1.0), None
+        )
+        Limiter(settings, redis_client).pause("track", 30)
+        report = collect_status(settings)
+        assert report["queues"]["track"]["waiting"] == 3
+        assert report["queues"]["track"]["enqueued"] == 3
+        assert report["queues"]["transactional"]["dead"] == 1
+        assert report["dead_letters"] == {"total": 1, "by_kind": {"send_sms": 1}}
+        assert 25 < report["limiter"]["track"]["paused_for_s"] <= 30
+        assert report["jobs_pending"] == 3
+
+    def test_cli_prints_json(
+        self, redis_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """`cio-worker status --json` prints one parseable document with every family."""
+        monkeypatch.setenv("CIO_WORKER_REDIS_URL", redis_url)
+        assert main(["status", "--json"]) == 0
+        report = json.loads(capsys.readouterr().out)
+        assert set(report["queues"]) == {"track", "transactional", "broadcast", "app"}
