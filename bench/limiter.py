@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -21,7 +19,7 @@ import httpx
 from cio_worker.client import CustomerIoClient
 from cio_worker.config import Settings
 from cio_worker.connection import get_redis
-from cio_worker.embedded import RedisServer, free_port
+from cio_worker.embedded import RedisServer, SandboxProcess
 from cio_worker.errors import RateLimitedError
 from cio_worker.limiter import Limiter, bucket_rates
 from cio_worker.operations import HttpOperation
@@ -76,20 +74,9 @@ def main() -> None:
     parser.add_argument("--margin", default="0.97")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp, RedisServer(tmp) as server:
-        port = free_port()
-        base = f"http://127.0.0.1:{port}"
-        sandbox = subprocess.Popen(
-            [sys.executable, "-m", "cio_worker", "sandbox", "--port", str(port)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        sandbox = SandboxProcess().start()
+        base = sandbox.url
         try:
-            for _ in range(100):
-                try:
-                    httpx.get(f"{base}/_sandbox/health", timeout=1)
-                    break
-                except httpx.HTTPError:
-                    time.sleep(0.1)
             env = {"CIO_WORKER_REDIS_URL": server.url, "CIO_WORKER_SANDBOX_URL": base,
                    "CIO_WORKER_RATE_MARGIN": args.margin}  # fmt: skip
             ctx = multiprocessing.get_context("spawn")
@@ -105,8 +92,7 @@ def main() -> None:
             stats = httpx.get(f"{base}/_sandbox/stats", timeout=5).json()
             records = httpx.get(f"{base}/_sandbox/requests", timeout=30).json()
         finally:
-            sandbox.terminate()
-            sandbox.wait(timeout=20)
+            sandbox.stop()
     limit = bucket_rates(Settings())[args.bucket]
     family = stats["families"][args.bucket]
     # Rate from the server's own arrival times: processes start a little staggered.

@@ -23,7 +23,7 @@ from rich.console import Console
 from rich.live import Live
 
 from cio_worker.config import Settings
-from cio_worker.embedded import RedisServer, free_port
+from cio_worker.embedded import RedisServer, SandboxProcess, free_port
 from cio_worker.kinds import Family
 from cio_worker.producer import Producer
 from cio_worker.progress import Progress
@@ -46,6 +46,11 @@ class Supervisor:
         self.children.append((name, child))
         return child
 
+    def adopt(self, name: str, child: subprocess.Popen[bytes] | None) -> None:
+        """Watch and stop a child started elsewhere (e.g. by SandboxProcess)."""
+        if child is not None:
+            self.children.append((name, child))
+
     def check(self) -> None:
         for name, child in self.children:
             if child.poll() is not None:
@@ -64,18 +69,6 @@ class Supervisor:
             except subprocess.TimeoutExpired:
                 child.kill()
                 child.wait()
-
-
-def _wait_http(url: str, timeout_s: float = 20.0, auth: tuple[str, str] | None = None) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, timeout=1.0, auth=auth).status_code < 500:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"{url} did not answer within {timeout_s:.0f}s")
 
 
 def _live_credentials() -> bool:
@@ -107,12 +100,9 @@ def run_demo(
             env["CIO_WORKER_REDIS_URL"] = redis_server.url
         console.print(f"redis      {env['CIO_WORKER_REDIS_URL']} (AOF in {root / 'redis'})")
         if not live:
-            port = free_port()
-            env["CIO_WORKER_SANDBOX_URL"] = f"http://127.0.0.1:{port}"
-            supervisor.start(
-                "sandbox", [sys.executable, "-m", "cio_worker", "sandbox", "--port", str(port)], env
-            )
-            _wait_http(f"{env['CIO_WORKER_SANDBOX_URL']}/_sandbox/health")
+            sandbox = SandboxProcess(env=env, log_path=root / "sandbox.log").start()
+            supervisor.adopt("sandbox", sandbox.process)
+            env["CIO_WORKER_SANDBOX_URL"] = sandbox.url
             console.print(f"sandbox    {env['CIO_WORKER_SANDBOX_URL']} (stats at /_sandbox/stats)")
         settings = Settings.from_env(env)
         worker_args = [

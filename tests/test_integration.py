@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from cio_worker.config import Settings
-from cio_worker.embedded import RedisServer, free_port
+from cio_worker.embedded import RedisServer, SandboxProcess, free_port
 from cio_worker.producer import Producer
 
 pytestmark = pytest.mark.integration
@@ -44,8 +44,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """A private Redis, the sandbox and one worker process, stopped at the end."""
     root = tmp_path_factory.mktemp("e2e")
     redis_server = RedisServer(root / "redis").start()
-    port = free_port()
-    sandbox_url = f"http://127.0.0.1:{port}"
+    sandbox_port = free_port()
+    sandbox_url = f"http://127.0.0.1:{sandbox_port}"
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("CIO_", "CUSTOMERIO_"))},
         "CIO_WORKER_REDIS_URL": redis_server.url,
@@ -54,20 +54,15 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         "CIO_WORKER_LOG_FORMAT": "json",
         "CIO_WORKER_LOG_LEVEL": "DEBUG",
     }
-    sandbox = _spawn(
-        [sys.executable, "-m", "cio_worker", "sandbox", "--port", str(port)],
-        env,
-        root / "sandbox.log",
-    )
+    sandbox = SandboxProcess(env=env, log_path=root / "sandbox.log", port=sandbox_port).start()
     worker_log = root / "worker.log"
     worker = _spawn(
         [sys.executable, "-m", "celery", "-A", "cio_worker", "worker", "--loglevel", "INFO",
-         "-n", f"e2e-{port}@%h", "--without-mingle", "--without-gossip"],
+         "-n", f"e2e-{sandbox_port}@%h", "--without-mingle", "--without-gossip"],
         env,
         worker_log,
     )  # fmt: skip
     try:
-        _wait_until(lambda: _healthy(sandbox_url), 20, "sandbox")
         yield {
             "settings": Settings.from_env(env),
             "sandbox": sandbox_url,
@@ -75,26 +70,18 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
             "worker_log": worker_log,
         }
     finally:
-        for child in (worker, sandbox):
-            child.terminate()
-        for child in (worker, sandbox):
-            try:
-                child.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                child.kill()
+        worker.terminate()
+        try:
+            worker.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+        sandbox.stop()
         redis_server.stop()
 
 
 def _spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     with open(log, "wb") as out:  # the child keeps its own copy of the descriptor
         return subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT)
-
-
-def _healthy(base: str) -> bool:
-    try:
-        return httpx.get(f"{base}/_sandbox/health", timeout=1).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 def _records(base: str) -> list[dict[str, Any]]:
@@ -301,16 +288,10 @@ class TestDemo:
 
     def test_live_credentials_send_no_demo_data_and_ctrl_c_stops_all(self, tmp_path: Path) -> None:
         """With CUSTOMERIO_* set the demo only runs the stack; SIGINT stops every child."""
-        sandbox_port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith(("CIO_", "CUSTOMERIO_"))}
-        sandbox = _spawn(
-            [sys.executable, "-m", "cio_worker", "sandbox", "--port", str(sandbox_port)],
-            env,
-            tmp_path / "sandbox.log",
-        )
-        base = f"http://127.0.0.1:{sandbox_port}"
+        sandbox = SandboxProcess(env=env, log_path=tmp_path / "sandbox.log").start()
+        base = sandbox.url
         try:
-            _wait_until(lambda: _healthy(base), 20, "sandbox")
             env.update(
                 CUSTOMERIO_SITE_ID="sandbox-site",
                 CUSTOMERIO_TRACK_API_KEY="sandbox-track-key",
@@ -341,5 +322,4 @@ class TestDemo:
             worker_log = (tmp_path / "data" / "worker.log").read_text()
             assert "ready" in worker_log
         finally:
-            sandbox.terminate()
-            sandbox.wait(timeout=20)
+            sandbox.stop()

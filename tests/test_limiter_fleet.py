@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import multiprocessing
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from cio_worker.embedded import RedisServer, free_port
+from cio_worker.embedded import RedisServer, SandboxProcess
 
 pytestmark = pytest.mark.integration
 
@@ -21,25 +18,8 @@ BENCH = Path(__file__).resolve().parents[1] / "bench"
 
 @pytest.fixture
 def sandbox_url() -> Iterator[str]:
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "cio_worker", "sandbox", "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{base}/_sandbox/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        yield base
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
+    with SandboxProcess() as sandbox:
+        yield sandbox.url
 
 
 class TestFleet:
