@@ -4,6 +4,10 @@ Run: .venv/bin/python bench/limiter.py [--processes 2 --threads 4 --seconds 10 -
 Starts its own redis-server and sandbox (strict rolling-window limits), then prints the achieved
 rate, utilisation (achieved / limit), the most arrivals the sandbox saw in any window, 429s, and
 fairness between processes (fewest / most requests sent by one process).
+
+With --celery it runs real Celery workers instead (bench/celery_fleet.py): 1,500 transactional
+sends and 3 broadcast triggers queued at once, drained by 2 worker processes x 8 threads:
+    .venv/bin/python bench/limiter.py --celery [--workers 2 --concurrency 8 --sends 1500]
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import multiprocessing
 import tempfile
 import threading
 import time
+from pathlib import Path
 
 import httpx
 
@@ -72,7 +77,30 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--bucket", choices=sorted(OPERATIONS), default="track")
     parser.add_argument("--margin", default="0.97")
+    parser.add_argument("--celery", action="store_true", help="real Celery workers, end to end")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--sends", type=int, default=1500)
+    parser.add_argument("--broadcasts", type=int, default=3)
     args = parser.parse_args()
+    if args.celery:
+        from celery_fleet import run_fleet
+
+        with tempfile.TemporaryDirectory() as tmp:
+            figures = run_fleet(
+                Path(tmp),
+                transactional=args.sends,
+                broadcasts=args.broadcasts,
+                workers=args.workers,
+                concurrency=args.concurrency,
+                margin=args.margin,
+            )
+        print(
+            f"celery workers={args.workers} concurrency={args.concurrency} "
+            f"sends={args.sends} broadcasts={args.broadcasts} margin={args.margin}"
+        )
+        print(figures.report())
+        return
     with tempfile.TemporaryDirectory() as tmp, RedisServer(tmp) as server:
         sandbox = SandboxProcess().start()
         base = sandbox.url

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import typing as _typing
 
+from cio_worker.app_client import AppClient
 from cio_worker.config import Settings
 from cio_worker.errors import (
     AuthError,
@@ -23,6 +24,7 @@ from cio_worker.errors import (
     ValidationError,
 )
 from cio_worker.producer import (
+    BulkProducer,
     Producer,
     configure,
     enqueue_add_device,
@@ -46,7 +48,9 @@ if _typing.TYPE_CHECKING:
     from celery import Celery
 
 __all__ = [
+    "AppClient",
     "AuthError",
+    "BulkProducer",
     "CioWorkerError",
     "ConfigError",
     "DeliveryError",

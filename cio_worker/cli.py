@@ -39,7 +39,9 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cio-worker", description=__doc__)
     sub = parser.add_subparsers(dest="command")
 
-    worker = sub.add_parser("worker", help="run a Celery worker with cio_worker's defaults")
+    worker = sub.add_parser(
+        "worker", help="run a Celery worker with cio_worker's defaults, restarted if it dies"
+    )
     worker.add_argument(
         "--allow-eviction",
         action="store_true",
@@ -86,17 +88,21 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--no-flower", action="store_true")
     demo.set_defaults(handler=_demo)
+
+    # Larger command groups live in their own modules, each adding its subcommands here.
+    from cio_worker import cli_app, cli_ops
+
+    cli_ops.register(sub)
+    cli_app.register(sub)
     return parser
 
 
 def _worker(args: argparse.Namespace, extra: list[str]) -> int:
     if args.allow_eviction:
         os.environ["CIO_WORKER_ALLOW_EVICTION"] = "1"
-    from cio_worker.tasks import app
+    from cio_worker.supervise import supervise, worker_command
 
-    argv = ["worker", "--task-events", "--loglevel", "INFO", *extra]
-    app.worker_main(argv)
-    return 0
+    return supervise(worker_command(extra))
 
 
 def _status(args: argparse.Namespace, _: list[str]) -> int:

@@ -74,10 +74,16 @@ class CustomerIoClient:
     def send(self, op: HttpOperation, *, job_id: str | None = None) -> Delivered:
         """Send one request; return on 2xx, raise a `DeliveryError` subclass otherwise."""
         headers = {**op.headers, "Authorization": self._authorization(op.api)}
+        if op.content is not None:
+            headers["Content-Type"] = "application/json"
         started = time.monotonic()
         try:
             response = self._http.request(
-                op.method, self._base[op.api] + op.path, json=op.json, headers=headers
+                op.method,
+                self._base[op.api] + op.path,
+                json=op.json if op.content is None else None,
+                content=op.content,
+                headers=headers,
             )
         except httpx.TimeoutException as exc:
             # A connect or pool timeout means nothing left this process; a read or write timeout

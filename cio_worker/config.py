@@ -72,6 +72,10 @@ class Settings:
     backoff_max_s: float = 300.0
     http_timeout_s: float = 10.0
     ambiguous_messages: AmbiguousPolicy = "dead"
+    #: Track-family jobs go out in batch requests (batcher.py); off = one request per job.
+    batch: bool = True
+    #: How long a batch that is not full yet waits for more jobs, milliseconds.
+    batch_linger_ms: float = 200.0
     dlq_retention_days: float = 30.0
     webhook_signing_key: str | None = field(default=None, repr=False)
     #: Start even on a Redis whose maxmemory-policy may evict jobs (not recommended).
@@ -124,6 +128,8 @@ class Settings:
             ambiguous_messages=env.choice(  # type: ignore[arg-type]
                 "CIO_WORKER_AMBIGUOUS_MESSAGES", ("retry", "dead"), "dead"
             ),
+            batch=env.choice("CIO_WORKER_BATCH", ("on", "off"), "on") == "on",
+            batch_linger_ms=env.number("CIO_WORKER_BATCH_LINGER_MS", 200, low=0, high=60_000),
             dlq_retention_days=env.number(
                 "CIO_WORKER_DLQ_RETENTION_DAYS", 30, low=0.001, high=3650
             ),

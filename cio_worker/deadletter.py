@@ -78,6 +78,10 @@ class DeadLetterStore:
         pipe.hset(keys.dead_letters(), job.id, json.dumps(entry))
         pipe.zadd(keys.dead_letter_index(), {job.id: error.at})
         pipe.delete(keys.job(job.id))
+        # Out of every ledger index too, or the reaper would look for it.
+        pipe.zrem(keys.leases(), job.id)
+        pipe.zrem(keys.delayed(), job.id)
+        pipe.zrem(keys.unclaimed(job.family.value), job.id)
         pipe.hincrby(keys.stats(), f"{job.family.value}:dead", 1)
         pipe.execute()
         self._trim(error.at)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, cast
 
 import structlog
 
@@ -30,14 +30,16 @@ from cio_worker.errors import (
     RetryableError,
     TransportError,
 )
-from cio_worker.kinds import Family
-from cio_worker.ledger import ErrorRecord, JobLedger
+from cio_worker.kinds import Family, Kind
+from cio_worker.leases import LeaseKeeper
+from cio_worker.ledger import ErrorRecord, JobLedger, LedgerEntry
 from cio_worker.limiter import Limiter
+from cio_worker.metrics import enqueue_latency_s, record_delivery
 from cio_worker.operations import build_operation
 
 log = structlog.get_logger("cio_worker.delivery")
 
-State = Literal["delivered", "retry", "dead", "gone"]
+State = Literal["delivered", "retry", "dead", "gone", "busy", "delayed"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,35 +60,62 @@ class Deliverer:
     dead_letters: DeadLetterStore
     limiter: Limiter
     client: CustomerIoClient
+    leases: LeaseKeeper
 
-    def run(self, job_id: str) -> Outcome:
+    def run(self, job_id: str, kind: Kind) -> Outcome:
+        """Claim the job, deliver it, and leave it delivered, deferred or dead-lettered."""
+        claim = self.ledger.claim(job_id, kind.family, self.leases.owner, self.leases.lease_s)
+        if claim.outcome != "ok":
+            # gone: already delivered or dead-lettered (a redelivery: sending again could
+            # duplicate a message with no dedup key); busy/delayed: a duplicate message.
+            log.info("job_not_claimed", job_id=job_id, kind=kind.value, outcome=claim.outcome)
+            return Outcome(cast(State, claim.outcome))
+        self.leases.hold(job_id)
+        try:
+            return self._deliver_claimed(job_id)
+        finally:
+            self.leases.release(job_id)
+
+    def _deliver_claimed(self, job_id: str) -> Outcome:
         entry = self.ledger.load(job_id)
         if entry is None:
-            # Already delivered or dead-lettered: this message is a redelivery. Sending again
-            # could duplicate a message that has no dedup key.
-            log.info("job_already_finished", job_id=job_id)
             return Outcome("gone")
         job = entry.job
-        op = build_operation(job, self.settings)
-        started = time.monotonic()
         fields: dict[str, object] = {
             "job_id": job.id,
             "kind": job.kind.value,
             "family": job.family.value,
             "attempt": entry.attempts + 1,
         }
+        if entry.attempts >= self.settings.max_attempts:
+            # Attempts ran out without a recorded failure: workers died holding it (a poison job).
+            last = (entry.last_error or {}).get("reason", "unknown")
+            reason = f"gave up after {entry.attempts} attempts: {last}"
+            return self._dead(entry.attempts, RuntimeError(reason), fields, entry.first_error)
+        message = job.family in (Family.TRANSACTIONAL, Family.BROADCAST)
+        if message and entry.sending:
+            outcome = self._worker_died_sending(entry, fields)
+            if outcome is not None:
+                return outcome
+        op = build_operation(job, self.settings)
+        started = time.monotonic()
         try:
             waited = self.limiter.acquire(op.bucket)
+            if message:
+                self.ledger.mark_sending(job.id)
             result = self.client.send(op, job_id=job.id)
         except RateLimitedError as exc:
+            delay = exc.retry_after_seconds if exc.retry_after_seconds is not None else 1.0
             if exc.status_code == 429:
-                self.limiter.pause(op.bucket, exc.retry_after_seconds)
+                self._measure(job.family, job.kind, "rate_limited")
+                until = self.limiter.report_429(op.bucket, exc.retry_after_seconds)
+                delay = max(delay, until - time.time())
                 self.ledger.count(job.family, "rate_limited")
                 log.warning(
                     "rate_limited", status=429, retry_after_s=exc.retry_after_seconds, **fields
                 )
-            delay = exc.retry_after_seconds if exc.retry_after_seconds is not None else 1.0
-            return Outcome("retry", min(delay, self.settings.backoff_max_s), exc.status_code)
+            # Not an attempt: the job waits in Redis (not in this worker) for its slot.
+            return self._defer(job.id, min(delay, self.settings.backoff_max_s), exc.status_code)
         except RetryableError as exc:
             return self._retry_or_dead(entry.attempts, exc, fields)
         except PermanentError as exc:
@@ -95,6 +124,7 @@ class Deliverer:
             log.exception("delivery_crashed", **fields)
             return self._dead(entry.attempts + 1, exc, fields, entry.first_error)
         self.ledger.complete(job)
+        self._measure(job.family, job.kind, "delivered", waited, enqueue_latency_s(job.id))
         log.info(
             "delivered",
             status=result.status_code,
@@ -103,6 +133,40 @@ class Deliverer:
             **fields,
         )
         return Outcome("delivered", status=result.status_code)
+
+    def _worker_died_sending(self, entry: LedgerEntry, fields: dict[str, object]) -> Outcome | None:
+        """A worker died with this message's request possibly on the wire: apply the policy."""
+        if self.settings.ambiguous_messages == "retry":
+            self.ledger.clear_sending(entry.job.id)
+            return None
+        reason = (
+            "ambiguous: a worker died while the request was in flight, so it may have reached "
+            "Customer.io, and a message has no dedup key (CIO_WORKER_AMBIGUOUS_MESSAGES=dead)"
+        )
+        return self._dead(entry.attempts, RuntimeError(reason), fields, entry.first_error)
+
+    def _measure(
+        self,
+        family: Family,
+        kind: Kind,
+        outcome: str,
+        waited_s: float | None = None,
+        latency_s: float | None = None,
+    ) -> None:
+        """Count the outcome for the fleet-wide metrics (never raises: see metrics.py)."""
+        record_delivery(
+            self.ledger.redis,
+            family=family.value,
+            kind=kind.value,
+            outcome=outcome,
+            latency_s=latency_s,
+            limiter_wait_s=waited_s,
+        )
+
+    def _defer(self, job_id: str, delay_s: float, status: int | None) -> Outcome:
+        """Park the job in Redis until `delay_s` from now (it survives this worker's death)."""
+        self.ledger.defer(job_id, delay_s, self.leases.owner)
+        return Outcome("retry", delay_s, status)
 
     def _retry_or_dead(
         self, attempts_before: int, exc: RetryableError, fields: dict[str, object]
@@ -132,6 +196,7 @@ class Deliverer:
             retry_after_s=exc.retry_after_seconds,
         )
         self.ledger.count(family, "retried")
+        self._measure(family, Kind(str(fields["kind"])), "retry")
         log.warning(
             "retry_scheduled",
             status=exc.status_code,
@@ -139,7 +204,7 @@ class Deliverer:
             delay_s=round(delay, 3),
             **fields,
         )
-        return Outcome("retry", delay, exc.status_code)
+        return self._defer(job_id, delay, exc.status_code)
 
     def _dead(
         self,
@@ -156,6 +221,7 @@ class Deliverer:
             return Outcome("gone")
         error = _record(exc, reason)
         self.dead_letters.add(entry.job, attempts, error, entry.first_error or first_error)
+        self._measure(entry.job.family, entry.job.kind, "dead")
         log.error(
             "dead_lettered",
             status=error.status,

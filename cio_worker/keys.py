@@ -31,3 +31,66 @@ def dead_letter_index() -> str:
 def limiter(workspace: str, bucket: str, part: str) -> str:
     """One of a limiter bucket's keys. The hash tag keeps a bucket's keys in one cluster slot."""
     return f"{PREFIX}{{limiter:{workspace}:{bucket}}}:{part}"
+
+
+# -- The job ledger's indexes (ledger.py, reaper.py) ---------------------------------------------
+def delayed() -> str:
+    """Sorted set: job id scored by the Unix time (ms) its delayed retry or deferral is due."""
+    return f"{PREFIX}delayed"
+
+
+def leases() -> str:
+    """Sorted set: job id scored by the Unix time (ms) its running worker's lease expires."""
+    return f"{PREFIX}leases"
+
+
+def unclaimed(family: str) -> str:
+    """Sorted set: job ids pushed onto the family's queue and not yet claimed, scored by seq."""
+    return f"{PREFIX}unclaimed:{family}"
+
+
+def push_seq(family: str) -> str:
+    """Counter: the sequence number of the last message pushed onto the family's queue."""
+    return f"{PREFIX}seq:{family}"
+
+
+def claimed_seq(family: str) -> str:
+    """The highest sequence number a worker has claimed from the family's queue."""
+    return f"{PREFIX}claimed:{family}"
+
+
+def reaper_lock() -> str:
+    """Short lock so that one worker in the fleet sweeps at a time."""
+    return f"{PREFIX}reaper:lock"
+
+
+# -- Batched Track-family delivery (batch_queue.py) ----------------------------------------------
+def batch_queue(api: str, shard: int) -> str:
+    """List of job ids for one shard of batched delivery (LPUSH in, oldest at the right)."""
+    return f"{PREFIX}bq:{api}:{shard}"
+
+
+def batch_inflight(api: str, shard: int) -> str:
+    """Hash describing the one batch of this shard being sent now (owner, lease, job ids)."""
+    return f"{PREFIX}bq:{api}:{shard}:inflight"
+
+
+def batch_hold(api: str, shard: int) -> str:
+    """Unix ms before which nobody sends from this shard (backoff or a 429 pause)."""
+    return f"{PREFIX}bq:{api}:{shard}:hold"
+
+
+# -- Reporting webhooks (webhooks.py); one hash tag so the dedup script's keys share a slot -------
+def webhook_events() -> str:
+    """Stream of verified reporting-webhook events, one entry per event_id, read by groups."""
+    return f"{PREFIX}{{webhooks}}:events"
+
+
+def webhook_seen(event_id: str) -> str:
+    """Marker that `event_id` is already in the stream (expires after Customer.io's retries)."""
+    return f"{PREFIX}{{webhooks}}:seen:{event_id}"
+
+
+def webhook_counts() -> str:
+    """Hash of webhook receiver counters: stored, duplicate, rejected_<reason>, invalid."""
+    return f"{PREFIX}{{webhooks}}:counts"

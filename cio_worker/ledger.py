@@ -1,22 +1,25 @@
-"""The job ledger: each job's payload, attempts and errors, kept in Redis until the job ends.
+"""The job ledger: each job's payload, attempts, errors and state, kept in Redis until it ends.
 
-The Celery message carries only the job id. A job whose record is gone has already ended
-(delivered or dead-lettered), so a redelivered message is recognised and dropped: that is how a
-crash between a 2xx and the acknowledgement never sends a transactional email twice.
+The ledger, not the Celery message, is the source of truth. The message carries only the job id
+and is a trigger: a worker must *claim* the job before sending it. So a redelivered, restored or
+duplicated message is harmless: a job that has ended (delivered or dead-lettered) has no record
+and is dropped; one that another live worker holds is dropped; and a crash between a 2xx and
+the acknowledgement never sends a transactional email twice. A message that is lost (kombu pops
+before it records, a worker dies holding it) is found again by the reaper from these indexes.
 """
 
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass
 from typing import Any
 
 import redis
 
 from cio_worker import keys
+from cio_worker import ledger_scripts as scripts
 from cio_worker.envelope import task_message
-from cio_worker.kinds import Family, queue_name
+from cio_worker.kinds import Family, Kind, queue_name
 from cio_worker.payloads import Job
 
 
@@ -44,13 +47,32 @@ class LedgerEntry:
     attempts: int
     first_error: dict[str, Any] | None
     last_error: dict[str, Any] | None
+    #: Set while a request for this job may be on the wire (see `mark_sending`).
+    sending: bool = False
 
 
 class JobLedger:
-    """Reads and ends jobs. Every change that ends a job is one MULTI/EXEC transaction."""
+    """A job's life in Redis: enqueue, claim, renew, defer, complete, re-queue.
+
+    Each transition is one Lua script (ledger_scripts.py), so a worker dying between two Redis
+    calls never leaves a job half-moved. The indexes are what the reaper (reaper.py) sweeps:
+    `keys.unclaimed` (pushed, not yet claimed), `keys.leases` (claimed by a live worker) and
+    `keys.delayed` (waiting for a retry or a rate-limit slot). A job is in exactly one of them
+    until it ends, so a job can always be found and nothing is lost.
+    """
 
     def __init__(self, redis_client: redis.Redis) -> None:
         self.redis = redis_client
+        register = redis_client.register_script
+        self._enqueue = register(scripts.ENQUEUE)
+        self._claim = register(scripts.CLAIM)
+        self._heartbeat = register(scripts.HEARTBEAT)
+        self._defer = register(scripts.DEFER)
+        self._complete = register(scripts.COMPLETE)
+        self._due = register(scripts.DUE)
+        self._expired = register(scripts.EXPIRED)
+        self._strays = register(scripts.STRAYS)
+        self._requeue = register(scripts.REQUEUE)
 
     def load(self, job_id: str) -> LedgerEntry | None:
         raw = self.redis.hgetall(keys.job(job_id))
@@ -61,12 +83,95 @@ class JobLedger:
             attempts=int(raw.get(b"attempts", 0)),
             first_error=_json(raw.get(b"first_error")),
             last_error=_json(raw.get(b"last_error")),
+            sending=b"sending" in raw,
         )
+
+    # -- producing -------------------------------------------------------------------------------
+    def enqueue(
+        self,
+        job: Job,
+        *,
+        replace: bool = False,
+        stats_field: str = "enqueued",
+        pipe: redis.client.Pipeline | None = None,
+    ) -> None:
+        """Store `job` (attempts 0) and push its task message, in one script call."""
+        family = job.family
+        self._enqueue(
+            keys=[
+                keys.job(job.id),
+                queue_name(family),
+                keys.unclaimed(family.value),
+                keys.push_seq(family.value),
+                keys.stats(),
+            ],
+            args=[
+                job.id,
+                job.to_json(),
+                job.kind.value,
+                task_message(job.id, job.kind),
+                f"{family.value}:{stats_field}",
+                "1" if replace else "0",
+            ],
+            client=pipe,
+        )
+
+    def requeue(self, job: Job, *, pipe: redis.client.Pipeline | None = None) -> None:
+        """Store `job` afresh (attempts 0, errors forgotten) and queue it, keeping its id."""
+        self.enqueue(job, replace=True, stats_field="requeued", pipe=pipe)
+
+    # -- a worker's side -------------------------------------------------------------------------
+    def claim(self, job_id: str, family: Family, owner: str, lease_s: float) -> Claim:
+        """Take the job for `owner` until the lease ends (renewed by `heartbeat`)."""
+        outcome, attempts = self._claim(
+            keys=[
+                keys.job(job_id),
+                keys.leases(),
+                keys.unclaimed(family.value),
+                keys.claimed_seq(family.value),
+            ],
+            args=[job_id, owner, int(lease_s * 1000)],
+        )
+        return Claim(_text(outcome), int(attempts))
+
+    def heartbeat(self, owner: str, job_ids: list[str], lease_s: float) -> int:
+        """Renew `owner`'s leases on `job_ids`; return how many it still holds."""
+        if not job_ids:
+            return 0
+        return int(
+            self._heartbeat(
+                keys=[keys.leases(), *(keys.job(job_id) for job_id in job_ids)],
+                args=[owner, int(lease_s * 1000), *job_ids],
+            )
+        )
+
+    def defer(self, job_id: str, delay_s: float, owner: str) -> bool:
+        """Park the job until `delay_s` from now (Redis time); the mover re-queues it then."""
+        return bool(
+            self._defer(
+                keys=[keys.job(job_id), keys.leases(), keys.delayed()],
+                args=[job_id, max(0, int(delay_s * 1000)), owner],
+            )
+        )
+
+    def mark_sending(self, job_id: str) -> None:
+        """Note that a request for the job is about to go out.
+
+        A message (transactional send, broadcast trigger) has no dedup key at Customer.io. If
+        the worker dies before it records the answer, the next claim finds this mark and knows
+        the message may already have been sent: an ambiguous failure, handled by
+        CIO_WORKER_AMBIGUOUS_MESSAGES like a timeout after the request was written.
+        """
+        self.redis.hset(keys.job(job_id), "sending", "1")
+
+    def clear_sending(self, job_id: str) -> None:
+        self.redis.hdel(keys.job(job_id), "sending")
 
     def record_failure(self, job_id: str, error: ErrorRecord) -> int:
         """Count a failed attempt; return the attempts so far."""
         encoded = json.dumps(error.to_dict())
         pipe = self.redis.pipeline(transaction=True)
+        pipe.hdel(keys.job(job_id), "sending")
         pipe.hsetnx(keys.job(job_id), "first_error", encoded)
         pipe.hset(keys.job(job_id), "last_error", encoded)
         pipe.hincrby(keys.job(job_id), "attempts", 1)
@@ -74,25 +179,75 @@ class JobLedger:
 
     def complete(self, job: Job) -> None:
         """The job was accepted by Customer.io: forget it and count it."""
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.delete(keys.job(job.id))
-        pipe.hincrby(keys.stats(), f"{job.family.value}:delivered", 1)
-        pipe.execute()
+        self._complete(
+            keys=[
+                keys.job(job.id),
+                keys.leases(),
+                keys.unclaimed(job.family.value),
+                keys.delayed(),
+                keys.stats(),
+            ],
+            args=[job.id, f"{job.family.value}:delivered"],
+        )
 
     def count(self, family: Family, outcome: str, amount: int = 1) -> None:
         self.redis.hincrby(keys.stats(), f"{family.value}:{outcome}", amount)
 
-    def requeue(self, job: Job, *, pipe: redis.client.Pipeline | None = None) -> None:
-        """Store `job` afresh (attempts 0) and queue its task message, keeping its id."""
-        target = pipe or self.redis.pipeline(transaction=True)
-        target.delete(keys.job(job.id))
-        target.hset(
-            keys.job(job.id),
-            mapping={"job": job.to_json(), "attempts": 0, "requeued_at": time.time()},
+    # -- the sweepers' side (reaper.py) ----------------------------------------------------------
+    def due(self, limit: int = 500) -> list[tuple[str, str]]:
+        """(job id, kind) of delayed jobs whose time has come."""
+        return _pairs(self._due(keys=[keys.delayed()], args=[limit]))
+
+    def expired(self, limit: int = 500) -> list[tuple[str, str]]:
+        """(job id, kind) of running jobs whose worker stopped renewing the lease."""
+        return _pairs(self._expired(keys=[keys.leases()], args=[limit]))
+
+    def strays(
+        self, family: Family, grace_s: float, limit: int = 500
+    ) -> list[tuple[str, str, int]]:
+        """(job id, kind, seq) of jobs whose message left the queue but were never claimed."""
+        raw = self._strays(
+            keys=[keys.unclaimed(family.value), keys.claimed_seq(family.value), queue_name(family)],
+            args=[int(grace_s * 1000), limit],
         )
-        target.lpush(queue_name(job.family), task_message(job.id, job.kind))
-        if pipe is None:
-            target.execute()
+        items = [_text(item) for item in raw]
+        return [(items[i], items[i + 1], int(float(items[i + 2]))) for i in range(0, len(items), 3)]
+
+    def push_again(self, job_id: str, kind: str, reason: str, seq: int = 0) -> bool:
+        """Re-push a due, lease-expired or stray job if it is still so; True if pushed."""
+        if not kind:
+            return False
+        job_kind = Kind(kind)
+        family = job_kind.family.value
+        outcome, _attempts = self._requeue(
+            keys=[
+                keys.job(job_id),
+                queue_name(job_kind.family),
+                keys.unclaimed(family),
+                keys.push_seq(family),
+                keys.delayed(),
+                keys.leases(),
+            ],
+            args=[job_id, task_message(job_id, job_kind), reason, seq],
+        )
+        return _text(outcome) == "pushed"
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """What `JobLedger.claim` found: see ledger_scripts.CLAIM for the outcomes."""
+
+    outcome: str
+    attempts: int
+
+
+def _text(item: object) -> str:
+    return item.decode() if isinstance(item, bytes) else str(item)
+
+
+def _pairs(raw: list[object]) -> list[tuple[str, str]]:
+    items = [_text(item) for item in raw]
+    return [(items[i], items[i + 1]) for i in range(0, len(items), 2)]
 
 
 def stats(redis_client: redis.Redis) -> dict[str, int]:

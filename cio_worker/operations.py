@@ -28,6 +28,8 @@ class HttpOperation:
     path: str
     json: dict[str, Any] | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    #: A body already encoded as JSON (batches are joined from stored items, never re-parsed).
+    content: bytes | None = None
 
 
 def segment(value: str | int) -> str:

@@ -16,14 +16,14 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import redis
 
-from cio_worker import keys, payloads
+from cio_worker import payloads
 from cio_worker.config import Settings
 from cio_worker.connection import get_redis
-from cio_worker.envelope import task_message
 from cio_worker.errors import EnqueueError
 from cio_worker.ids import new_ulid
-from cio_worker.kinds import Kind, queue_name
+from cio_worker.kinds import Kind
 from cio_worker.payloads import Job
+from cio_worker.routing import Router
 
 PersonId = str | int
 Timestamp = int | datetime | None
@@ -39,6 +39,16 @@ class Producer:
     ):
         self.settings = settings or Settings.from_env()
         self.redis = redis_client or get_redis(self.settings)
+        self._router = Router(self.settings, self.redis)
+
+    def pipeline(self, *, flush_every: int = 10_000) -> BulkProducer:
+        """A bulk producer: `with producer.pipeline() as bulk: bulk.enqueue_track(...)`.
+
+        Calls validate and return ids at once; jobs are written when the block ends (or every
+        `flush_every` jobs), each flush in one MULTI/EXEC, so a flush is stored whole or not at
+        all. An exception inside the block discards the jobs not yet flushed.
+        """
+        return BulkProducer(self, flush_every=flush_every)
 
     # -- Track API -------------------------------------------------------------------------------
     def enqueue_identify(
@@ -204,19 +214,66 @@ class Producer:
 
     # -- storage ---------------------------------------------------------------------------------
     def _store(self, kind: Kind, payload: dict[str, Any]) -> str:
-        """Write the job record and its task message atomically (MULTI/EXEC, one round trip)."""
+        """Write the job record and queue it atomically (one script, one round trip)."""
         job = Job(id=new_ulid(), kind=kind, payload=payload, created_at=time.time())
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.hset(keys.job(job.id), mapping={"job": job.to_json(), "attempts": 0})
-        pipe.lpush(queue_name(job.family), task_message(job.id, kind))
-        pipe.hincrby(keys.stats(), f"{job.family.value}:enqueued", 1)
         try:
-            pipe.execute()
+            self._router.store([job])
         except redis.RedisError as exc:
             raise EnqueueError(
                 f"Redis did not take {kind.value} job {job.id}: {exc.__class__.__name__}: {exc}"
             ) from exc
         return job.id
+
+
+class BulkProducer(Producer):
+    """Collects jobs and writes them in large atomic flushes (see `Producer.pipeline`)."""
+
+    #: Jobs per script call inside a flush: big enough to amortise the round trip, small enough
+    #: not to stall Redis for other clients.
+    CHUNK = 1000
+
+    def __init__(self, parent: Producer, *, flush_every: int) -> None:
+        self.settings = parent.settings
+        self.redis = parent.redis
+        self._router = parent._router
+        self._flush_every = max(1, flush_every)
+        self._buffer: list[Job] = []
+        #: Jobs written so far by this bulk producer.
+        self.stored = 0
+
+    def __enter__(self) -> BulkProducer:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is None:
+            self.flush()
+        else:
+            self._buffer.clear()
+
+    def _store(self, kind: Kind, payload: dict[str, Any]) -> str:
+        job = Job(id=new_ulid(), kind=kind, payload=payload, created_at=time.time())
+        self._buffer.append(job)
+        if len(self._buffer) >= self._flush_every:
+            self.flush()
+        return job.id
+
+    def flush(self) -> int:
+        """Write the collected jobs in one MULTI/EXEC; return how many were written."""
+        jobs, self._buffer = self._buffer, []
+        if not jobs:
+            return 0
+        pipe = self.redis.pipeline(transaction=True)
+        for start in range(0, len(jobs), self.CHUNK):
+            self._router.store(jobs[start : start + self.CHUNK], pipe=pipe)
+        try:
+            pipe.execute()
+        except redis.RedisError as exc:
+            raise EnqueueError(
+                f"Redis did not take a bulk write of {len(jobs)} jobs (none of them stored; "
+                f"{self.stored} stored by earlier flushes): {exc.__class__.__name__}: {exc}"
+            ) from exc
+        self.stored += len(jobs)
+        return len(jobs)
 
 
 _default: Producer | None = None

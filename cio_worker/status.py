@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
 from cio_worker import keys
@@ -12,7 +11,7 @@ from cio_worker.connection import get_redis
 from cio_worker.deadletter import DeadLetterStore
 from cio_worker.kinds import Family, queue_name
 from cio_worker.ledger import stats
-from cio_worker.limiter import bucket_rates, workspace_of
+from cio_worker.limiter import Limiter, bucket_rates
 
 #: kombu's Redis transport keeps delivered-but-unacknowledged messages in this hash.
 KOMBU_UNACKED = "unacked"
@@ -24,7 +23,6 @@ def collect_status(settings: Settings) -> dict[str, Any]:
     counters = stats(client)
     unacked_by_queue: dict[str, int] = {}
     scheduled = 0
-    now = time.time()
     for raw in client.hvals(KOMBU_UNACKED):
         try:
             message, _exchange, routing_key = json.loads(raw)
@@ -52,16 +50,20 @@ def collect_status(settings: Settings) -> dict[str, Any]:
     for letter in store.list():
         by_kind[letter.job.kind.value] = by_kind.get(letter.job.kind.value, 0) + 1
     limiter = {}
+    rate_limiter = Limiter(settings, client)
     for bucket, rate in bucket_rates(settings).items():
-        pause = client.get(keys.limiter(workspace_of(settings, bucket), bucket, "pause"))
-        paused_until = int(pause) / 1_000_000 if pause else 0.0
+        state = rate_limiter.state(bucket)
         limiter[bucket] = {
             "limit_per_s": rate,
-            "paused_for_s": round(max(0.0, paused_until - now), 3),
+            "paused_for_s": round(state.paused_for_s, 3),
+            "rate_fraction": round(state.rate_fraction, 3),
+            "effective_per_s": round(state.effective_rps, 3),
         }
     return {
         "queues": queues,
-        "scheduled_retries": scheduled,
+        # Retries and rate-limit waits parked in Redis (ledger), plus any Celery ETA messages.
+        "scheduled_retries": int(client.zcard(keys.delayed())) + scheduled,
+        "running": int(client.zcard(keys.leases())),
         "dead_letters": {"total": store.count(), "by_kind": by_kind},
         "limiter": limiter,
         "jobs_pending": sum(1 for _ in client.scan_iter(match=keys.job("*"), count=1000)),
@@ -99,9 +101,14 @@ def render_status(report: dict[str, Any]) -> None:
         )
     console = Console()
     console.print(table)
-    limits = Table("bucket", "limit/s", "paused for (s)", title="limiter")
+    limits = Table("bucket", "limit/s", "now/s", "paused for (s)", title="limiter")
     for bucket, row in report["limiter"].items():
-        limits.add_row(bucket, f"{row['limit_per_s']:g}", f"{row['paused_for_s']:g}")
+        limits.add_row(
+            bucket,
+            f"{row['limit_per_s']:g}",
+            f"{row['effective_per_s']:g}",
+            f"{row['paused_for_s']:g}",
+        )
     console.print(limits)
     dead = report["dead_letters"]
     console.print(f"dead letters: {dead['total']} {dead['by_kind'] or ''}")

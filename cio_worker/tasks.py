@@ -1,20 +1,22 @@
 """The Celery app and its tasks: thin wrappers that hand a job id to delivery.Deliverer.
 
-This is the only module that imports Celery. Settings that make delivery durable:
+This is the only module that imports Celery. The job ledger (ledger.py), not the Celery message,
+is the source of truth: a task claims its job before sending, so a duplicated or redelivered
+message is harmless, and the sweeper (reaper.py) re-pushes any job whose message was lost or
+whose worker died. Settings that keep delivery durable and fair:
 
 - `task_acks_late` + `task_reject_on_worker_lost`: a message is acknowledged only after its job
-  ended (delivered, dead-lettered or re-queued), so a worker that dies mid-job leaves it unacked
-  and kombu redelivers it.
+  ended (delivered, dead-lettered or parked in keys.delayed).
 - `worker_prefetch_multiplier=1`: a worker holds no more messages than it has threads working.
-- Visibility timeout = longest backoff + 2 x HTTP timeout + 60 s (default 380 s). Kombu redelivers
-  a message left unacked for longer than this. A retry's countdown waits unacked inside the worker
-  (celery#2599), so the timeout must outlast the longest delay we ever schedule, which delivery.py
-  caps at CIO_WORKER_BACKOFF_MAX_S; the rest covers one delivery's HTTP time. Any shorter and a
-  waiting retry would run twice; much longer and a killed worker's jobs would wait that long.
+- Retries and rate-limit waits are not Celery countdowns (those wait unacked in a worker's memory
+  and run twice once they outlive the visibility timeout, celery#2599): the job is parked in a
+  Redis sorted set and its message acknowledged. So the visibility timeout only has to outlast
+  one delivery (limiter wait + HTTP time); see `visibility_timeout_s`.
 - One queue per family (`cio.track`, `cio.transactional`, `cio.broadcast`, `cio.app`), each
   declared with its own direct exchange, so a busy family never starves another.
 - Task events and sent events on, for Flower. Task arguments are only the job id.
 - A thread pool: delivery is network-bound, and one httpx pool per process is shared by threads.
+- Each worker process runs a sweeper thread (reaper.py) and a consumer watchdog (watchdog.py).
 """
 
 from __future__ import annotations
@@ -23,9 +25,12 @@ import sys
 import threading
 from typing import Any
 
-from celery import Celery, Task, signals
+import redis
+from celery import Celery, signals
+from celery.exceptions import Reject
 from kombu import Exchange, Queue
 
+from cio_worker.batcher import Batcher
 from cio_worker.client import get_client
 from cio_worker.config import Settings
 from cio_worker.connection import get_redis
@@ -33,17 +38,26 @@ from cio_worker.deadletter import DeadLetterStore
 from cio_worker.delivery import Deliverer
 from cio_worker.errors import ConfigError
 from cio_worker.kinds import Family, Kind, queue_name
+from cio_worker.leases import LeaseKeeper, new_owner_id
 from cio_worker.ledger import JobLedger
 from cio_worker.limiter import Limiter
 from cio_worker.logs import configure_logging
 from cio_worker.preflight import check_credentials, check_redis
+from cio_worker.reaper import Sweeper
+from cio_worker.watchdog import WATCHDOG_STALL_S, ConsumerWatchdog
 
 #: Threads per worker process by default: enough to keep 100 requests/s moving at ~50 ms each.
 DEFAULT_CONCURRENCY = 8
 
 
 def visibility_timeout_s(settings: Settings) -> float:
-    return settings.backoff_max_s + 2 * settings.http_timeout_s + 60
+    """How long kombu waits before restoring an unacknowledged message.
+
+    A backstop only (the sweeper returns a dead worker's jobs within 25 s): it must outlast one
+    delivery, at most a limiter wait plus an HTTP exchange, with room for a slow host. A restored
+    message whose job is still running is dropped by the claim.
+    """
+    return 2 * settings.http_timeout_s + 100
 
 
 def create_app(settings: Settings) -> Celery:
@@ -100,38 +114,85 @@ def get_deliverer() -> Deliverer:
     with _deliverer_lock:
         if _deliverer is None:
             redis_client = get_redis(settings)
+            ledger = JobLedger(redis_client)
             _deliverer = Deliverer(
                 settings=settings,
-                ledger=JobLedger(redis_client),
+                ledger=ledger,
                 dead_letters=DeadLetterStore(
                     redis_client, retention_days=settings.dlq_retention_days
                 ),
                 limiter=Limiter(settings, redis_client),
                 client=get_client(settings),
+                leases=LeaseKeeper(ledger, new_owner_id()),
             )
         return _deliverer
 
 
-def _deliver(task: Task[Any, Any], job_id: str) -> str:
-    outcome = get_deliverer().run(job_id)
-    if outcome.state == "retry":
-        # A new message with the same task id; this one is acknowledged once it is published.
-        raise task.retry(countdown=outcome.delay_s, max_retries=None)
-    return outcome.state
+def _deliver(job_id: str, kind: Kind) -> str:
+    watchdog.task_started()
+    try:
+        return get_deliverer().run(job_id, kind).state
+    except redis.RedisError as exc:
+        # Redis is unreachable mid-job. Put the message back rather than acknowledge it; the
+        # ledger still holds the job, so even if this reject is lost the sweeper finds it.
+        raise Reject(exc, requeue=True) from exc
+    finally:
+        watchdog.task_finished()
 
 
 def _register(kind: Kind) -> None:
-    def deliver_job(self: Task[Any, Any], job_id: str) -> str:
-        return _deliver(self, job_id)
+    def deliver_job(job_id: str) -> str:
+        return _deliver(job_id, kind)
 
     deliver_job.__doc__ = f"Deliver a {kind.value} job to Customer.io."
-    app.task(name=kind.task_name, bind=True, queue=queue_name(kind.family), max_retries=None)(
-        deliver_job
-    )
+    deliver_job.__name__ = f"deliver_{kind.value}"
+    app.task(name=kind.task_name, queue=queue_name(kind.family), max_retries=None)(deliver_job)
 
 
 for _kind in Kind:
     _register(_kind)
+
+_sweeper: Sweeper | None = None
+_batcher: Batcher | None = None
+watchdog = ConsumerWatchdog(stall_after_s=WATCHDOG_STALL_S)
+
+
+def _consumed_families(consumer: Any) -> set[str]:
+    consumed = set(
+        getattr(consumer.app.amqp.queues, "consume_from", None) or consumer.app.amqp.queues
+    )
+    return {name.removeprefix("cio.") for name in consumed if name.startswith("cio.")}
+
+
+@signals.worker_ready.connect
+def _start_background(sender: Any = None, **_: Any) -> None:
+    """Start this worker's sweeper and consumer watchdog once it consumes."""
+    global _sweeper
+    redis_client = get_redis(settings)
+    families = sorted(_consumed_families(sender))
+    _sweeper = Sweeper(redis_client, families=[Family(f) for f in families])
+    _sweeper.start()
+    watchdog.start(redis_client, [queue_name(Family(f)) for f in families])
+    global _batcher
+    if settings.batch and "track" in families:
+        _batcher = Batcher(
+            settings=settings,
+            redis=redis_client,
+            client=get_client(settings),
+            limiter=Limiter(settings, redis_client),
+            dead_letters=DeadLetterStore(redis_client, retention_days=settings.dlq_retention_days),
+            owner=new_owner_id(),
+        )
+        _batcher.start()
+
+
+@signals.worker_shutdown.connect
+def _stop_background(**_: Any) -> None:
+    if _batcher is not None:
+        _batcher.stop()
+    watchdog.stop()
+    if _sweeper is not None:
+        _sweeper.stop()
 
 
 @signals.worker_init.connect
@@ -141,8 +202,7 @@ def _preflight(sender: Any = None, **_: Any) -> None:
     import structlog
 
     log = structlog.get_logger("cio_worker.worker")
-    consumed = set(getattr(sender.app.amqp.queues, "consume_from", None) or sender.app.amqp.queues)
-    families = {name.removeprefix("cio.") for name in consumed if name.startswith("cio.")}
+    families = _consumed_families(sender)
     try:
         check_credentials(settings, families)
         for warning in check_redis(get_redis(settings), allow_eviction=settings.allow_eviction):

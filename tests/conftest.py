@@ -53,10 +53,23 @@ def redis_client(redis_url: str) -> Iterator[redis.Redis]:
 
 @pytest.fixture
 def settings(redis_url: str) -> Settings:
-    """Settings pointing at the test Redis, with sandbox credentials and a fake base URL."""
+    """Settings pointing at the test Redis, with sandbox credentials and a fake base URL.
+
+    One request per job (CIO_WORKER_BATCH=off): most tests exercise the per-job path; batched
+    delivery has its own tests with `batch_settings`."""
     return Settings.from_env(
-        {"CIO_WORKER_REDIS_URL": redis_url, "CIO_WORKER_SANDBOX_URL": "http://sandbox.test"}
+        {
+            "CIO_WORKER_REDIS_URL": redis_url,
+            "CIO_WORKER_SANDBOX_URL": "http://sandbox.test",
+            "CIO_WORKER_BATCH": "off",
+        }
     )
+
+
+@pytest.fixture
+def batch_settings(settings: Settings) -> Settings:
+    """`settings` with batched delivery on (the default outside tests)."""
+    return settings.replace(batch=True)
 
 
 @pytest.fixture

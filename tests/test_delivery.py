@@ -13,7 +13,9 @@ from cio_worker import keys
 from cio_worker.client import CustomerIoClient
 from cio_worker.config import Settings
 from cio_worker.deadletter import DeadLetterStore
-from cio_worker.delivery import Deliverer
+from cio_worker.delivery import Deliverer, Outcome
+from cio_worker.kinds import Kind
+from cio_worker.leases import LeaseKeeper
 from cio_worker.ledger import JobLedger, stats
 from cio_worker.limiter import Limiter
 from cio_worker.producer import Producer
@@ -39,6 +41,7 @@ def make_deliverer(
             dead_letters=DeadLetterStore(redis_client),
             limiter=Limiter(s, redis_client, sleep=lambda _: None),
             client=CustomerIoClient(s, transport=httpx.MockTransport(record)),
+            leases=LeaseKeeper(JobLedger(redis_client), "test-owner"),
         )
         return deliverer, seen
 
@@ -48,6 +51,21 @@ def make_deliverer(
 @pytest.fixture
 def producer(settings: Settings, redis_client: redis.Redis) -> Producer:
     return Producer(settings, redis_client=redis_client)
+
+
+_kinds: dict[str, Kind] = {}
+
+
+def run(deliverer: Deliverer, job_id: str) -> Outcome:
+    """Deliver `job_id` as its task would, first making a deferred job due (as the sweeper does)."""
+    ledger = deliverer.ledger
+    raw = ledger.redis.hget(keys.job(job_id), "kind")
+    if raw:
+        _kinds[job_id] = Kind(raw.decode())
+    if ledger.redis.zscore(keys.delayed(), job_id) is not None:
+        ledger.redis.zadd(keys.delayed(), {job_id: 0})
+        assert ledger.push_again(job_id, _kinds[job_id].value, "due")
+    return deliverer.run(job_id, _kinds[job_id])
 
 
 def answer(status: int, body: object = None, headers: dict[str, str] | None = None) -> Handler:
@@ -61,7 +79,7 @@ class TestSuccess:
         """A 200 ends the job: its record is deleted and `track:delivered` counts it."""
         job_id = producer.enqueue_track("u1", "Signed Up", {"plan": "pro"})
         deliverer, seen = make_deliverer(answer(200))
-        outcome = deliverer.run(job_id)
+        outcome = run(deliverer, job_id)
         assert outcome.state == "delivered" and outcome.status == 200
         assert not redis_client.exists(keys.job(job_id))
         assert stats(redis_client)["track:delivered"] == 1
@@ -72,8 +90,8 @@ class TestSuccess:
         """A message whose job already ended (crash after 2xx, before ack) sends nothing."""
         job_id = producer.enqueue_send_email(3, identifiers={"id": "u1"}, to="a@example.com")
         deliverer, seen = make_deliverer(answer(200, {"delivery_id": "d1"}))
-        assert deliverer.run(job_id).state == "delivered"
-        assert deliverer.run(job_id).state == "gone"
+        assert run(deliverer, job_id).state == "delivered"
+        assert run(deliverer, job_id).state == "gone"
         assert len(seen) == 1
 
 
@@ -82,7 +100,7 @@ class TestRetry:
         """A 503 counts one attempt, keeps the job and asks for a retry within the backoff cap."""
         job_id = producer.enqueue_identify("u1", {"plan": "pro"})
         deliverer, _ = make_deliverer(answer(503), backoff_base_s=2.0)
-        outcome = deliverer.run(job_id)
+        outcome = run(deliverer, job_id)
         assert outcome.state == "retry" and 0 <= outcome.delay_s <= 2.0
         assert int(redis_client.hget(keys.job(job_id), "attempts")) == 1
         assert stats(redis_client)["track:retried"] == 1
@@ -91,7 +109,7 @@ class TestRetry:
         """After max_attempts retryable failures the job is dead-lettered with the last status."""
         job_id = producer.enqueue_identify("u1")
         deliverer, seen = make_deliverer(answer(500), max_attempts=3)
-        states = [deliverer.run(job_id).state for _ in range(3)]
+        states = [run(deliverer, job_id).state for _ in range(3)]
         assert states == ["retry", "retry", "dead"]
         letter = deliverer.dead_letters.get(job_id)
         assert letter is not None and letter.attempts == 3 and letter.status == 500
@@ -104,7 +122,7 @@ class TestRetry:
         """A 429 honours Retry-After, pauses the family and leaves attempts untouched."""
         job_id = producer.enqueue_track("u1", "Viewed")
         deliverer, _ = make_deliverer(answer(429, headers={"Retry-After": "3"}))
-        outcome = deliverer.run(job_id)
+        outcome = run(deliverer, job_id)
         assert outcome.state == "retry" and outcome.delay_s == pytest.approx(3.0)
         assert int(redis_client.hget(keys.job(job_id), "attempts")) == 0
         assert stats(redis_client)["track:rate_limited"] == 1
@@ -119,7 +137,7 @@ class TestRetry:
 
         job_id = producer.enqueue_send_email(3, identifiers={"id": "u1"}, to="a@example.com")
         deliverer, _ = make_deliverer(timeout)
-        assert deliverer.run(job_id).state == "dead"
+        assert run(deliverer, job_id).state == "dead"
         letter = deliverer.dead_letters.get(job_id)
         assert letter is not None and "ambiguous" in letter.reason
 
@@ -131,7 +149,7 @@ class TestRetry:
 
         job_id = producer.enqueue_send_email(3, identifiers={"id": "u1"}, to="a@example.com")
         deliverer, _ = make_deliverer(timeout, ambiguous_messages="retry")
-        assert deliverer.run(job_id).state == "retry"
+        assert run(deliverer, job_id).state == "retry"
 
     def test_event_timeout_is_retried(self, make_deliverer, producer) -> None:
         """An event has a dedup id, so a timeout is simply retried."""
@@ -141,7 +159,7 @@ class TestRetry:
 
         job_id = producer.enqueue_track("u1", "Viewed")
         deliverer, _ = make_deliverer(timeout)
-        assert deliverer.run(job_id).state == "retry"
+        assert run(deliverer, job_id).state == "retry"
 
 
 class TestDeadLetter:
@@ -149,7 +167,7 @@ class TestDeadLetter:
         """A 400 is permanent: one request, then a dead letter keeping status and body excerpt."""
         job_id = producer.enqueue_send_email(3, identifiers={"id": "u1"}, to="a@example.com")
         deliverer, seen = make_deliverer(answer(400, {"meta": {"error": "bad template"}}))
-        assert deliverer.run(job_id).state == "dead"
+        assert run(deliverer, job_id).state == "dead"
         letter = deliverer.dead_letters.get(job_id)
         assert letter is not None and letter.status == 400
         assert "bad template" in (letter.last_error.get("body") or "")
@@ -159,7 +177,7 @@ class TestDeadLetter:
         """A refused App key dead-letters with a reason naming the App credential."""
         job_id = producer.enqueue_broadcast(9)
         deliverer, _ = make_deliverer(answer(401))
-        deliverer.run(job_id)
+        run(deliverer, job_id)
         letter = deliverer.dead_letters.get(job_id)
         assert letter is not None and "CUSTOMERIO_APP_API_KEY" in letter.reason
 
@@ -171,14 +189,14 @@ class TestDeadLetter:
 
         job_id = producer.enqueue_identify("u1")
         deliverer, _ = make_deliverer(boom)
-        assert deliverer.run(job_id).state == "dead"
+        assert run(deliverer, job_id).state == "dead"
         assert deliverer.dead_letters.get(job_id) is not None
 
     def test_replay_requeues_with_the_same_id(self, make_deliverer, producer, redis_client) -> None:
         """Replay puts the job back with attempts reset and the same id (dedup id kept)."""
         job_id = producer.enqueue_track("u1", "Viewed")
         deliverer, _ = make_deliverer(answer(422))
-        deliverer.run(job_id)
+        run(deliverer, job_id)
         redis_client.delete("cio.track")
         assert deliverer.dead_letters.replay([job_id]) == [job_id]
         assert deliverer.dead_letters.get(job_id) is None
@@ -186,14 +204,93 @@ class TestDeadLetter:
         message = json.loads(redis_client.lpop("cio.track"))
         assert message["headers"]["id"] == job_id
         fixed, _ = make_deliverer(answer(200))
-        assert fixed.run(job_id).state == "delivered"
+        assert run(fixed, job_id).state == "delivered"
 
     def test_retention_trims_old_entries(self, make_deliverer, producer, redis_client) -> None:
         """Entries older than the retention are dropped when a new one arrives."""
         old = producer.enqueue_identify("u1")
         deliverer, _ = make_deliverer(answer(400))
-        deliverer.run(old)
+        run(deliverer, old)
         redis_client.zadd(keys.dead_letter_index(), {old: 1.0})  # pretend it is from 1970
-        deliverer.run(producer.enqueue_identify("u2"))
+        run(deliverer, producer.enqueue_identify("u2"))
         assert deliverer.dead_letters.get(old) is None
         assert deliverer.dead_letters.count() == 1
+
+
+class TestSlowdown:
+    def test_429_without_retry_after_halves_the_bucket_for_everyone(
+        self, make_deliverer, producer, redis_client
+    ) -> None:
+        """No Retry-After: one window's pause and the family's rate halved, attempts untouched."""
+        job_id = producer.enqueue_track("u1", "Viewed")
+        deliverer, _ = make_deliverer(answer(429))
+        outcome = run(deliverer, job_id)
+        assert outcome.state == "retry" and 0.5 < outcome.delay_s <= 1.5
+        state = deliverer.limiter.state("track")
+        assert state.rate_fraction == pytest.approx(0.5, abs=0.01)
+        assert state.paused_for_s > 0.5
+        assert int(redis_client.hget(keys.job(job_id), "attempts")) == 0
+        assert redis_client.zscore(keys.delayed(), job_id) is not None
+
+
+class TestMetrics:
+    def test_each_outcome_is_counted_for_the_fleet(self, make_deliverer, producer) -> None:
+        """Delivered, retry, 429 and dead outcomes land in the shared metrics with their labels."""
+        from cio_worker.metrics import collect
+
+        delivered = producer.enqueue_track("u1", "A")
+        ok, _ = make_deliverer(answer(200))
+        run(ok, delivered)
+        failing = producer.enqueue_identify("u2")
+        run(make_deliverer(answer(503))[0], failing)
+        limited = producer.enqueue_page("u3", "https://x.test/")
+        run(make_deliverer(answer(429, headers={"Retry-After": "1"}))[0], limited)
+        dead = producer.enqueue_delete("u4")
+        run(make_deliverer(answer(400))[0], dead)
+        snapshot = collect(ok.ledger.redis, ok.settings)
+        assert snapshot.deliveries[("track", "track", "delivered")] == 1
+        assert snapshot.deliveries[("track", "identify", "retry")] == 1
+        assert snapshot.deliveries[("track", "page", "rate_limited")] == 1
+        assert snapshot.deliveries[("track", "delete", "dead")] == 1
+        assert snapshot.latency["track"].count == 1
+
+
+class TestWorkerDiedWhileSending:
+    def _died_mid_request(self, deliverer: Deliverer, redis_client, job_id: str) -> None:
+        """A previous worker claimed the job, marked the request as sent, and was SIGKILLed."""
+        deliverer.ledger.claim(job_id, Kind.SEND_EMAIL.family, "dead-worker", 20)
+        deliverer.ledger.mark_sending(job_id)
+        redis_client.hset(keys.job(job_id), "lease_until", 0)
+
+    def test_an_email_that_may_have_been_sent_is_dead_lettered_by_default(
+        self, make_deliverer, producer, redis_client
+    ) -> None:
+        """No second email: the dead letter says why, and nothing is sent."""
+        job_id = producer.enqueue_send_email(3, identifiers={"id": "u1"}, to="a@example.com")
+        deliverer, seen = make_deliverer(answer(200, {"delivery_id": "d1"}))
+        self._died_mid_request(deliverer, redis_client, job_id)
+        assert run(deliverer, job_id).state == "dead"
+        letter = deliverer.dead_letters.get(job_id)
+        assert letter is not None and "worker died while the request was in flight" in letter.reason
+        assert seen == []
+
+    def test_with_the_retry_policy_it_is_sent_again(
+        self, make_deliverer, producer, redis_client
+    ) -> None:
+        """CIO_WORKER_AMBIGUOUS_MESSAGES=retry accepts a possible duplicate and delivers."""
+        job_id = producer.enqueue_send_email(3, identifiers={"id": "u1"}, to="a@example.com")
+        deliverer, seen = make_deliverer(
+            answer(200, {"delivery_id": "d1"}), ambiguous_messages="retry"
+        )
+        self._died_mid_request(deliverer, redis_client, job_id)
+        assert run(deliverer, job_id).state == "delivered"
+        assert len(seen) == 1
+
+    def test_a_failed_attempt_clears_the_mark(self, make_deliverer, producer, redis_client) -> None:
+        """An answered request (here a 503) is not ambiguous: the retry is sent normally."""
+        job_id = producer.enqueue_send_email(3, identifiers={"id": "u1"}, to="a@example.com")
+        failing, _ = make_deliverer(answer(503))
+        assert run(failing, job_id).state == "retry"
+        assert redis_client.hget(keys.job(job_id), "sending") is None
+        ok, seen = make_deliverer(answer(200, {"delivery_id": "d1"}))
+        assert run(ok, job_id).state == "delivered" and len(seen) == 1

@@ -51,6 +51,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         "CIO_WORKER_REDIS_URL": redis_server.url,
         "CIO_WORKER_SANDBOX_URL": sandbox_url,
         "CIO_WORKER_BACKOFF_BASE_S": "0.2",
+        # One request per job, so each kind's own v1 request can be checked; batched delivery
+        # has its own end-to-end tests (tests/test_batching.py).
+        "CIO_WORKER_BATCH": "off",
         "CIO_WORKER_LOG_FORMAT": "json",
         "CIO_WORKER_LOG_LEVEL": "DEBUG",
     }

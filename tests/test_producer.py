@@ -94,13 +94,18 @@ class TestStore:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
     ) -> None:
-        """Each kind returns a ULID and stores `cio:job:<id>` with the job JSON and attempts 0."""
+        """Each kind returns a ULID and stores `cio:job:<id>` (job JSON, attempts 0, queued)
+        and indexes it as unclaimed under the family's first sequence number."""
         producer, client = store
         job_id = getattr(producer, f"enqueue_{kind}")(*args, **kwargs)
         assert ULID.fullmatch(job_id)
         record = client.hgetall(f"cio:job:{job_id}")
-        assert set(record) == {b"job", b"attempts"}
+        assert set(record) == {b"job", b"kind", b"attempts", b"state", b"seq"}
         assert record[b"attempts"] == b"0"
+        assert record[b"kind"] == kind.encode()
+        assert record[b"state"] == b"queued"
+        assert record[b"seq"] == b"1"
+        assert client.zscore(f"cio:unclaimed:{family}", job_id) == 1.0
         job = json.loads(record[b"job"])
         assert job["id"] == job_id
         assert job["kind"] == kind
@@ -143,13 +148,15 @@ class TestStore:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
     ) -> None:
-        """The family's enqueued counter goes up by one and no other key is written."""
+        """The family's enqueued counter goes up by one; only the ledger's keys are written."""
         producer, client = store
         job_id = getattr(producer, f"enqueue_{kind}")(*args, **kwargs)
         assert client.hgetall("cio:stats") == {f"{family}:enqueued".encode(): b"1"}
         assert set(client.keys("*")) == {
             f"cio:job:{job_id}".encode(),
             f"cio.{family}".encode(),
+            f"cio:unclaimed:{family}".encode(),
+            f"cio:seq:{family}".encode(),
             b"cio:stats",
         }
 

@@ -139,7 +139,8 @@ class TestLazyCelery:
         """Building a Producer and validating a job does not import Celery either."""
         code = (
             "import sys, cio_worker\n"
-            "p = cio_worker.Producer(cio_worker.Settings(), redis_client=object())\n"
+            "import fakeredis\n"
+            "p = cio_worker.Producer(cio_worker.Settings(), redis_client=fakeredis.FakeRedis())\n"
             "try:\n"
             "    p.enqueue_track('', 'e')\n"
             "except cio_worker.ValidationError:\n"

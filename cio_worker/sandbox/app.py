@@ -15,11 +15,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from cio_worker.sandbox import control
+from cio_worker.sandbox import control, reads
 from cio_worker.sandbox.auth import AuthResult, authenticate
 from cio_worker.sandbox.checks import Incoming
 from cio_worker.sandbox.config import SandboxConfig
-from cio_worker.sandbox.endpoints import Match, ReplyKind, resolve
+from cio_worker.sandbox.endpoints import Endpoint, Match, resolve
 from cio_worker.sandbox.faults import DropConnection
 from cio_worker.sandbox.responses import (
     Reply,
@@ -150,17 +150,26 @@ async def _handle(request: Request) -> Response:
     problems = endpoint.check(incoming)
     if problems:
         reply = problems_reply(endpoint.api, problems, strict=strict)
+    elif endpoint.reply == "read":
+        query = request.query_params
+        reply = reads.answer(endpoint.name, state.app_data, match.params, query, body)
     else:
-        reply = Reply(200, _success_body(endpoint.reply, state, request))
+        reply = Reply(200, _success_body(endpoint, state, request, body))
     return exchange.answer(reply, accepted_at=now)
 
 
-def _success_body(kind: ReplyKind, state: SandboxState, request: Request) -> object:
+def _success_body(
+    endpoint: Endpoint, state: SandboxState, request: Request, body: object
+) -> object:
+    kind = endpoint.reply
     if kind == "region":
         base_url = f"{request.url.scheme}://{request.url.netloc}"
         return {"url": base_url, "region": "us", "environment_id": 1}
     if kind == "delivery":
-        return {"delivery_id": uuid.uuid4().hex, "queued_at": int(time.time())}
+        delivery_id, queued_at = uuid.uuid4().hex, int(time.time())
+        # Remembered so that GET /v1/messages/{id} can report the delivery's status.
+        state.app_data.record_delivery(endpoint.name, body, delivery_id, queued_at)
+        return {"delivery_id": delivery_id, "queued_at": queued_at}
     if kind == "trigger":
         return {"id": state.new_trigger_id()}
     return {}

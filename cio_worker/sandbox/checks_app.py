@@ -1,4 +1,4 @@
-"""Body checks for the App API: transactional sends and API-triggered broadcasts."""
+"""Body checks for the App API: transactional sends, API-triggered broadcasts, people search."""
 
 from __future__ import annotations
 
@@ -125,3 +125,44 @@ def _check_audience_item(key: str, item: object) -> str | None:
     if "data" in item and not isinstance(item["data"], dict):
         return "data must be an object"
     return None
+
+
+def check_search(incoming: Incoming) -> list[Problem]:
+    """POST /v1/customers: `{"filter": {...}}` in Customer.io's audience-filter grammar."""
+    body, problems = body_object(incoming)
+    if problems:
+        return problems
+    if "filter" not in body:
+        return [Problem("filter", "required", "filter is required")]
+    return _filter_problems("filter", body["filter"])
+
+
+def _filter_problems(field: str, value: object) -> list[Problem]:
+    if not isinstance(value, dict) or len(value) != 1:
+        message = f"{field} must have exactly one of and, or, not, segment, attribute"
+        return [Problem(field, "invalid", message)]
+    ((key, inner),) = value.items()
+    where = f"{field}.{key}"
+    if key in ("and", "or"):
+        if not isinstance(inner, list) or not inner:
+            return [Problem(where, "invalid", f"{where} must be a non-empty array")]
+        return [p for i, item in enumerate(inner) for p in _filter_problems(f"{where}[{i}]", item)]
+    if key == "not":
+        return _filter_problems(where, inner)
+    if key == "segment":
+        if not isinstance(inner, dict) or not is_int(inner.get("id")):
+            return [Problem(f"{where}.id", "invalid", f"{where}.id must be an integer")]
+        return []
+    if key == "attribute":
+        return _attribute_problems(where, inner)
+    return [Problem(field, "invalid", f"{field} has unknown key {key}")]
+
+
+def _attribute_problems(where: str, inner: object) -> list[Problem]:
+    if not isinstance(inner, dict) or not isinstance(inner.get("field"), str):
+        return [Problem(f"{where}.field", "required", f"{where}.field is required")]
+    if inner.get("operator") not in ("eq", "exists"):
+        return [Problem(f"{where}.operator", "invalid", f"{where}.operator must be eq or exists")]
+    if inner["operator"] == "eq" and "value" not in inner:
+        return [Problem(f"{where}.value", "required", f"{where}.value is required with eq")]
+    return []

@@ -14,6 +14,10 @@ from cio_worker.config import (
 )
 from cio_worker.errors import ConfigError
 
+#: The key the sandbox signs its reporting webhooks with (X-CIO-Signature); set
+#: CUSTOMERIO_WEBHOOK_SIGNING_KEY to it for `cio-worker webhooks serve` to accept them.
+SANDBOX_WEBHOOK_SIGNING_KEY = "sandbox-webhook-signing-key"
+
 _RPS_FIELDS = ("track_rps", "pipelines_rps", "app_rps", "transactional_rps")
 
 
@@ -29,6 +33,8 @@ class SandboxConfig:
     track_api_key: str = field(default=SANDBOX_TRACK_API_KEY, repr=False)
     app_api_key: str = field(default=SANDBOX_APP_API_KEY, repr=False)
     pipelines_api_key: str = field(default=SANDBOX_PIPELINES_API_KEY, repr=False)
+    #: Signs the reporting webhooks POST /_sandbox/webhooks/send delivers.
+    webhook_signing_key: str = field(default=SANDBOX_WEBHOOK_SIGNING_KEY, repr=False)
     #: Track v1 and v2 together (region lookup included), requests per rolling second.
     track_rps: float = 100
     #: Data Pipelines, requests per rolling second.

@@ -1,5 +1,5 @@
 """Control endpoints under /_sandbox/ (no auth, not logged): health, stats, the request log,
-reset and faults."""
+reset, faults, the App API's workspace data, and signed reporting webhooks sent on demand."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from cio_worker.sandbox import appdata, webhook_sender
 from cio_worker.sandbox.faults import FaultSpecError, parse_fault
 from cio_worker.sandbox.state import sandbox_state
 
@@ -73,6 +74,44 @@ async def clear_fault(request: Request) -> JSONResponse:
     return JSONResponse({"fault": None})
 
 
+async def seed_app(request: Request) -> JSONResponse:
+    """POST /_sandbox/app/seed: replace the workspace, e.g. `{"people": 250, "campaigns": 3}`."""
+    try:
+        spec = json.loads(await request.body() or b"{}")
+        sizes = _seed_sizes(spec)
+    except ValueError as exc:
+        return JSONResponse({"error": str(exc)}, status_code=400)
+    state = sandbox_state(request)
+    state.app_data = appdata.AppData.generate(**sizes)
+    return JSONResponse({name: len(getattr(state.app_data, name)) for name in sizes})
+
+
+def _seed_sizes(spec: object) -> dict[str, int]:
+    names = ("people", "segments", "campaigns", "broadcasts")
+    if not isinstance(spec, dict) or set(spec) - set(names):
+        raise ValueError(f"body must be an object with some of {', '.join(names)}")
+    for name, value in spec.items():
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{name} must be an integer")
+        if not 0 <= value <= appdata.MAX_SEED:
+            raise ValueError(f"{name} must be between 0 and {appdata.MAX_SEED}")
+    return dict(spec)
+
+
+async def send_webhooks(request: Request) -> JSONResponse:
+    """POST /_sandbox/webhooks/send: sign and POST reporting webhooks to `url`.
+
+    `{"url": "http://127.0.0.1:8788/", "metric": "bounced", "count": 3}`; see webhook_sender.py
+    for `events`, `signature` (valid|bad|missing), `timestamp_offset_s` and `repeat`.
+    """
+    try:
+        spec = webhook_sender.parse_send_spec(json.loads(await request.body() or b"{}"))
+    except ValueError as exc:
+        return JSONResponse({"error": str(exc)}, status_code=400)
+    key = sandbox_state(request).config.webhook_signing_key
+    return JSONResponse({"sent": await webhook_sender.send_webhooks(spec, key)})
+
+
 ROUTES = [
     Route("/_sandbox/health", health, methods=["GET"]),
     Route("/_sandbox/stats", stats, methods=["GET"]),
@@ -81,4 +120,6 @@ ROUTES = [
     Route("/_sandbox/faults", get_fault, methods=["GET"]),
     Route("/_sandbox/faults", set_fault, methods=["POST"]),
     Route("/_sandbox/faults", clear_fault, methods=["DELETE"]),
+    Route("/_sandbox/app/seed", seed_app, methods=["POST"]),
+    Route("/_sandbox/webhooks/send", send_webhooks, methods=["POST"]),
 ]

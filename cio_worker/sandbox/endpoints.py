@@ -16,8 +16,9 @@ from cio_worker.sandbox.checks import Check, no_checks
 from cio_worker.sandbox.limits import Family
 
 Api = Literal["track_v1", "track_v2", "app", "pipelines"]
-#: What a successful call answers: `{}`, the region lookup, a delivery, a broadcast trigger.
-ReplyKind = Literal["empty", "region", "delivery", "trigger"]
+#: What a successful call answers: `{}`, the region lookup, a delivery, a broadcast trigger, or
+#: workspace data from an App API read (reads.py, by endpoint name).
+ReplyKind = Literal["empty", "region", "delivery", "trigger", "read"]
 
 _SEGMENT = r"[^/]+"
 
@@ -85,6 +86,13 @@ def _send(channel: str, check: Check) -> Endpoint:
     return Endpoint(f"send_{channel}", "app", "transactional", "POST", path, check, "delivery")
 
 
+def _read(name: str, method: str, template: str, check: Check = no_checks) -> Endpoint:
+    """An App API read: Bearer auth, the 10/s `app` limit, answered from the workspace data."""
+    found = re.search(r"\{(\w+)\}", template)
+    id_param = found.group(1) if found else None
+    return Endpoint(name, "app", "app", method, _path(template), check, "read", id_param)
+
+
 _CUSTOMER = "/api/v1/customers/{id}"
 
 ENDPOINTS: tuple[Endpoint, ...] = (
@@ -117,6 +125,13 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "trigger",
         id_param="broadcast_id",
     ),
+    _read("search_people", "POST", "/v1/customers", checks_app.check_search),
+    _read("person_attributes", "GET", "/v1/customers/{customer_id}/attributes"),
+    _read("segments", "GET", "/v1/segments"),
+    _read("campaigns", "GET", "/v1/campaigns"),
+    _read("campaign_metrics", "GET", "/v1/campaigns/{campaign_id}/metrics"),
+    _read("broadcasts", "GET", "/v1/broadcasts"),
+    _read("message", "GET", "/v1/messages/{message_id}"),
     *(_pipelines(name, checks_pipelines.check_call(name)) for name in checks_pipelines.CALL_TYPES),
     _pipelines("batch", checks_pipelines.check_batch),
 )

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from starlette.requests import Request
 
+from cio_worker.sandbox.appdata import AppData
 from cio_worker.sandbox.config import SandboxConfig
 from cio_worker.sandbox.faults import FaultInjector
 from cio_worker.sandbox.limits import FAMILIES, Limits
@@ -14,12 +15,14 @@ from cio_worker.sandbox.recorder import Recorder
 
 @dataclass
 class SandboxState:
-    """The configuration plus the mutable parts: limits, the request log, faults, trigger ids."""
+    """The configuration plus the mutable parts: limits, the request log, faults, trigger ids,
+    and the workspace the App API's reads answer from."""
 
     config: SandboxConfig
     limits: Limits
     recorder: Recorder
     faults: FaultInjector
+    app_data: AppData
     last_trigger_id: int = 0
 
     @classmethod
@@ -27,7 +30,7 @@ class SandboxState:
         """Fresh state for `config`."""
         limits = Limits(config)
         windows_s = {family: limits.window_s(family) for family in FAMILIES}
-        return cls(config, limits, Recorder(windows_s), FaultInjector())
+        return cls(config, limits, Recorder(windows_s), FaultInjector(), AppData.generate())
 
     def new_trigger_id(self) -> int:
         """The next broadcast trigger id (never reused, not even after a reset)."""
@@ -35,7 +38,8 @@ class SandboxState:
         return self.last_trigger_id
 
     def reset(self) -> None:
-        """Clear the log, stats, limits and faults."""
+        """Clear the log, stats, limits and faults (the workspace stays: POST /_sandbox/app/seed
+        replaces it)."""
         self.recorder.reset()
         self.limits.reset()
         self.faults.set(None)

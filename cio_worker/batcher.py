@@ -1,0 +1,260 @@
+"""Batched delivery: worker threads that send Track-family jobs many to a request.
+
+Each thread takes a whole batch from a shard (batch_queue.py), takes ONE limiter slot, sends
+`{"batch":[...]}` to Track v2 `/api/v2/batch` (or Pipelines `/v1/batch`), and then:
+
+- 200: forgets every job of the batch (Customer.io has them);
+- 207: dead-letters only the items Customer.io listed (`batch_index`), forgets the rest;
+- 429: reports it to the limiter (every worker pauses), puts the batch back at the front of its
+  shard and holds the shard for the pause; no attempt is used;
+- 408/5xx/timeout/connection error: one attempt for each job; the batch goes back to the front
+  and the shard is held for the backoff (so a person's later jobs cannot overtake it); a job that
+  runs out of attempts is dead-lettered when it is next taken;
+- 400/401/403/413/422 for the whole request: every job of the batch is dead-lettered with the
+  reason (a wrong key names its credential).
+
+Events carry their job id as the dedup id, so a batch resent after an ambiguous failure (or a
+worker's death) does not count its events twice; identify, device and suppression updates are
+idempotent.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+import structlog
+
+from cio_worker.backoff import compute_backoff_s
+from cio_worker.batch_ops import MAX_BATCH_BYTES, PIPELINES_BATCH_PATH, TRACK_BATCH_PATH, batch_body
+from cio_worker.batch_queue import SHARDS, BatchQueue, TakenBatch
+from cio_worker.client import CustomerIoClient
+from cio_worker.config import Settings
+from cio_worker.deadletter import DeadLetterStore
+from cio_worker.errors import DeliveryError, PermanentError, RateLimitedError, RetryableError
+from cio_worker.ids import ulid_time_ms
+from cio_worker.kinds import Family
+from cio_worker.ledger import ErrorRecord, JobLedger
+from cio_worker.limiter import Limiter
+from cio_worker.metrics import record_delivery
+from cio_worker.operations import STRICT_HEADERS, HttpOperation
+from cio_worker.routing import batch_api
+
+log = structlog.get_logger("cio_worker.batcher")
+
+#: Sender threads per worker process. Two keep the pipe full (one builds while one waits on
+#: HTTP) without starving the process's per-job threads of the GIL.
+DEFAULT_THREADS = 2
+#: How long an idle thread waits before looking again when every shard is empty.
+IDLE_WAIT_S = 0.05
+
+
+@dataclass
+class Batcher:
+    settings: Settings
+    redis: redis.Redis
+    client: CustomerIoClient
+    limiter: Limiter
+    dead_letters: DeadLetterStore
+    owner: str
+    threads: int = DEFAULT_THREADS
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _workers: list[threading.Thread] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.api = batch_api(self.settings)
+        self.queue = BatchQueue(self.redis, self.api)
+        self.ledger = JobLedger(self.redis)
+        self.path = PIPELINES_BATCH_PATH if self.api == "pipelines" else TRACK_BATCH_PATH
+        self.headers = dict(STRICT_HEADERS) if self.api == "pipelines" else {}
+
+    # -- threads ---------------------------------------------------------------------------------
+    def start(self) -> None:
+        self._stop.clear()
+        for index in range(self.threads):
+            thread = threading.Thread(
+                target=self._run, args=(index,), name=f"cio-batcher-{index}", daemon=True
+            )
+            thread.start()
+            self._workers.append(thread)
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """Finish the batch in hand (a warm shutdown), then stop."""
+        self._stop.set()
+        for thread in self._workers:
+            thread.join(timeout)
+        self._workers.clear()
+
+    def _run(self, index: int) -> None:
+        start = index * SHARDS // max(1, self.threads)
+        while not self._stop.is_set():
+            try:
+                wait = self.step(start)
+            except redis.RedisError as exc:  # Redis away: the jobs are safe in it; wait
+                log.warning("batch_take_failed", error=f"{type(exc).__name__}: {exc}")
+                wait = 1.0
+            except Exception:  # a bug must not kill the thread; the batch's lease protects it
+                log.exception("batcher_crashed")
+                wait = 1.0
+            start = (start + 1) % SHARDS
+            if wait > 0:
+                self._stop.wait(wait)
+
+    def step(self, start: int = 0) -> float:
+        """Take and deliver one batch if one is ready; return how long to wait before the next."""
+        taken = self.queue.take(
+            self.owner,
+            max_bytes=MAX_BATCH_BYTES,
+            linger_ms=self.settings.batch_linger_ms,
+            start=start,
+            lease_s=2 * self.settings.http_timeout_s + 10,
+        )
+        if taken is None:
+            return IDLE_WAIT_S
+        if isinstance(taken, float):
+            return min(max(taken, 0.005), 0.5)
+        self.deliver(taken)
+        return 0.0
+
+    # -- one batch -------------------------------------------------------------------------------
+    def deliver(self, batch: TakenBatch) -> None:
+        sendable = []
+        for item in batch.items:
+            if not item.item:
+                continue  # its record is gone (dead-lettered meanwhile): nothing to send
+            if item.attempts >= self.settings.max_attempts:
+                self._dead_letter_exhausted(item.job_id, item.attempts)
+            else:
+                sendable.append(item)
+        if not sendable:
+            self.queue.complete(batch, self.owner)
+            return
+        op = HttpOperation(
+            self.api,  # type: ignore[arg-type]
+            self.api,
+            "POST",
+            self.path,
+            headers=self.headers,
+            content=batch_body([item.item for item in sendable]),
+        )
+        fields = {"shard": batch.shard, "jobs": len(sendable), "bytes": len(op.content or b"")}
+        started = time.monotonic()
+        try:
+            waited = self.limiter.acquire(op.bucket)
+            result = self.client.send(op)
+        except RateLimitedError as exc:
+            hold = exc.retry_after_seconds if exc.retry_after_seconds is not None else 1.0
+            if exc.status_code == 429:
+                until = self.limiter.report_429(op.bucket, exc.retry_after_seconds)
+                hold = max(hold, until - time.time())
+                self.ledger.count(Family.TRACK, "rate_limited")
+                record_delivery(
+                    self.redis,
+                    family="track",
+                    kind="track",
+                    outcome="rate_limited",
+                    latency_s=None,
+                    limiter_wait_s=None,
+                )
+                log.warning(
+                    "rate_limited", status=429, retry_after_s=exc.retry_after_seconds, **fields
+                )
+            self.queue.restore(batch, self.owner, hold_s=hold, attempt=False)
+            return
+        except RetryableError as exc:
+            attempts = max(item.attempts for item in sendable) + 1
+            delay = compute_backoff_s(
+                attempts,
+                base_s=self.settings.backoff_base_s,
+                max_s=self.settings.backoff_max_s,
+                retry_after_s=exc.retry_after_seconds,
+            )
+            error = _error(exc)
+            self.queue.restore(
+                batch,
+                self.owner,
+                hold_s=delay,
+                attempt=True,
+                error_json=json.dumps(error.to_dict()),
+            )
+            self.ledger.count(Family.TRACK, "retried", len(sendable))
+            log.warning("batch_retry_scheduled", status=exc.status_code, error=error.reason,
+                        delay_s=round(delay, 3), attempt=attempts, **fields)  # fmt: skip
+            return
+        except PermanentError as exc:
+            self._dead_letter_all(batch, sendable, exc)
+            return
+        rejected = _rejected_indexes(result.status_code, result.body)
+        for index, reason in rejected.items():
+            if index < len(sendable):
+                self._dead_letter_one(
+                    sendable[index].job_id, sendable[index].attempts + 1, reason, 207
+                )
+        delivered = self.queue.complete(batch, self.owner)
+        if delivered < 0:
+            log.warning("batch_lease_lost", **fields)  # resent later; events dedup by id
+            return
+        oldest_ms = min(ulid_time_ms(item.job_id) for item in sendable)
+        record_delivery(
+            self.redis,
+            family="track",
+            kind="track",
+            outcome="delivered",
+            latency_s=max(0.0, time.time() - oldest_ms / 1000),
+            limiter_wait_s=waited,
+            count=delivered,
+        )
+        log.info(
+            "batch_delivered",
+            status=result.status_code,
+            delivered=delivered,
+            rejected=len(rejected),
+            duration_ms=round((time.monotonic() - started) * 1000, 1),
+            limiter_wait_ms=round(waited * 1000, 1),
+            **fields,
+        )
+
+    # -- dead letters ----------------------------------------------------------------------------
+    def _dead_letter_exhausted(self, job_id: str, attempts: int) -> None:
+        entry = self.ledger.load(job_id)
+        last = (entry.last_error or {}).get("reason", "unknown") if entry else "unknown"
+        self._dead_letter_one(job_id, attempts, f"gave up after {attempts} attempts: {last}", None)
+
+    def _dead_letter_one(self, job_id: str, attempts: int, reason: str, status: int | None) -> None:
+        entry = self.ledger.load(job_id)
+        if entry is None:
+            return
+        error = ErrorRecord(reason=reason, status=status, body_excerpt=None, at=time.time())
+        self.dead_letters.add(entry.job, attempts, error, entry.first_error)
+        log.error("dead_lettered", job_id=job_id, kind=entry.job.kind.value, family="track",
+                  status=status, reason=reason, attempt=attempts)  # fmt: skip
+
+    def _dead_letter_all(self, batch: TakenBatch, items: list[Any], exc: DeliveryError) -> None:
+        reason = str(exc)
+        for item in items:
+            self._dead_letter_one(item.job_id, item.attempts + 1, reason, exc.status_code)
+        self.queue.complete(batch, self.owner)
+
+
+def _error(exc: DeliveryError) -> ErrorRecord:
+    return ErrorRecord(
+        reason=str(exc), status=exc.status_code, body_excerpt=exc.body_excerpt, at=time.time()
+    )
+
+
+def _rejected_indexes(status: int, body: Any) -> dict[int, str]:
+    """For a 207, the items Customer.io refused: batch_index -> reason."""
+    if status != 207 or not isinstance(body, dict):
+        return {}
+    rejected: dict[int, str] = {}
+    for error in body.get("errors") or []:
+        if isinstance(error, dict) and isinstance(error.get("batch_index"), int):
+            detail = ", ".join(
+                str(error[key]) for key in ("reason", "field", "message") if error.get(key)
+            )
+            rejected[error["batch_index"]] = f"207: item refused: {detail or 'no detail'}"
+    return rejected

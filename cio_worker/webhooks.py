@@ -1,0 +1,367 @@
+"""Customer.io's reporting webhooks: verify the signature, store each event once, read them back.
+
+- Verification (reporting-webhooks spec, "Securely verifying requests"): `X-CIO-Signature` is the
+  hex HMAC-SHA256 of `v0:<X-CIO-Timestamp>:<raw body>` keyed with CUSTOMERIO_WEBHOOK_SIGNING_KEY.
+  It is compared in constant time, and a timestamp more than 5 minutes away from now is refused,
+  so a captured request cannot be replayed later.
+- Storage: one Redis stream; an event is appended once per `event_id` (Customer.io retries a
+  delivery it did not see acknowledged, for up to seven days), under AOF like every job.
+- Reading: Redis consumer groups, at least once. `read(group, consumer)` hands out new events and
+  re-hands those another consumer took but did not `ack` within `claim_idle_s`; `ack` them once
+  handled. A new group starts from the oldest stored event, so none is missed.
+
+```python
+from cio_worker import webhooks
+for event in webhooks.read("crm-sync", "worker-1", block_s=5):
+    update_crm(event.metric, event.data)          # event.body is the event as Customer.io sent it
+    webhooks.ack("crm-sync", event)
+```
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+
+from cio_worker import keys
+from cio_worker.config import Settings
+from cio_worker.connection import get_redis
+from cio_worker.errors import CioWorkerError, ConfigError, ValidationError
+
+#: Signed requests older (or newer) than this are refused, seconds: Customer.io's 5 minutes.
+DEFAULT_TOLERANCE_S = 300
+#: How long an event_id is remembered, seconds: Customer.io retries for seven days; one spare.
+DEDUP_TTL_S = 8 * 86_400
+#: A handed-out event not acknowledged for this long goes to the next consumer that reads, s.
+DEFAULT_CLAIM_IDLE_S = 60.0
+#: Longest accepted event_id, characters (Customer.io's are 26-character ULIDs).
+MAX_EVENT_ID_CHARS = 200
+
+# KEYS[1] = seen marker of the event_id, KEYS[2] = stream; ARGV[1] = marker TTL (s),
+# ARGV[2..] = the entry's field/value pairs. Returns the new entry's id, or false if the event_id
+# was stored already. XADD comes before the marker: if Redis refuses a write half-way, the worst
+# case is an event stored twice (at least once), never an event marked seen but not stored.
+_APPEND = """
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return false
+end
+local id = redis.call('XADD', KEYS[2], '*', unpack(ARGV, 2))
+redis.call('SET', KEYS[1], id, 'EX', ARGV[1])
+return id
+"""
+
+
+class WebhookSignatureError(CioWorkerError):
+    """A webhook request failed verification; `reason` is missing, malformed, stale or mismatch."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def signing_key(settings: Settings) -> str:
+    """The configured signing key, or a ConfigError naming the variable."""
+    if not settings.webhook_signing_key:
+        raise ConfigError(
+            "CUSTOMERIO_WEBHOOK_SIGNING_KEY: not set; it verifies Customer.io's reporting webhooks"
+        )
+    return settings.webhook_signing_key
+
+
+def sign(key: str, timestamp: int | str, body: bytes) -> str:
+    """The X-CIO-Signature Customer.io sends with `body` at `timestamp`."""
+    message = b"v0:" + str(timestamp).encode("ascii") + b":" + body
+    return hmac.new(key.encode(), message, hashlib.sha256).hexdigest()
+
+
+def verify_signature(
+    key: str,
+    *,
+    timestamp: str | None,
+    signature: str | None,
+    body: bytes,
+    now: float | None = None,
+    tolerance_s: float = DEFAULT_TOLERANCE_S,
+) -> int:
+    """Check a request's X-CIO-Timestamp and X-CIO-Signature; return the timestamp.
+
+    Raises WebhookSignatureError (reason missing, malformed, stale or mismatch).
+    """
+    if not timestamp or not signature:
+        raise WebhookSignatureError("missing", "X-CIO-Timestamp and X-CIO-Signature are required")
+    text = timestamp.strip()
+    if not text.isascii() or not text.isdigit() or len(text) > 12:
+        raise WebhookSignatureError("malformed", "X-CIO-Timestamp must be Unix seconds")
+    sent_at = int(text)
+    current = time.time() if now is None else now
+    if abs(current - sent_at) > tolerance_s:
+        raise WebhookSignatureError(
+            "stale", f"X-CIO-Timestamp is more than {tolerance_s:g}s away from now"
+        )
+    expected = sign(key, text, body).encode()
+    given = signature.strip().lower().encode("utf-8", "replace")
+    if not hmac.compare_digest(expected, given):  # constant time: no byte-by-byte oracle
+        raise WebhookSignatureError("mismatch", "X-CIO-Signature does not match the body")
+    return sent_at
+
+
+def parse_event(raw: bytes) -> dict[str, Any]:
+    """The event in a verified body: a JSON object with event_id, object_type and metric."""
+    try:
+        event = json.loads(raw)
+    except (UnicodeDecodeError, ValueError):
+        raise ValidationError("body", "must be JSON") from None
+    if not isinstance(event, dict):
+        raise ValidationError("body", "must be a JSON object")
+    event_id = event.get("event_id")
+    if not isinstance(event_id, str) or not 0 < len(event_id) <= MAX_EVENT_ID_CHARS:
+        raise ValidationError("event_id", f"must be a string of 1 to {MAX_EVENT_ID_CHARS} chars")
+    for field in ("object_type", "metric"):
+        if not isinstance(event.get(field), str) or not event[field]:
+            raise ValidationError(field, "must be a non-empty string")
+    return event
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookEvent:
+    """One stored event. `body` is the event exactly as Customer.io sent it (personal data:
+    handle it as such); `received_at` is when it was stored, Unix seconds."""
+
+    stream_id: str
+    event_id: str
+    object_type: str
+    metric: str
+    timestamp: int | None
+    received_at: float
+    body: dict[str, Any]
+
+    @property
+    def data(self) -> dict[str, Any]:
+        """The event's `data` object (identifiers, delivery_id, recipient...)."""
+        data = self.body.get("data")
+        return data if isinstance(data, dict) else {}
+
+    def summary(self) -> dict[str, Any]:
+        """Listing fields without personal data: ids, channel, metric, times."""
+        return {
+            "stream_id": self.stream_id,
+            "event_id": self.event_id,
+            "object_type": self.object_type,
+            "metric": self.metric,
+            "timestamp": self.timestamp,
+            "received_at": self.received_at,
+            "delivery_id": self.data.get("delivery_id"),
+        }
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _event(stream_id: bytes | str, fields: Mapping[Any, Any]) -> WebhookEvent:
+    values = {_text(key): _text(value) for key, value in fields.items()}
+    timestamp = values.get("timestamp", "")
+    return WebhookEvent(
+        stream_id=_text(stream_id),
+        event_id=values.get("event_id", ""),
+        object_type=values.get("object_type", ""),
+        metric=values.get("metric", ""),
+        timestamp=int(timestamp) if timestamp.isdigit() else None,
+        received_at=int(values.get("received_at_ms", "0")) / 1000,
+        body=json.loads(values.get("body", "{}")),
+    )
+
+
+def _entries(reply: Any) -> list[tuple[Any, Any]]:
+    """The (id, fields) pairs of an XREADGROUP reply, in RESP2 (list) or RESP3 (dict) form."""
+    if not reply:
+        return []
+    groups = list(reply.values()) if isinstance(reply, dict) else [item[1] for item in reply]
+    found: list[tuple[Any, Any]] = []
+    for entries in groups:
+        for item in entries:
+            # RESP3 wraps a stream's entries in one more list; entries themselves are tuples.
+            found.extend(item) if isinstance(item, list) else found.append(item)
+    return found
+
+
+class WebhookStore:
+    """The stream of verified events, its dedup markers, its counters, and consumer groups."""
+
+    def __init__(self, redis_client: redis.Redis, *, dedup_ttl_s: int = DEDUP_TTL_S) -> None:
+        self._redis = redis_client
+        self._dedup_ttl_s = dedup_ttl_s
+        self._append = redis_client.register_script(_APPEND)
+        self._groups: set[str] = set()
+
+    def append(self, event: Mapping[str, Any], raw: bytes) -> str | None:
+        """Store a verified event unless its event_id is stored already; the new entry's id."""
+        timestamp = event.get("timestamp")
+        fields = {
+            "event_id": event["event_id"],
+            "object_type": event["object_type"],
+            "metric": event["metric"],
+            "timestamp": str(timestamp) if isinstance(timestamp, int) else "",
+            "received_at_ms": str(int(time.time() * 1000)),
+            "body": raw.decode("utf-8"),
+        }
+        args = [self._dedup_ttl_s, *(item for pair in fields.items() for item in pair)]
+        stream_id = self._append(
+            keys=[keys.webhook_seen(str(event["event_id"])), keys.webhook_events()], args=args
+        )
+        return None if stream_id is None else _text(stream_id)
+
+    def count(self, name: str) -> None:
+        """Add one to counter `name` (stored, duplicate, rejected_<reason>, invalid)."""
+        self._redis.hincrby(keys.webhook_counts(), name, 1)
+
+    def counts(self) -> dict[str, int]:
+        raw: Mapping[Any, Any] = self._redis.hgetall(keys.webhook_counts())
+        return {_text(name): int(value) for name, value in sorted(raw.items())}
+
+    def recent(self, limit: int = 50, *, metric: str | None = None) -> list[WebhookEvent]:
+        """The newest stored events first (at most `limit`), optionally of one metric."""
+        page = max(limit, 100)
+        found: list[WebhookEvent] = []
+        end = "+"
+        while len(found) < limit:
+            batch = self._redis.xrevrange(keys.webhook_events(), max=end, count=page) or []
+            for stream_id, fields in batch:
+                if stream_id is None or fields is None:
+                    continue
+                event = _event(stream_id, fields)
+                if metric is None or event.metric == metric:
+                    found.append(event)
+            if len(batch) < page or batch[-1][0] is None:
+                break
+            end = "(" + _text(batch[-1][0])
+        return found[:limit]
+
+    def read(
+        self,
+        group: str,
+        consumer: str,
+        *,
+        count: int = 10,
+        block_s: float | None = None,
+        claim_idle_s: float = DEFAULT_CLAIM_IDLE_S,
+    ) -> list[WebhookEvent]:
+        """Up to `count` events for `consumer` of `group`: first those left unacknowledged for
+        `claim_idle_s` by any consumer, then new ones (waiting up to `block_s` for them)."""
+        _check_name("group", group)
+        _check_name("consumer", consumer)
+        if count < 1:
+            raise ValidationError("count", "must be at least 1")
+        self._ensure_group(group)
+        stream = keys.webhook_events()
+        _, claimed, *_ = self._redis.xautoclaim(
+            stream, group, consumer, int(claim_idle_s * 1000), "0-0", count=count
+        )
+        events, gone = [], []
+        for stream_id, fields, *_ in claimed:
+            if fields is None:  # trimmed away while pending (Redis 6.2): nothing to hand out
+                if stream_id is not None:
+                    gone.append(stream_id)
+            else:
+                events.append(_event(stream_id, fields))
+        if gone:
+            self._redis.xack(stream, group, *gone)
+        if len(events) < count:
+            wait_s = None if events else block_s  # claimed ones are handed out without waiting
+            events += self._read_new(group, consumer, count - len(events), wait_s)
+        return events
+
+    def _read_new(
+        self, group: str, consumer: str, count: int, block_s: float | None
+    ) -> list[WebhookEvent]:
+        deadline = time.monotonic() + (block_s or 0)
+        while True:
+            remaining_ms = int((deadline - time.monotonic()) * 1000)
+            block_ms = min(remaining_ms, self._max_block_ms()) if block_s else None
+            reply = self._redis.xreadgroup(
+                group, consumer, {keys.webhook_events(): ">"}, count=count, block=block_ms
+            )
+            entries = _entries(reply)
+            if entries or not block_s or time.monotonic() >= deadline:
+                return [_event(stream_id, fields) for stream_id, fields in entries]
+
+    def _max_block_ms(self) -> int:
+        # A BLOCK longer than the client's socket timeout would look like a dead server.
+        timeout = self._redis.connection_pool.connection_kwargs.get("socket_timeout")
+        return 10_000 if timeout is None else max(1, int(timeout * 500))
+
+    def _ensure_group(self, group: str) -> None:
+        if group in self._groups:
+            return
+        try:
+            self._redis.xgroup_create(keys.webhook_events(), group, id="0", mkstream=True)
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+        self._groups.add(group)
+
+    def ack(self, group: str, *stream_ids: str) -> int:
+        """Mark events handled for `group`; returns how many were pending."""
+        if not stream_ids:
+            return 0
+        return int(self._redis.xack(keys.webhook_events(), group, *stream_ids))
+
+    def trim(self, max_age_s: float) -> int:
+        """Drop events stored more than `max_age_s` ago (read or not); returns how many."""
+        oldest_ms = int((time.time() - max_age_s) * 1000)
+        return int(self._redis.xtrim(keys.webhook_events(), minid=f"{oldest_ms}-0"))
+
+
+def _check_name(field: str, value: object) -> None:
+    if not isinstance(value, str) or not value.strip() or len(value) > 200:
+        raise ValidationError(field, "must be a non-empty string of at most 200 characters")
+
+
+def _store(settings: Settings | None, redis_client: redis.Redis | None) -> WebhookStore:
+    client = redis_client or get_redis(settings or Settings.from_env())
+    return WebhookStore(client)
+
+
+def read(
+    group: str,
+    consumer: str,
+    *,
+    count: int = 10,
+    block_s: float | None = None,
+    claim_idle_s: float = DEFAULT_CLAIM_IDLE_S,
+    settings: Settings | None = None,
+    redis_client: redis.Redis | None = None,
+) -> list[WebhookEvent]:
+    """Events for `consumer` in consumer group `group` (created on first use); see the module
+    docstring. `ack` each one once handled, or it is handed out again after `claim_idle_s`."""
+    store = _store(settings, redis_client)
+    return store.read(group, consumer, count=count, block_s=block_s, claim_idle_s=claim_idle_s)
+
+
+def ack(
+    group: str,
+    *events: WebhookEvent | str,
+    settings: Settings | None = None,
+    redis_client: redis.Redis | None = None,
+) -> int:
+    """Acknowledge handled events (WebhookEvent or stream ids) for `group`."""
+    ids = [event.stream_id if isinstance(event, WebhookEvent) else event for event in events]
+    return _store(settings, redis_client).ack(group, *ids)
+
+
+def list_events(
+    limit: int = 50,
+    *,
+    metric: str | None = None,
+    settings: Settings | None = None,
+    redis_client: redis.Redis | None = None,
+) -> list[WebhookEvent]:
+    """The newest stored events, for operators (`cio-worker webhooks list`)."""
+    return _store(settings, redis_client).recent(limit, metric=metric)

@@ -1,0 +1,393 @@
+"""Batched delivery: the shard queue (real redis-server), the batch items (vs the published specs)
+and the batcher's handling of each answer (a mock transport)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import openapi_contract as contract
+import pytest
+import redis
+
+from cio_worker import keys
+from cio_worker.batch_ops import BATCHABLE, batch_body, batch_item_json, person_identifiers
+from cio_worker.batch_queue import SHARDS, BatchQueue, TakenBatch, shard_of
+from cio_worker.batcher import Batcher
+from cio_worker.client import CustomerIoClient
+from cio_worker.config import Settings
+from cio_worker.deadletter import DeadLetterStore
+from cio_worker.errors import EnqueueError
+from cio_worker.kinds import Kind
+from cio_worker.ledger import stats
+from cio_worker.limiter import Limiter
+from cio_worker.payloads import Job
+from cio_worker.producer import Producer
+
+TS = 1_700_000_000
+Handler = Callable[[httpx.Request], httpx.Response]
+
+
+@pytest.fixture
+def producer(batch_settings: Settings, redis_client: redis.Redis) -> Producer:
+    return Producer(batch_settings, redis_client=redis_client)
+
+
+@pytest.fixture
+def queue(redis_client: redis.Redis) -> BatchQueue:
+    return BatchQueue(redis_client, "track")
+
+
+def every_batchable_kind(p: Producer) -> list[str]:
+    return [
+        p.enqueue_identify("u-1", {"plan": "pro", "ltv": 99.5, "tags": ["a"]}, timestamp=TS),
+        p.enqueue_track("u-1", "Signed Up", {"plan": "pro"}, timestamp=TS),
+        p.enqueue_page("a@example.com", "https://x.test/pricing", {"ref": "ad"}),
+        p.enqueue_delete("cio_a3000001"),
+        p.enqueue_merge("u-1", {"email": "b@example.com"}),
+        p.enqueue_suppress("u-2"),
+        p.enqueue_unsuppress("u-2"),
+        p.enqueue_add_device("u-1", "tok-1", "ios", last_used=TS, attributes={"os": "17"}),
+        p.enqueue_remove_device("u-1", "tok-1"),
+    ]
+
+
+def take_all(queue: BatchQueue, owner: str = "w1", **kw: Any) -> TakenBatch:
+    taken = queue.take(owner, max_bytes=450_000, linger_ms=kw.pop("linger_ms", 0), **kw)
+    assert isinstance(taken, TakenBatch), taken
+    return taken
+
+
+class TestProducer:
+    def test_batchable_kinds_skip_celery_and_land_in_their_persons_shard(
+        self, producer, redis_client
+    ) -> None:
+        """No Celery message; the id is in the shard its person hashes to, with a ready item."""
+        job_id = producer.enqueue_track("u-1", "Viewed", {"n": 1})
+        assert redis_client.llen("cio.track") == 0
+        record = redis_client.hgetall(keys.job(job_id))
+        job = Job.from_json(record[b"job"])
+        assert redis_client.lrange(keys.batch_queue("track", shard_of(job)), 0, -1) == [
+            job_id.encode()
+        ]
+        item = json.loads(record[b"item"])
+        assert item == {"type": "person", "identifiers": {"id": "u-1"}, "action": "event",
+                        "name": "Viewed", "id": job_id, "attributes": {"n": 1}}  # fmt: skip
+        assert int(record[b"size"]) == len(record[b"item"])
+        assert stats(redis_client)["track:enqueued"] == 1
+
+    def test_anonymous_events_and_messages_keep_one_request_per_job(
+        self, producer, redis_client
+    ) -> None:
+        """Kinds without a batch operation still get their Celery message."""
+        producer.enqueue_track_anonymous("anon-1", "Viewed")
+        producer.enqueue_send_email(1, identifiers={"id": "u"}, to="a@example.com")
+        assert redis_client.llen("cio.track") == 1
+        assert redis_client.llen("cio.transactional") == 1
+
+    def test_bulk_block_writes_everything_at_the_end(self, producer, redis_client) -> None:
+        """Inside the block ids come back at once; Redis sees the jobs when the block ends."""
+        with producer.pipeline() as bulk:
+            ids = [bulk.enqueue_track(f"u-{i}", "Viewed") for i in range(2500)]
+            ids.append(bulk.enqueue_send_email(1, identifiers={"id": "u"}, to="a@example.com"))
+            assert redis_client.dbsize() == 0
+        assert bulk.stored == 2501
+        assert len(set(ids)) == 2501
+        assert BatchQueue(redis_client, "track").depth() == 2500
+        assert redis_client.llen("cio.transactional") == 1
+
+    def test_an_exception_in_the_block_writes_nothing(self, producer, redis_client) -> None:
+        """A failing block leaves no half-written jobs behind."""
+        with pytest.raises(ZeroDivisionError), producer.pipeline() as bulk:
+            bulk.enqueue_track("u-1", "Viewed")
+            raise ZeroDivisionError
+        assert redis_client.dbsize() == 0
+
+    def test_bulk_validation_errors_name_the_field(self, producer, redis_client) -> None:
+        """Bad input raises at the call, before anything is buffered."""
+        with producer.pipeline() as bulk:
+            with pytest.raises(ValueError, match="user_id"):
+                bulk.enqueue_track("", "Viewed")
+            bulk.enqueue_track("u-1", "Viewed")
+        assert bulk.stored == 1
+
+    def test_a_failed_flush_is_all_or_nothing(self, batch_settings: Settings) -> None:
+        """Redis unreachable at flush: EnqueueError, and the count of what was stored."""
+        client = redis.Redis(port=1, socket_connect_timeout=0.2)
+        bulk = Producer(batch_settings, redis_client=client).pipeline()
+        bulk.enqueue_track("u-1", "Viewed")
+        with pytest.raises(EnqueueError, match="none of them stored"):
+            bulk.flush()
+
+
+class TestShardQueue:
+    def test_take_returns_jobs_oldest_first_and_marks_them_in_flight(
+        self, producer, queue, redis_client
+    ) -> None:
+        """One person's jobs come out in enqueue order, and the shard records its sender."""
+        ids = [producer.enqueue_identify("u-1", {"n": i}) for i in range(5)]
+        batch = take_all(queue)
+        assert [item.job_id for item in batch.items] == ids
+        inflight = redis_client.hgetall(keys.batch_inflight("track", batch.shard))
+        assert inflight[b"owner"] == b"w1"
+        assert json.loads(inflight[b"ids"]) == ids
+        assert queue.take("w2", max_bytes=450_000, linger_ms=0) is None  # shard busy, rest empty
+
+    def test_a_batch_closes_at_the_byte_limit(self, producer, queue) -> None:
+        """Items are taken until the next would pass the request limit."""
+        for i in range(30):
+            producer.enqueue_track("u-1", "Viewed", {"blob": "x" * 1000, "i": i})
+        batch = queue.take("w1", max_bytes=10_000, linger_ms=10_000)
+        assert isinstance(batch, TakenBatch)
+        assert 5 <= len(batch.items) < 10
+        assert len(batch_body([item.item for item in batch.items])) <= 10_000
+
+    def test_a_small_batch_lingers_then_goes(self, producer, queue) -> None:
+        """Fewer jobs than a full batch wait up to the linger time for company."""
+        producer.enqueue_track("u-1", "Viewed")
+        wait = queue.take("w1", max_bytes=450_000, linger_ms=300)
+        assert isinstance(wait, float) and 0 < wait <= 0.3
+        time.sleep(wait + 0.02)
+        assert isinstance(queue.take("w1", max_bytes=450_000, linger_ms=300), TakenBatch)
+
+    def test_complete_forgets_the_jobs_and_counts_them(self, producer, queue, redis_client) -> None:
+        ids = [producer.enqueue_track("u-1", "Viewed") for _ in range(3)]
+        batch = take_all(queue)
+        assert queue.complete(batch, "w1") == 3
+        assert not any(redis_client.exists(keys.job(i)) for i in ids)
+        assert stats(redis_client)["track:delivered"] == 3
+        assert queue.complete(batch, "w1") == -1  # the shard is no longer ours
+
+    def test_restore_puts_the_batch_back_in_front_and_holds_the_shard(
+        self, producer, queue, redis_client
+    ) -> None:
+        """A failed batch keeps its place before the person's later jobs; the shard waits."""
+        first = [producer.enqueue_identify("u-1", {"n": i}) for i in range(3)]
+        batch = take_all(queue)
+        later = producer.enqueue_track("u-1", "Purchased")
+        assert (
+            queue.restore(batch, "w1", hold_s=0.3, attempt=True, error_json='{"reason":"503"}') == 3
+        )
+        assert isinstance(queue.take("w1", max_bytes=450_000, linger_ms=0), float)  # held
+        time.sleep(0.35)
+        again = take_all(queue)
+        assert [item.job_id for item in again.items] == [*first, later]
+        assert [item.attempts for item in again.items] == [1, 1, 1, 0]
+        assert json.loads(redis_client.hget(keys.job(first[0]), "last_error")) == {"reason": "503"}
+
+    def test_a_dead_senders_batch_returns_first_with_an_attempt(
+        self, producer, queue, redis_client
+    ) -> None:
+        """Lease expired: the next taker gets the lost batch back, in order, before newer jobs."""
+        lost = [producer.enqueue_identify("u-1", {"n": i}) for i in range(2)]
+        batch = take_all(queue, "dead-worker")
+        later = producer.enqueue_track("u-1", "Purchased")
+        redis_client.hset(keys.batch_inflight("track", batch.shard), "lease_until", 0)
+        again = take_all(queue, "w2")
+        assert [item.job_id for item in again.items] == [*lost, later]
+        assert [item.attempts for item in again.items] == [1, 1, 0]
+        assert (
+            "worker lost"
+            in json.loads(redis_client.hget(keys.job(lost[0]), "last_error"))["reason"]
+        )
+
+    def test_people_spread_over_every_shard(self) -> None:
+        """The person hash uses all shards (so senders run in parallel)."""
+        jobs = [
+            Job(id="x", kind=Kind.TRACK, payload={"user_id": f"u{i}"}, created_at=0)
+            for i in range(500)
+        ]
+        assert {shard_of(job) for job in jobs} == set(range(SHARDS))
+
+
+class TestItemsAgainstTheSpecs:
+    def test_every_batchable_kind_makes_a_valid_track_v2_batch(
+        self, producer, redis_client
+    ) -> None:
+        """A batch of every kind validates against the published `/api/v2/batch` schema."""
+        ids = every_batchable_kind(producer)
+        items = [redis_client.hget(keys.job(i), "item") for i in ids]
+        kinds = {Job.from_json(redis_client.hget(keys.job(i), "job")).kind for i in ids}
+        assert kinds == set(BATCHABLE)
+        spec = contract.track_spec()
+        problems = spec.operation("POST", "/api/v2/batch").body_errors(
+            json.loads(batch_body(items))
+        )
+        assert problems == []
+
+    def test_every_batchable_kind_makes_a_valid_pipelines_batch(
+        self, batch_settings: Settings, redis_client
+    ) -> None:
+        """With CIO_WORKER_DATA_API=pipelines the items validate against `/v1/batch`."""
+        p = Producer(batch_settings.replace(data_api="pipelines"), redis_client=redis_client)
+        ids = every_batchable_kind(p)
+        items = [redis_client.hget(keys.job(i), "item") for i in ids]
+        body = json.loads(batch_body(items))
+        spec = contract.pipelines_spec()
+        # The published batch schema reuses `common_fields`, where `type` is readOnly, yet a batch
+        # item needs `type` to say what it is. So each item is checked as the single call its
+        # `type` names (which is what Customer.io does with it), with `type` taken out.
+        problems = []
+        for item in body["batch"]:
+            call = {key: value for key, value in item.items() if key != "type"}
+            problems += spec.operation("POST", f"/v1/{item['type']}").body_errors(call)
+        assert problems == []
+        assert {item["type"] for item in body["batch"]} == {"identify", "track", "page", "alias"}
+        assert all(
+            item["messageId"] == job_id for item, job_id in zip(body["batch"], ids, strict=True)
+        )
+        assert BatchQueue(redis_client, "pipelines").depth() == len(ids)
+
+    @pytest.mark.parametrize(
+        ("value", "expected"),
+        [("42", {"id": "42"}), ("a@b.co", {"email": "a@b.co"}), ("cio_a1", {"cio_id": "a1"})],
+    )
+    def test_identifiers_follow_track_v1s_inference(
+        self, value: str, expected: dict[str, str]
+    ) -> None:
+        assert person_identifiers(value) == expected
+
+    def test_item_json_is_compact(self) -> None:
+        job = Job(id="01ARZ3NDEKTSV4RRFFQ69G5FAV", kind=Kind.TRACK,
+                  payload={"user_id": "u", "event": "e", "properties": {}, "timestamp": None},
+                  created_at=0)  # fmt: skip
+        assert " " not in batch_item_json(job, "track")
+
+
+# -- the batcher -------------------------------------------------------------------------------
+@pytest.fixture
+def make_batcher(
+    batch_settings: Settings, redis_client: redis.Redis
+) -> Callable[..., tuple[Batcher, list[httpx.Request]]]:
+    def make(handler: Handler, **changes: Any) -> tuple[Batcher, list[httpx.Request]]:
+        seen: list[httpx.Request] = []
+
+        def record(request: httpx.Request) -> httpx.Response:
+            seen.append(request)
+            return handler(request)
+
+        s = batch_settings.replace(batch_linger_ms=0, **changes)
+        batcher = Batcher(
+            settings=s,
+            redis=redis_client,
+            client=CustomerIoClient(s, transport=httpx.MockTransport(record)),
+            limiter=Limiter(s, redis_client, sleep=lambda _: None),
+            dead_letters=DeadLetterStore(redis_client),
+            owner="w1",
+        )
+        return batcher, seen
+
+    return make
+
+
+def answer(status: int, body: object = None, headers: dict[str, str] | None = None) -> Handler:
+    return lambda _: httpx.Response(status, json=body if body is not None else {}, headers=headers)
+
+
+def drain(batcher: Batcher) -> None:
+    for _ in range(SHARDS * 2):
+        batcher.step()
+
+
+class TestBatcher:
+    def test_one_request_carries_the_batch_and_completes_it(
+        self, make_batcher, producer, redis_client
+    ) -> None:
+        """200: one POST /api/v2/batch with Basic auth; every job forgotten and counted."""
+        ids = [producer.enqueue_track("u-1", "Viewed", {"i": i}) for i in range(50)]
+        batcher, seen = make_batcher(answer(200))
+        drain(batcher)
+        assert len(seen) == 1
+        request = seen[0]
+        assert request.url.path == "/api/v2/batch"
+        assert request.headers["authorization"].startswith("Basic ")
+        assert [op["id"] for op in json.loads(request.content)["batch"]] == ids
+        assert stats(redis_client)["track:delivered"] == 50
+        assert not any(redis_client.exists(keys.job(i)) for i in ids)
+
+    def test_207_dead_letters_only_the_listed_items(
+        self, make_batcher, producer, redis_client
+    ) -> None:
+        ids = [producer.enqueue_track("u-1", "Viewed", {"i": i}) for i in range(4)]
+        refused = {
+            "errors": [{"batch_index": 2, "reason": "invalid", "field": "name", "message": "bad"}]
+        }
+        batcher, _ = make_batcher(answer(207, refused))
+        drain(batcher)
+        letters = DeadLetterStore(redis_client)
+        assert letters.all_ids() == [ids[2]]
+        letter = letters.get(ids[2])
+        assert letter is not None and letter.status == 207 and "invalid" in letter.reason
+        assert stats(redis_client)["track:delivered"] == 3
+
+    def test_503_keeps_the_batch_in_place_with_an_attempt(
+        self, make_batcher, producer, queue, redis_client
+    ) -> None:
+        """Retryable: one attempt each; the shard is held for the backoff; order kept."""
+        ids = [producer.enqueue_identify("u-1", {"i": i}) for i in range(3)]
+        batcher, seen = make_batcher(answer(503), backoff_base_s=5.0, backoff_max_s=5.0)
+        batcher.step()
+        assert len(seen) == 1
+        shard = shard_of(Job.from_json(redis_client.hget(keys.job(ids[0]), "job")))
+        assert redis_client.lrange(keys.batch_queue("track", shard), 0, -1)[::-1] == [
+            i.encode() for i in ids
+        ]
+        assert [int(redis_client.hget(keys.job(i), "attempts")) for i in ids] == [1, 1, 1]
+        assert stats(redis_client)["track:retried"] == 3
+        drain(batcher)
+        assert len(seen) == 1 or float(redis_client.get(keys.batch_hold("track", shard)) or 0) == 0
+
+    def test_429_pauses_without_using_attempts(self, make_batcher, producer, redis_client) -> None:
+        ids = [producer.enqueue_track("u-1", "Viewed") for _ in range(3)]
+        batcher, _ = make_batcher(answer(429, headers={"Retry-After": "2"}))
+        batcher.step()
+        assert [int(redis_client.hget(keys.job(i), "attempts")) for i in ids] == [0, 0, 0]
+        assert batcher.limiter.state("track").paused_for_s > 1.0
+        assert stats(redis_client)["track:rate_limited"] == 1
+
+    def test_a_refused_key_dead_letters_the_batch_naming_the_credential(
+        self, make_batcher, producer, redis_client
+    ) -> None:
+        ids = [producer.enqueue_track("u-1", "Viewed") for _ in range(2)]
+        batcher, _ = make_batcher(answer(401))
+        drain(batcher)
+        letters = DeadLetterStore(redis_client)
+        assert sorted(letters.all_ids()) == sorted(ids)
+        letter = letters.get(ids[0])
+        assert letter is not None and "CUSTOMERIO_TRACK_API_KEY" in letter.reason
+
+    def test_attempts_run_out_into_the_dead_letter_queue(
+        self, make_batcher, producer, redis_client
+    ) -> None:
+        """After max_attempts failed batches, the jobs are dead-lettered, not sent again."""
+        job_id = producer.enqueue_track("u-1", "Viewed")
+        batcher, seen = make_batcher(
+            answer(500), max_attempts=2, backoff_base_s=0.001, backoff_max_s=0.001
+        )
+        for _ in range(3):
+            time.sleep(0.01)
+            drain(batcher)
+        assert len(seen) == 2
+        letter = DeadLetterStore(redis_client).get(job_id)
+        assert letter is not None and "gave up after 2 attempts" in letter.reason
+
+    def test_pipelines_batches_go_to_v1_batch_with_strict_mode(
+        self, make_batcher, batch_settings, redis_client
+    ) -> None:
+        """CIO_WORKER_DATA_API=pipelines: /v1/batch, Basic key-as-user, X-Strict-Mode: 1."""
+        p = Producer(batch_settings.replace(data_api="pipelines"), redis_client=redis_client)
+        first = p.enqueue_identify("u-1", {"plan": "pro"})
+        second = p.enqueue_track("u-1", "Viewed")
+        batcher, seen = make_batcher(answer(200), data_api="pipelines")
+        drain(batcher)
+        (request,) = seen
+        assert request.url.path == "/v1/batch"
+        assert request.headers["x-strict-mode"] == "1"
+        body = json.loads(request.content)["batch"]
+        assert [(op["type"], op["messageId"]) for op in body] == [
+            ("identify", first),
+            ("track", second),
+        ]
