@@ -4,7 +4,7 @@ Sections:
 - HTTP and limiter plumbing that never blocks the event loop (`AsyncHttp`, `acquire_app_slot`);
 - App API reads: `AppClient`, the async twin of `cio_worker.app_client.AppClient` (same requests,
   parsers, typed results and retry policy; only the waiting and the I/O differ);
-- (the async `enqueue_*` functions belong in a section of their own below the reads).
+- `AsyncProducer` and the module-level `enqueue_*` coroutines: the producer API, awaitable.
 
 The limiter is the same Redis bucket the workers and sync readers use: its one script call runs in
 a worker thread (`asyncio.to_thread`) so a slow Redis cannot stall the loop, and the wait for the
@@ -14,14 +14,20 @@ slot is an `asyncio.sleep`.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
-from typing import Any, TypeVar
+import weakref
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import httpx
 import redis
+import redis.asyncio
 import structlog
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import NoBackoff
 
+from cio_worker import ledger_scripts
 from cio_worker.app_client import (
     BROADCASTS,
     CAMPAIGNS,
@@ -56,14 +62,29 @@ from cio_worker.app_client import (
     person_request,
     search_request,
 )
+from cio_worker.batch_ops import batch_item_json
+from cio_worker.batch_queue import queue_enqueue
 
 # client.py has no async client yet; until it does, this module maps answers with its function.
 from cio_worker.client import MAX_CONNECTIONS, USER_AGENT, Delivered, _outcome
 from cio_worker.config import Settings
 from cio_worker.connection import get_redis
-from cio_worker.errors import RateLimitedError, RejectedError, RetryableError, TransportError
+from cio_worker.errors import (
+    ConfigError,
+    EnqueueError,
+    RateLimitedError,
+    RejectedError,
+    RetryableError,
+    TransportError,
+)
+from cio_worker.ids import new_ulid
+from cio_worker.kinds import Kind
+from cio_worker.ledger import enqueue_call as ledger_enqueue_call
 from cio_worker.limiter import Limiter
 from cio_worker.operations import HttpOperation
+from cio_worker.payloads import Job
+from cio_worker.producer import Producer
+from cio_worker.routing import batch_api, is_batched
 
 log = structlog.get_logger("cio_worker.aio")
 
@@ -248,3 +269,159 @@ class AppClient:
 
 
 __all__ = ["AppClient", "AsyncHttp", "acquire_app_slot"]
+
+
+# -- async enqueue_* -----------------------------------------------------------------------------
+# The same validation, payloads and Redis scripts as cio_worker.producer; only the write is
+# awaited, on a redis.asyncio client, so an enqueue never blocks the event loop.
+
+_P = ParamSpec("_P")
+
+
+class _Builder(Producer):
+    """Validates and builds a job exactly as `Producer` does, without touching Redis."""
+
+    def __init__(self, settings: Settings) -> None:  # no Redis client: nothing is written here
+        self.settings = settings
+        self.job: Job | None = None
+
+    def _store(self, kind: Kind, payload: dict[str, Any]) -> str:
+        self.job = Job(id=new_ulid(), kind=kind, payload=payload, created_at=time.time())
+        return self.job.id
+
+
+def create_async_redis(settings: Settings) -> redis.asyncio.Redis:
+    """An asyncio client with the same bounded timeouts as the sync one (connection.py)."""
+    if settings.redis_url.startswith("sentinel"):
+        raise ConfigError(
+            "CIO_WORKER_REDIS_URL: cio_worker.aio does not support sentinel:// URLs yet; "
+            "use the sync producer (in a thread) with Sentinel"
+        )
+    return redis.asyncio.Redis.from_url(
+        settings.redis_url,
+        socket_connect_timeout=settings.redis_timeout_s,
+        socket_timeout=settings.redis_timeout_s,
+        retry=AsyncRetry(NoBackoff(), 1),
+    )
+
+
+def _awaitable(
+    method: Callable[Concatenate[Producer, _P], str],
+) -> Callable[Concatenate[AsyncProducer, _P], Coroutine[Any, Any, str]]:
+    """`Producer.enqueue_x` as a coroutine method: validate now, then await the write."""
+    name = method.__name__
+
+    async def call(self: AsyncProducer, /, *args: _P.args, **kwargs: _P.kwargs) -> str:
+        builder = _Builder(self.settings)
+        job_id = getattr(builder, name)(*args, **kwargs)
+        assert builder.job is not None
+        await self._store(builder.job)
+        return str(job_id)
+
+    call.__name__ = name
+    call.__qualname__ = f"AsyncProducer.{name}"
+    call.__doc__ = method.__doc__
+    call.__signature__ = inspect.signature(method)  # type: ignore[attr-defined]
+    return call
+
+
+class AsyncProducer:
+    """`Producer` for asyncio: the same `enqueue_*` methods, awaitable. One per event loop."""
+
+    def __init__(
+        self, settings: Settings | None = None, *, redis_client: redis.asyncio.Redis | None = None
+    ) -> None:
+        self.settings = settings or Settings.from_env()
+        self.redis = redis_client or create_async_redis(self.settings)
+        self._batch_api = batch_api(self.settings)
+        self._ledger_script = self.redis.register_script(ledger_scripts.ENQUEUE)
+
+    async def _store(self, job: Job) -> None:
+        try:
+            if is_batched(job, self.settings):
+                item = batch_item_json(job, self._batch_api)
+                pipe = self.redis.pipeline(transaction=True)
+                queue_enqueue(pipe, self._batch_api, [(job, item)])
+                await pipe.execute()
+            else:
+                script_keys, args = ledger_enqueue_call(job)
+                await self._ledger_script(keys=script_keys, args=args)
+        except redis.RedisError as exc:
+            raise EnqueueError(
+                f"Redis did not take {job.kind.value} job {job.id}: {exc.__class__.__name__}: {exc}"
+            ) from exc
+
+    async def aclose(self) -> None:
+        await self.redis.aclose()
+
+    enqueue_identify = _awaitable(Producer.enqueue_identify)
+    enqueue_track = _awaitable(Producer.enqueue_track)
+    enqueue_track_anonymous = _awaitable(Producer.enqueue_track_anonymous)
+    enqueue_page = _awaitable(Producer.enqueue_page)
+    enqueue_delete = _awaitable(Producer.enqueue_delete)
+    enqueue_merge = _awaitable(Producer.enqueue_merge)
+    enqueue_suppress = _awaitable(Producer.enqueue_suppress)
+    enqueue_unsuppress = _awaitable(Producer.enqueue_unsuppress)
+    enqueue_add_device = _awaitable(Producer.enqueue_add_device)
+    enqueue_remove_device = _awaitable(Producer.enqueue_remove_device)
+    enqueue_send_email = _awaitable(Producer.enqueue_send_email)
+    enqueue_send_push = _awaitable(Producer.enqueue_send_push)
+    enqueue_send_sms = _awaitable(Producer.enqueue_send_sms)
+    enqueue_broadcast = _awaitable(Producer.enqueue_broadcast)
+
+
+# A redis.asyncio client belongs to the loop it first ran on, so the default producer is kept
+# per event loop (weakly: a closed loop's producer goes with it).
+_defaults: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncProducer] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def default_producer() -> AsyncProducer:
+    """The async producer of the running loop, built from the environment on first use."""
+    loop = asyncio.get_running_loop()
+    producer = _defaults.get(loop)
+    if producer is None:
+        producer = _defaults[loop] = AsyncProducer()
+    return producer
+
+
+def configure(
+    settings: Settings | None = None, *, redis_client: redis.asyncio.Redis | None = None
+) -> AsyncProducer:
+    """Replace the running loop's default async producer."""
+    producer = _defaults[asyncio.get_running_loop()] = AsyncProducer(
+        settings, redis_client=redis_client
+    )
+    return producer
+
+
+def _on_default(
+    method: Callable[Concatenate[AsyncProducer, _P], Coroutine[Any, Any, str]],
+) -> Callable[_P, Coroutine[Any, Any, str]]:
+    async def call(*args: _P.args, **kwargs: _P.kwargs) -> str:
+        return await method(default_producer(), *args, **kwargs)
+
+    call.__name__ = method.__name__
+    call.__doc__ = method.__doc__
+    signature = inspect.signature(method)
+    call.__signature__ = signature.replace(  # type: ignore[attr-defined]
+        parameters=list(signature.parameters.values())[1:]
+    )
+    return call
+
+
+enqueue_identify = _on_default(AsyncProducer.enqueue_identify)
+enqueue_track = _on_default(AsyncProducer.enqueue_track)
+enqueue_track_anonymous = _on_default(AsyncProducer.enqueue_track_anonymous)
+enqueue_page = _on_default(AsyncProducer.enqueue_page)
+enqueue_delete = _on_default(AsyncProducer.enqueue_delete)
+enqueue_merge = _on_default(AsyncProducer.enqueue_merge)
+enqueue_suppress = _on_default(AsyncProducer.enqueue_suppress)
+enqueue_unsuppress = _on_default(AsyncProducer.enqueue_unsuppress)
+enqueue_add_device = _on_default(AsyncProducer.enqueue_add_device)
+enqueue_remove_device = _on_default(AsyncProducer.enqueue_remove_device)
+enqueue_send_email = _on_default(AsyncProducer.enqueue_send_email)
+enqueue_send_push = _on_default(AsyncProducer.enqueue_send_push)
+enqueue_send_sms = _on_default(AsyncProducer.enqueue_send_sms)
+enqueue_broadcast = _on_default(AsyncProducer.enqueue_broadcast)

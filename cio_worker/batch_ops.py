@@ -15,9 +15,9 @@ Anonymous events have no Track v2 person operation, so they are not batched (BAT
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
+from cio_worker import jsonutil
 from cio_worker.kinds import Kind
 from cio_worker.operations import _pipelines
 from cio_worker.payloads import Job
@@ -100,7 +100,7 @@ def pipelines_item(job: Job) -> dict[str, Any]:
 def batch_item_json(job: Job, data_api: str) -> str:
     """The stored item: compact JSON, ready to be joined into a batch body."""
     item = pipelines_item(job) if data_api == "pipelines" else track_v2_item(job)
-    return json.dumps(item, separators=(",", ":"), ensure_ascii=False)
+    return jsonutil.dumps(item)
 
 
 def batch_body(items: list[bytes]) -> bytes:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,7 +37,7 @@ from cio_worker.client import CustomerIoClient
 from cio_worker.config import Settings
 from cio_worker.deadletter import DeadLetterStore
 from cio_worker.errors import DeliveryError, PermanentError, RateLimitedError, RetryableError
-from cio_worker.ids import ulid_time_ms
+from cio_worker.ids import new_ulid, ulid_time_ms
 from cio_worker.kinds import Family
 from cio_worker.ledger import ErrorRecord, JobLedger
 from cio_worker.limiter import Limiter
@@ -49,6 +50,8 @@ log = structlog.get_logger("cio_worker.batcher")
 #: Sender threads per worker process. Two keep the pipe full (one builds while one waits on
 #: HTTP) without starving the process's per-job threads of the GIL.
 DEFAULT_THREADS = 2
+#: The task name Flower shows for one batch request.
+BATCH_TASK_NAME = "cio_worker.track_batch"
 #: How long an idle thread waits before looking again when every shard is empty.
 IDLE_WAIT_S = 0.05
 
@@ -62,6 +65,8 @@ class Batcher:
     dead_letters: DeadLetterStore
     owner: str
     threads: int = DEFAULT_THREADS
+    #: Sends Celery task events (`send(event_type, **fields)`), so Flower lists each batch.
+    events: Callable[..., None] | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
     _workers: list[threading.Thread] = field(default_factory=list)
 
@@ -81,6 +86,10 @@ class Batcher:
             )
             thread.start()
             self._workers.append(thread)
+
+    def request_stop(self) -> None:
+        """Take no new batch; a batch in hand still finishes."""
+        self._stop.set()
 
     def stop(self, timeout: float = 15.0) -> None:
         """Finish the batch in hand (a warm shutdown), then stop."""
@@ -127,7 +136,7 @@ class Batcher:
             if not item.item:
                 continue  # its record is gone (dead-lettered meanwhile): nothing to send
             if item.attempts >= self.settings.max_attempts:
-                self._dead_letter_exhausted(item.job_id, item.attempts)
+                self._dead_letter_exhausted(batch.shard, item.job_id, item.attempts)
             else:
                 sendable.append(item)
         if not sendable:
@@ -142,6 +151,19 @@ class Batcher:
             content=batch_body([item.item for item in sendable]),
         )
         fields = {"shard": batch.shard, "jobs": len(sendable), "bytes": len(op.content or b"")}
+        task_id = new_ulid()
+        self._event(
+            "task-received",
+            uuid=task_id,
+            name=BATCH_TASK_NAME,
+            # Only counts: Flower must never show an event, an id or an attribute.
+            args=f"({len(sendable)} job{'' if len(sendable) == 1 else 's'}, shard {batch.shard})",
+            kwargs="{}",
+            retries=0,
+            root_id=task_id,
+            parent_id=None,
+        )
+        self._event("task-started", uuid=task_id)
         started = time.monotonic()
         try:
             waited = self.limiter.acquire(op.bucket)
@@ -184,15 +206,24 @@ class Batcher:
             self.ledger.count(Family.TRACK, "retried", len(sendable))
             log.warning("batch_retry_scheduled", status=exc.status_code, error=error.reason,
                         delay_s=round(delay, 3), attempt=attempts, **fields)  # fmt: skip
+            self._event(
+                "task-retried", uuid=task_id, exception=f"{type(exc).__name__}({exc.status_code})"
+            )
             return
         except PermanentError as exc:
             self._dead_letter_all(batch, sendable, exc)
+            self._event(
+                "task-failed",
+                uuid=task_id,
+                exception=f"{type(exc).__name__}({exc.status_code})",
+                traceback="",
+            )
             return
         rejected = _rejected_indexes(result.status_code, result.body)
         for index, reason in rejected.items():
             if index < len(sendable):
                 self._dead_letter_one(
-                    sendable[index].job_id, sendable[index].attempts + 1, reason, 207
+                    batch.shard, sendable[index].job_id, sendable[index].attempts + 1, reason, 207
                 )
         delivered = self.queue.complete(batch, self.owner)
         if delivered < 0:
@@ -208,6 +239,12 @@ class Batcher:
             limiter_wait_s=waited,
             count=delivered,
         )
+        self._event(
+            "task-succeeded",
+            uuid=task_id,
+            result=f"'{delivered} delivered, {len(rejected)} refused'",
+            runtime=time.monotonic() - started,
+        )
         log.info(
             "batch_delivered",
             status=result.status_code,
@@ -218,25 +255,41 @@ class Batcher:
             **fields,
         )
 
-    # -- dead letters ----------------------------------------------------------------------------
-    def _dead_letter_exhausted(self, job_id: str, attempts: int) -> None:
-        entry = self.ledger.load(job_id)
-        last = (entry.last_error or {}).get("reason", "unknown") if entry else "unknown"
-        self._dead_letter_one(job_id, attempts, f"gave up after {attempts} attempts: {last}", None)
+    def _event(self, event_type: str, **fields: Any) -> None:
+        if self.events is not None:
+            self.events(event_type, **fields)
 
-    def _dead_letter_one(self, job_id: str, attempts: int, reason: str, status: int | None) -> None:
-        entry = self.ledger.load(job_id)
+    # -- dead letters ----------------------------------------------------------------------------
+    def _dead_letter_exhausted(self, shard: int, job_id: str, attempts: int) -> None:
+        entry = self.queue.load(shard, job_id)
+        last = (entry.last_error or {}).get("reason", "unknown") if entry else "unknown"
+        reason = f"gave up after {attempts} attempts: {last}"
+        self._dead_letter_one(shard, job_id, attempts, reason, None)
+
+    def _dead_letter_one(
+        self, shard: int, job_id: str, attempts: int, reason: str, status: int | None
+    ) -> None:
+        """Move one job to the dead-letter queue and out of its shard, in one transaction."""
+        entry = self.queue.load(shard, job_id)
         if entry is None:
             return
         error = ErrorRecord(reason=reason, status=status, body_excerpt=None, at=time.time())
-        self.dead_letters.add(entry.job, attempts, error, entry.first_error)
+        pipe = self.redis.pipeline(transaction=True)
+        self.dead_letters.add(entry.job, attempts, error, entry.first_error, pipe=pipe)
+        self.queue.forget(shard, job_id, pipe=pipe)
+        pipe.execute()
+        self.dead_letters.trim(error.at)
+        record_delivery(self.redis, family="track", kind=entry.job.kind.value, outcome="dead",
+                        latency_s=None, limiter_wait_s=None)  # fmt: skip
         log.error("dead_lettered", job_id=job_id, kind=entry.job.kind.value, family="track",
                   status=status, reason=reason, attempt=attempts)  # fmt: skip
 
     def _dead_letter_all(self, batch: TakenBatch, items: list[Any], exc: DeliveryError) -> None:
         reason = str(exc)
         for item in items:
-            self._dead_letter_one(item.job_id, item.attempts + 1, reason, exc.status_code)
+            self._dead_letter_one(
+                batch.shard, item.job_id, item.attempts + 1, reason, exc.status_code
+            )
         self.queue.complete(batch, self.owner)
 
 

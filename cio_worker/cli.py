@@ -142,7 +142,7 @@ def _dlq(args: argparse.Namespace, _: list[str]) -> int:
         print(f"cio-worker: dlq {command}: give job ids or --all", file=sys.stderr)
         return 2
     if command == "replay":
-        done = store.replay(ids)
+        done = store.replay(ids, settings=settings)
         print(f"replayed {len(done)} dead letter(s)")
         return 0 if len(done) == len(ids) else 1
     print(f"purged {store.purge(ids)} dead letter(s)")

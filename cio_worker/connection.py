@@ -21,12 +21,19 @@ _clients: dict[tuple[str, float], redis.Redis] = {}
 _lock = threading.Lock()
 
 
-def create_redis(url: str, *, timeout_s: float) -> redis.Redis:
-    """A new client. One retry covers a pooled connection that went stale across a Redis restart."""
+def create_redis(
+    url: str, *, timeout_s: float, read_timeout_s: float | None = None, retries: int = 1
+) -> redis.Redis:
+    """A new client. One retry covers a pooled connection that went stale across a Redis restart.
+
+    `read_timeout_s` (default `timeout_s`) bounds the wait for an answer; bulk writers, whose
+    one call may carry thousands of jobs, use a longer one and `retries=0`, since repeating a
+    write whose answer was merely late would store it twice.
+    """
     options = {
         "socket_connect_timeout": timeout_s,
-        "socket_timeout": timeout_s,
-        "retry": Retry(NoBackoff(), 1),
+        "socket_timeout": read_timeout_s if read_timeout_s is not None else timeout_s,
+        "retry": Retry(NoBackoff(), retries),
     }
     if urlsplit(url).scheme.startswith("sentinel"):
         hosts, db, master, password = parse_sentinel_url(url)

@@ -15,7 +15,8 @@ from typing import Any
 import redis
 
 from cio_worker import keys
-from cio_worker.ledger import ErrorRecord, JobLedger
+from cio_worker.config import Settings
+from cio_worker.ledger import ErrorRecord
 from cio_worker.payloads import Job
 
 # `DeadLetterStore.list` shadows the builtin inside the class body.
@@ -63,9 +64,18 @@ class DeadLetterStore:
         self.retention_s = retention_days * 86_400
 
     def add(
-        self, job: Job, attempts: int, error: ErrorRecord, first_error: dict[str, Any] | None
+        self,
+        job: Job,
+        attempts: int,
+        error: ErrorRecord,
+        first_error: dict[str, Any] | None,
+        *,
+        pipe: redis.client.Pipeline | None = None,
     ) -> None:
-        """Move a job from the ledger to the dead-letter queue in one transaction."""
+        """Move a job from the ledger to the dead-letter queue in one transaction.
+
+        With `pipe`, the commands are only queued there (the caller adds its own and executes).
+        """
         entry = {
             "job": json.loads(job.to_json()),
             "attempts": attempts,
@@ -74,7 +84,8 @@ class DeadLetterStore:
             "first_error": first_error or error.to_dict(),
             "last_error": error.to_dict(),
         }
-        pipe = self.redis.pipeline(transaction=True)
+        own = pipe is None
+        pipe = pipe if pipe is not None else self.redis.pipeline(transaction=True)
         pipe.hset(keys.dead_letters(), job.id, json.dumps(entry))
         pipe.zadd(keys.dead_letter_index(), {job.id: error.at})
         pipe.delete(keys.job(job.id))
@@ -83,10 +94,12 @@ class DeadLetterStore:
         pipe.zrem(keys.delayed(), job.id)
         pipe.zrem(keys.unclaimed(job.family.value), job.id)
         pipe.hincrby(keys.stats(), f"{job.family.value}:dead", 1)
-        pipe.execute()
-        self._trim(error.at)
+        if own:
+            pipe.execute()
+            self.trim(error.at)
 
-    def _trim(self, now: float) -> None:
+    def trim(self, now: float) -> None:
+        """Drop entries older than the retention."""
         expired = self.redis.zrangebyscore(keys.dead_letter_index(), "-inf", now - self.retention_s)
         if expired:
             self._remove([_text(item) for item in expired])
@@ -116,16 +129,22 @@ class DeadLetterStore:
     def all_ids(self) -> _List[str]:
         return [_text(item) for item in self.redis.zrange(keys.dead_letter_index(), 0, -1)]
 
-    def replay(self, job_ids: Iterable[str]) -> _List[str]:
-        """Re-enqueue dead letters (attempts reset, same id); return the ids replayed."""
-        ledger = JobLedger(self.redis)
+    def replay(self, job_ids: Iterable[str], *, settings: Settings | None = None) -> _List[str]:
+        """Re-enqueue dead letters (attempts reset, same id); return the ids replayed.
+
+        A job goes where a new one of its kind would (a batch shard or its Celery queue), as
+        `settings` (default: from the environment) decide.
+        """
+        from cio_worker.routing import Router  # routing imports the ledger, as this module does
+
+        router = Router(settings or Settings.from_env(), self.redis)
         done: _List[str] = []
         for job_id in job_ids:
             letter = self.get(job_id)
             if letter is None:
                 continue
             pipe = self.redis.pipeline(transaction=True)
-            ledger.requeue(letter.job, pipe=pipe)
+            router.store([letter.job], replace=True, pipe=pipe)
             pipe.hdel(keys.dead_letters(), job_id)
             pipe.zrem(keys.dead_letter_index(), job_id)
             pipe.hincrby(keys.stats(), f"{letter.job.family.value}:replayed", 1)

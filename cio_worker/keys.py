@@ -80,6 +80,21 @@ def batch_hold(api: str, shard: int) -> str:
     return f"{PREFIX}bq:{api}:{shard}:hold"
 
 
+def batch_items(api: str, shard: int) -> str:
+    """Hash: job id -> its batch item (compact JSON, sent as is)."""
+    return f"{PREFIX}bq:{api}:{shard}:items"
+
+
+def batch_jobs(api: str, shard: int) -> str:
+    """Hash: job id -> the job (JSON), for dead letters and replay."""
+    return f"{PREFIX}bq:{api}:{shard}:jobs"
+
+
+def batch_meta(api: str, shard: int) -> str:
+    """Hash: `<job id>:attempts|first_error|last_error`, only for jobs that failed before."""
+    return f"{PREFIX}bq:{api}:{shard}:meta"
+
+
 # -- Reporting webhooks (webhooks.py); one hash tag so the dedup script's keys share a slot -------
 def webhook_events() -> str:
     """Stream of verified reporting-webhook events, one entry per event_id, read by groups."""

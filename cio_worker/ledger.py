@@ -96,25 +96,8 @@ class JobLedger:
         pipe: redis.client.Pipeline | None = None,
     ) -> None:
         """Store `job` (attempts 0) and push its task message, in one script call."""
-        family = job.family
-        self._enqueue(
-            keys=[
-                keys.job(job.id),
-                queue_name(family),
-                keys.unclaimed(family.value),
-                keys.push_seq(family.value),
-                keys.stats(),
-            ],
-            args=[
-                job.id,
-                job.to_json(),
-                job.kind.value,
-                task_message(job.id, job.kind),
-                f"{family.value}:{stats_field}",
-                "1" if replace else "0",
-            ],
-            client=pipe,
-        )
+        script_keys, args = enqueue_call(job, replace=replace, stats_field=stats_field)
+        self._enqueue(keys=script_keys, args=args, client=pipe)
 
     def requeue(self, job: Job, *, pipe: redis.client.Pipeline | None = None) -> None:
         """Store `job` afresh (attempts 0, errors forgotten) and queue it, keeping its id."""
@@ -231,6 +214,29 @@ class JobLedger:
             args=[job_id, task_message(job_id, job_kind), reason, seq],
         )
         return _text(outcome) == "pushed"
+
+
+def enqueue_call(
+    job: Job, *, replace: bool = False, stats_field: str = "enqueued"
+) -> tuple[list[str], list[str | int]]:
+    """KEYS and ARGV of ledger_scripts.ENQUEUE for `job` (shared by the sync and async paths)."""
+    family = job.family
+    script_keys = [
+        keys.job(job.id),
+        queue_name(family),
+        keys.unclaimed(family.value),
+        keys.push_seq(family.value),
+        keys.stats(),
+    ]
+    args: list[str | int] = [
+        job.id,
+        job.to_json(),
+        job.kind.value,
+        task_message(job.id, job.kind),
+        f"{family.value}:{stats_field}",
+        "1" if replace else "0",
+    ]
+    return script_keys, args
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,10 +28,12 @@ import redis
 import structlog
 
 from cio_worker import keys
+from cio_worker.batch_queue import BatchQueue
 from cio_worker.config import Settings
 from cio_worker.deadletter import DeadLetterStore
 from cio_worker.ids import is_ulid, ulid_time_ms
 from cio_worker.kinds import Family, Kind, queue_name
+from cio_worker.routing import batch_api
 
 log = structlog.get_logger("cio_worker.metrics")
 
@@ -239,6 +241,10 @@ def collect(
         limiter_wait[family] = _histogram(raw_wait, LIMITER_WAIT_BUCKETS_S)
         queue_depth[family] = int(depth)
         oldest[family] = 0.0 if tail is None else _message_age_s(tail, now)
+    # Batched Track-family jobs wait in shards of their own (batch_queue.py), not in cio.track.
+    batched, batched_age = BatchQueue(redis_client, batch_api(settings)).backlog(now)
+    queue_depth["track"] += batched
+    oldest["track"] = max(oldest["track"] or 0.0, batched_age) if batched else oldest["track"]
     return MetricsSnapshot(
         deliveries=_deliveries(raw_deliveries),
         stats=_stats(raw_stats, families),

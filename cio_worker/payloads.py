@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from cio_worker import jsonutil
 from cio_worker import validation as v
 from cio_worker.errors import ValidationError
 from cio_worker.kinds import Family, Kind
@@ -70,10 +71,8 @@ class Job:
         return self.kind.family
 
     def to_json(self) -> str:
-        return json.dumps(
-            {"id": self.id, "kind": self.kind.value, "payload": self.payload, "t": self.created_at},
-            separators=(",", ":"),
-            ensure_ascii=False,
+        return jsonutil.dumps(
+            {"id": self.id, "kind": self.kind.value, "payload": self.payload, "t": self.created_at}
         )
 
     @classmethod
@@ -84,9 +83,23 @@ class Job:
         )
 
 
-def _track_op(kind: Kind, payload: dict[str, Any]) -> dict[str, Any]:
+def _track_op(
+    kind: Kind, payload: dict[str, Any], *, part: tuple[str, int] | None = None
+) -> dict[str, Any]:
     # Every Track kind must fit one v2 operation (32 KB), so batching never meets an oversize job.
-    v.operation_size("payload", payload)
+    # `part` names a field with a looser limit of its own (event data: 100,000 bytes); it is
+    # measured only when the operation is too big, so the common case encodes JSON once, and an
+    # oversize field is still named in the error.
+    try:
+        v.operation_size("payload", payload)
+    except ValidationError:
+        if part is not None:
+            name, limit = part
+            if (size := v.encoded_len(payload[name])) > limit:
+                raise ValidationError(
+                    name, f"must be at most {limit} bytes as JSON, got {size}"
+                ) from None
+        raise
     return payload
 
 
@@ -116,9 +129,10 @@ def event(
         {
             id_field: v.identifier(id_field, person),
             name_field: name_value,
-            "properties": v.json_object("properties", properties, max_bytes=v.MAX_EVENT_DATA_BYTES),
+            "properties": v.json_object("properties", properties),
             "timestamp": v.timestamp("timestamp", timestamp),
         },
+        part=("properties", v.MAX_EVENT_DATA_BYTES),
     )
 
 

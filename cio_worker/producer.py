@@ -18,12 +18,15 @@ import redis
 
 from cio_worker import payloads
 from cio_worker.config import Settings
-from cio_worker.connection import get_redis
+from cio_worker.connection import create_redis, get_redis
 from cio_worker.errors import EnqueueError
 from cio_worker.ids import new_ulid
 from cio_worker.kinds import Kind
 from cio_worker.payloads import Job
 from cio_worker.routing import Router
+
+#: How long a bulk flush may wait for Redis's answer: one flush carries thousands of jobs.
+BULK_READ_TIMEOUT_S = 30.0
 
 PersonId = str | int
 Timestamp = int | datetime | None
@@ -40,6 +43,7 @@ class Producer:
         self.settings = settings or Settings.from_env()
         self.redis = redis_client or get_redis(self.settings)
         self._router = Router(self.settings, self.redis)
+        self._bulk_redis: redis.Redis | None = redis_client if redis_client is not None else None
 
     def pipeline(self, *, flush_every: int = 10_000) -> BulkProducer:
         """A bulk producer: `with producer.pipeline() as bulk: bulk.enqueue_track(...)`.
@@ -48,6 +52,13 @@ class Producer:
         `flush_every` jobs), each flush in one MULTI/EXEC, so a flush is stored whole or not at
         all. An exception inside the block discards the jobs not yet flushed.
         """
+        if self._bulk_redis is None:
+            self._bulk_redis = create_redis(
+                self.settings.redis_url,
+                timeout_s=self.settings.redis_timeout_s,
+                read_timeout_s=max(self.settings.redis_timeout_s, BULK_READ_TIMEOUT_S),
+                retries=0,
+            )
         return BulkProducer(self, flush_every=flush_every)
 
     # -- Track API -------------------------------------------------------------------------------
@@ -226,7 +237,12 @@ class Producer:
 
 
 class BulkProducer(Producer):
-    """Collects jobs and writes them in large atomic flushes (see `Producer.pipeline`)."""
+    """Collects jobs and writes them in large atomic flushes (see `Producer.pipeline`).
+
+    While one flush is on its way to Redis, the caller goes on building the next one: the write
+    runs in a helper thread (the wait for Redis releases the GIL), at most one at a time. An error
+    from a background flush is raised by the next call that flushes, or when the block ends.
+    """
 
     #: Jobs per script call inside a flush: big enough to amortise the round trip, small enough
     #: not to stall Redis for other clients.
@@ -234,10 +250,14 @@ class BulkProducer(Producer):
 
     def __init__(self, parent: Producer, *, flush_every: int) -> None:
         self.settings = parent.settings
-        self.redis = parent.redis
-        self._router = parent._router
+        assert parent._bulk_redis is not None
+        self.redis = parent._bulk_redis
+        self._router = Router(self.settings, self.redis)
+        self._bulk_redis = None
         self._flush_every = max(1, flush_every)
         self._buffer: list[Job] = []
+        self._writer: threading.Thread | None = None
+        self._writer_error: EnqueueError | None = None
         #: Jobs written so far by this bulk producer.
         self.stored = 0
 
@@ -247,19 +267,45 @@ class BulkProducer(Producer):
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         if exc_type is None:
             self.flush()
-        else:
-            self._buffer.clear()
+            return
+        self._buffer.clear()
+        if self._writer is not None:  # let it finish; the block's own exception wins
+            self._writer.join()
+            self._writer = None
 
     def _store(self, kind: Kind, payload: dict[str, Any]) -> str:
         job = Job(id=new_ulid(), kind=kind, payload=payload, created_at=time.time())
         self._buffer.append(job)
         if len(self._buffer) >= self._flush_every:
-            self.flush()
+            jobs, self._buffer = self._buffer, []
+            self._wait_for_writer()
+            self._writer = threading.Thread(
+                target=self._write_in_background, args=(jobs,), name="cio-bulk-writer"
+            )
+            self._writer.start()
         return job.id
 
     def flush(self) -> int:
-        """Write the collected jobs in one MULTI/EXEC; return how many were written."""
+        """Write the collected jobs now, in one MULTI/EXEC; return how many were written."""
         jobs, self._buffer = self._buffer, []
+        self._wait_for_writer()
+        return self._write(jobs)
+
+    def _wait_for_writer(self) -> None:
+        if self._writer is not None:
+            self._writer.join()
+            self._writer = None
+        if self._writer_error is not None:
+            error, self._writer_error = self._writer_error, None
+            raise error
+
+    def _write_in_background(self, jobs: list[Job]) -> None:
+        try:
+            self._write(jobs)
+        except EnqueueError as exc:
+            self._writer_error = exc
+
+    def _write(self, jobs: list[Job]) -> int:
         if not jobs:
             return 0
         pipe = self.redis.pipeline(transaction=True)
@@ -267,6 +313,13 @@ class BulkProducer(Producer):
             self._router.store(jobs[start : start + self.CHUNK], pipe=pipe)
         try:
             pipe.execute()
+        except redis.TimeoutError as exc:
+            # The request went out; Redis may have run it. Saying "not stored" could make the
+            # caller enqueue everything twice.
+            raise EnqueueError(
+                f"Redis did not answer a bulk write of {len(jobs)} jobs in time: they may or "
+                f"may not be stored ({self.stored} stored by earlier flushes): {exc}"
+            ) from exc
         except redis.RedisError as exc:
             raise EnqueueError(
                 f"Redis did not take a bulk write of {len(jobs)} jobs (none of them stored; "

@@ -6,12 +6,14 @@ import json
 from typing import Any
 
 from cio_worker import keys
+from cio_worker.batch_queue import BatchQueue
 from cio_worker.config import Settings
 from cio_worker.connection import get_redis
 from cio_worker.deadletter import DeadLetterStore
 from cio_worker.kinds import Family, queue_name
 from cio_worker.ledger import stats
 from cio_worker.limiter import Limiter, bucket_rates
+from cio_worker.routing import batch_api
 
 #: kombu's Redis transport keeps delivered-but-unacknowledged messages in this hash.
 KOMBU_UNACKED = "unacked"
@@ -32,12 +34,14 @@ def collect_status(settings: Settings) -> dict[str, Any]:
         eta = message.get("headers", {}).get("eta")
         if eta:
             scheduled += 1
+    batched, batched_age = BatchQueue(client, batch_api(settings)).backlog()
     queues = {}
     for family in Family:
         name = queue_name(family)
         queues[family.value] = {
             "queue": name,
-            "waiting": int(client.llen(name)),
+            # Batched Track-family jobs wait in their shards (batch_queue.py), not in cio.track.
+            "waiting": int(client.llen(name)) + (batched if family is Family.TRACK else 0),
             "in_flight_or_scheduled": unacked_by_queue.get(name, 0),
             "enqueued": counters.get(f"{family.value}:enqueued", 0),
             "delivered": counters.get(f"{family.value}:delivered", 0),
@@ -64,6 +68,7 @@ def collect_status(settings: Settings) -> dict[str, Any]:
         # Retries and rate-limit waits parked in Redis (ledger), plus any Celery ETA messages.
         "scheduled_retries": int(client.zcard(keys.delayed())) + scheduled,
         "running": int(client.zcard(keys.leases())),
+        "oldest_batched_job_age_s": round(batched_age, 3),
         "dead_letters": {"total": store.count(), "by_kind": by_kind},
         "limiter": limiter,
         "jobs_pending": sum(1 for _ in client.scan_iter(match=keys.job("*"), count=1000)),

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import sys
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -182,8 +183,42 @@ def _start_background(sender: Any = None, **_: Any) -> None:
             limiter=Limiter(settings, redis_client),
             dead_letters=DeadLetterStore(redis_client, retention_days=settings.dlq_retention_days),
             owner=new_owner_id(),
+            events=_event_sender(sender.hostname),
         )
         _batcher.start()
+
+
+def _event_sender(hostname: str) -> Callable[..., None]:
+    """Send Celery task events from a non-task thread (the batch senders), so Flower shows
+    batches as tasks. Best effort: an event that cannot be sent is dropped, never the batch."""
+    lock = threading.Lock()
+    dispatcher: Any = None
+
+    def send(event_type: str, **fields: Any) -> None:
+        nonlocal dispatcher
+        with lock:  # a Dispatcher is not thread-safe
+            try:
+                if dispatcher is None:
+                    dispatcher = app.events.Dispatcher(
+                        app.connection_for_write(), hostname=hostname, enabled=True
+                    )
+                dispatcher.send(event_type, **fields)
+            except Exception as exc:  # Redis away: drop the event, retry the connection later
+                dispatcher = None
+                import structlog
+
+                structlog.get_logger("cio_worker.worker").debug(
+                    "task_event_not_sent", error=f"{type(exc).__name__}: {exc}"
+                )
+
+    return send
+
+
+@signals.worker_shutting_down.connect
+def _stop_batching(**_: Any) -> None:
+    """On SIGTERM, take no new batch; the one in hand finishes (or its lease brings it back)."""
+    if _batcher is not None:
+        _batcher.request_stop()  # a signal handler: set the flag, join later
 
 
 @signals.worker_shutdown.connect

@@ -6,12 +6,12 @@ Each check raises `ValidationError(field, rule)`. The limits are Customer.io's
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from cio_worker import jsonutil
 from cio_worker.errors import ValidationError
 
 #: Customer.io's limit on a person id, attribute name: 150 bytes of UTF-8.
@@ -36,7 +36,7 @@ def utf8_len(text: str) -> int:
 
 def encoded_len(value: Any) -> int:
     """Bytes of the compact JSON encoding Customer.io will receive."""
-    return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
+    return jsonutil.encoded_len(value)
 
 
 def identifier(field: str, value: object, *, max_bytes: int = MAX_ID_BYTES) -> str:

@@ -55,6 +55,26 @@ def every_batchable_kind(p: Producer) -> list[str]:
     ]
 
 
+def batched(client: redis.Redis, job_id: str, api: str = "track") -> dict[str, Any]:
+    """A batched job's records, wherever its shard keeps them ({} once it has ended)."""
+    for shard in range(SHARDS):
+        job = client.hget(keys.batch_jobs(api, shard), job_id)
+        if job is not None:
+            meta = client.hmget(
+                keys.batch_meta(api, shard),
+                [f"{job_id}:attempts", f"{job_id}:first_error", f"{job_id}:last_error"],
+            )
+            return {
+                "shard": shard,
+                "job": job,
+                "item": client.hget(keys.batch_items(api, shard), job_id),
+                "attempts": int(meta[0] or 0),
+                "first_error": json.loads(meta[1]) if meta[1] else None,
+                "last_error": json.loads(meta[2]) if meta[2] else None,
+            }
+    return {}
+
+
 def take_all(queue: BatchQueue, owner: str = "w1", **kw: Any) -> TakenBatch:
     taken = queue.take(owner, max_bytes=450_000, linger_ms=kw.pop("linger_ms", 0), **kw)
     assert isinstance(taken, TakenBatch), taken
@@ -68,15 +88,16 @@ class TestProducer:
         """No Celery message; the id is in the shard its person hashes to, with a ready item."""
         job_id = producer.enqueue_track("u-1", "Viewed", {"n": 1})
         assert redis_client.llen("cio.track") == 0
-        record = redis_client.hgetall(keys.job(job_id))
-        job = Job.from_json(record[b"job"])
+        assert not redis_client.exists(keys.job(job_id))  # no per-job hash: per-shard ones
+        record = batched(redis_client, job_id)
+        job = Job.from_json(record["job"])
+        assert record["shard"] == shard_of(job)
         assert redis_client.lrange(keys.batch_queue("track", shard_of(job)), 0, -1) == [
             job_id.encode()
         ]
-        item = json.loads(record[b"item"])
+        item = json.loads(record["item"])
         assert item == {"type": "person", "identifiers": {"id": "u-1"}, "action": "event",
                         "name": "Viewed", "id": job_id, "attributes": {"n": 1}}  # fmt: skip
-        assert int(record[b"size"]) == len(record[b"item"])
         assert stats(redis_client)["track:enqueued"] == 1
 
     def test_anonymous_events_and_messages_keep_one_request_per_job(
@@ -157,7 +178,7 @@ class TestShardQueue:
         ids = [producer.enqueue_track("u-1", "Viewed") for _ in range(3)]
         batch = take_all(queue)
         assert queue.complete(batch, "w1") == 3
-        assert not any(redis_client.exists(keys.job(i)) for i in ids)
+        assert not any(batched(redis_client, i) for i in ids)
         assert stats(redis_client)["track:delivered"] == 3
         assert queue.complete(batch, "w1") == -1  # the shard is no longer ours
 
@@ -176,7 +197,7 @@ class TestShardQueue:
         again = take_all(queue)
         assert [item.job_id for item in again.items] == [*first, later]
         assert [item.attempts for item in again.items] == [1, 1, 1, 0]
-        assert json.loads(redis_client.hget(keys.job(first[0]), "last_error")) == {"reason": "503"}
+        assert batched(redis_client, first[0])["last_error"] == {"reason": "503"}
 
     def test_a_dead_senders_batch_returns_first_with_an_attempt(
         self, producer, queue, redis_client
@@ -189,10 +210,7 @@ class TestShardQueue:
         again = take_all(queue, "w2")
         assert [item.job_id for item in again.items] == [*lost, later]
         assert [item.attempts for item in again.items] == [1, 1, 0]
-        assert (
-            "worker lost"
-            in json.loads(redis_client.hget(keys.job(lost[0]), "last_error"))["reason"]
-        )
+        assert "worker lost" in batched(redis_client, lost[0])["last_error"]["reason"]
 
     def test_people_spread_over_every_shard(self) -> None:
         """The person hash uses all shards (so senders run in parallel)."""
@@ -209,8 +227,8 @@ class TestItemsAgainstTheSpecs:
     ) -> None:
         """A batch of every kind validates against the published `/api/v2/batch` schema."""
         ids = every_batchable_kind(producer)
-        items = [redis_client.hget(keys.job(i), "item") for i in ids]
-        kinds = {Job.from_json(redis_client.hget(keys.job(i), "job")).kind for i in ids}
+        items = [batched(redis_client, i)["item"] for i in ids]
+        kinds = {Job.from_json(batched(redis_client, i)["job"]).kind for i in ids}
         assert kinds == set(BATCHABLE)
         spec = contract.track_spec()
         problems = spec.operation("POST", "/api/v2/batch").body_errors(
@@ -224,7 +242,7 @@ class TestItemsAgainstTheSpecs:
         """With CIO_WORKER_DATA_API=pipelines the items validate against `/v1/batch`."""
         p = Producer(batch_settings.replace(data_api="pipelines"), redis_client=redis_client)
         ids = every_batchable_kind(p)
-        items = [redis_client.hget(keys.job(i), "item") for i in ids]
+        items = [batched(redis_client, i, "pipelines")["item"] for i in ids]
         body = json.loads(batch_body(items))
         spec = contract.pipelines_spec()
         # The published batch schema reuses `common_fields`, where `type` is readOnly, yet a batch
@@ -306,7 +324,7 @@ class TestBatcher:
         assert request.headers["authorization"].startswith("Basic ")
         assert [op["id"] for op in json.loads(request.content)["batch"]] == ids
         assert stats(redis_client)["track:delivered"] == 50
-        assert not any(redis_client.exists(keys.job(i)) for i in ids)
+        assert not any(batched(redis_client, i) for i in ids)
 
     def test_207_dead_letters_only_the_listed_items(
         self, make_batcher, producer, redis_client
@@ -331,11 +349,11 @@ class TestBatcher:
         batcher, seen = make_batcher(answer(503), backoff_base_s=5.0, backoff_max_s=5.0)
         batcher.step()
         assert len(seen) == 1
-        shard = shard_of(Job.from_json(redis_client.hget(keys.job(ids[0]), "job")))
+        shard = batched(redis_client, ids[0])["shard"]
         assert redis_client.lrange(keys.batch_queue("track", shard), 0, -1)[::-1] == [
             i.encode() for i in ids
         ]
-        assert [int(redis_client.hget(keys.job(i), "attempts")) for i in ids] == [1, 1, 1]
+        assert [batched(redis_client, i)["attempts"] for i in ids] == [1, 1, 1]
         assert stats(redis_client)["track:retried"] == 3
         drain(batcher)
         assert len(seen) == 1 or float(redis_client.get(keys.batch_hold("track", shard)) or 0) == 0
@@ -344,7 +362,7 @@ class TestBatcher:
         ids = [producer.enqueue_track("u-1", "Viewed") for _ in range(3)]
         batcher, _ = make_batcher(answer(429, headers={"Retry-After": "2"}))
         batcher.step()
-        assert [int(redis_client.hget(keys.job(i), "attempts")) for i in ids] == [0, 0, 0]
+        assert [batched(redis_client, i)["attempts"] for i in ids] == [0, 0, 0]
         assert batcher.limiter.state("track").paused_for_s > 1.0
         assert stats(redis_client)["track:rate_limited"] == 1
 
@@ -391,3 +409,40 @@ class TestBatcher:
             ("identify", first),
             ("track", second),
         ]
+
+
+class TestVisibility:
+    def test_status_and_metrics_count_jobs_waiting_in_shards(
+        self, producer, batch_settings: Settings, redis_client
+    ) -> None:
+        """Batched jobs are not in cio.track, yet status and metrics show them as waiting."""
+        from cio_worker.metrics import collect
+        from cio_worker.status import collect_status
+
+        for i in range(7):
+            producer.enqueue_track(f"u-{i}", "Viewed")
+        report = collect_status(batch_settings)
+        assert report["queues"]["track"]["waiting"] == 7
+        snapshot = collect(redis_client, batch_settings, now_s=time.time() + 60)
+        assert snapshot.queue_depth["track"] == 7
+        assert 59 <= (snapshot.oldest_job_age_s["track"] or 0) <= 62
+
+
+class TestBatchEvents:
+    def test_each_batch_is_reported_as_a_celery_task_for_flower(
+        self, make_batcher, producer
+    ) -> None:
+        """received, started, succeeded: with counts only, never a job's data."""
+        producer.enqueue_identify("u-1", {"email": "ada@example.com"})
+        producer.enqueue_track("u-1", "Viewed")
+        batcher, _ = make_batcher(answer(200))
+        sent: list[tuple[str, dict[str, Any]]] = []
+        batcher.events = lambda event_type, **fields: sent.append((event_type, fields))
+        drain(batcher)
+        assert [event for event, _ in sent] == ["task-received", "task-started", "task-succeeded"]
+        received = sent[0][1]
+        assert received["name"] == "cio_worker.track_batch"
+        assert received["args"].startswith("(2 jobs, shard ")
+        assert len({fields["uuid"] for _, fields in sent}) == 1
+        assert "ada@example.com" not in json.dumps(sent)
+        assert "2 delivered" in sent[2][1]["result"]

@@ -198,7 +198,7 @@ class TestDeadLetter:
         deliverer, _ = make_deliverer(answer(422))
         run(deliverer, job_id)
         redis_client.delete("cio.track")
-        assert deliverer.dead_letters.replay([job_id]) == [job_id]
+        assert deliverer.dead_letters.replay([job_id], settings=deliverer.settings) == [job_id]
         assert deliverer.dead_letters.get(job_id) is None
         assert int(redis_client.hget(keys.job(job_id), "attempts")) == 0
         message = json.loads(redis_client.lpop("cio.track"))

@@ -1,38 +1,721 @@
-"""Deploy recipes are validated here, since no Docker engine runs where the tests do."""
+"""Deploy recipes, checked without a Docker engine or a cluster.
+
+Every YAML and JSON file under deploy/ must parse (found by glob, so new files are checked too).
+Then each recipe's invariants: the workers' stop grace outlasts the longest delivery in flight,
+Flower always has basic auth, Flower and the exporter are never exposed publicly, no secret value
+is committed, images are pinned. Where the real tool is on the machine it judges too:
+redis-server runs deploy/redis.conf with the recipes' own start-up scripts, `systemd-analyze`
+verifies the units, `kubectl kustomize` builds the manifests and kubernetes-validate checks them
+against the Kubernetes schemas.
+"""
 
 from __future__ import annotations
 
+import configparser
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import pytest
+import redis
 import yaml
 
+from cio_worker.client import CustomerIoClient
+from cio_worker.config import Settings
+from cio_worker.embedded import find_redis_server, free_port
+from cio_worker.limiter import DEFAULT_MAX_WAIT_S
+from cio_worker.preflight import check_redis
+from cio_worker.tasks import create_app
+
 ROOT = Path(__file__).resolve().parents[1]
+DEPLOY = ROOT / "deploy"
+K8S = DEPLOY / "k8s"
+SYSTEMD = DEPLOY / "systemd"
+
+YAML_FILES = sorted([*DEPLOY.rglob("*.yml"), *DEPLOY.rglob("*.yaml")])
+JSON_FILES = sorted(DEPLOY.rglob("*.json"))
+
+#: Environment variable names whose values are secrets: they must come from a secret store.
+SECRET_NAME = re.compile(r"KEY|PASSWORD|SECRET|TOKEN|AUTH|REDIS_URL", re.IGNORECASE)
+#: The keys of the `cio-worker` Secret the manifests may reference.
+SECRET_KEYS = {
+    "redis-url",
+    "redis-password",
+    "flower-basic-auth",
+    "customerio-site-id",
+    "customerio-track-api-key",
+    "customerio-app-api-key",
+}
+
+
+def longest_delivery_s() -> float:
+    """The longest one delivery in flight can take with default settings, in seconds.
+
+    A limiter wait (longer waits go back to the queue), then one HTTP exchange: httpx applies its
+    pool, connect, write and read timeouts one after another, then one broker write (the ack, or
+    a message put back). A worker's stop grace period must outlast this, or a SIGKILL at the end
+    of it lands mid-request. Derived from the code, so raising a timeout fails these tests.
+    """
+    settings = Settings()
+    client = CustomerIoClient(settings)
+    try:
+        timeout = client._http.timeout  # the timeouts client.py really configures
+    finally:
+        client.close()
+    phases = [timeout.pool, timeout.connect, timeout.write, timeout.read]
+    assert all(isinstance(phase, float) for phase in phases), "an unbounded HTTP timeout"
+    broker = create_app(settings).conf.broker_transport_options["socket_timeout"]
+    return DEFAULT_MAX_WAIT_S + sum(float(p) for p in phases if p is not None) + float(broker)
+
+
+def _duration_s(value: str | int) -> float:
+    """'90s', '1m30s', '90' (compose, systemd) as seconds."""
+    if isinstance(value, int):
+        return float(value)
+    parts = re.fullmatch(r"(?:(\d+)min)?(?:(\d+)m(?!s))?(?:(\d+)s)?|(\d+)", value.strip())
+    assert parts and any(parts.groups()), f"unreadable duration {value!r}"
+    minutes_a, minutes_b, seconds, bare = (int(g) if g else 0 for g in parts.groups())
+    return float(bare or (minutes_a + minutes_b) * 60 + seconds)
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping (PyYAML keeps the last silently)."""
+
+
+def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue
+        key = loader.construct_object(key_node)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r}", key_node.start_mark
+            )
+        seen.add(key)
+    loader.flatten_mapping(node)
+    return dict(loader.construct_pairs(node))
+
+
+_UniqueKeyLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
+    _construct_mapping,
+)
+
+
+def load_yaml_docs(path: Path) -> list[Any]:
+    return [doc for doc in yaml.load_all(path.read_text(), Loader=_UniqueKeyLoader) if doc]
+
+
+def _pinned(image: str) -> bool:
+    """An image names an exact release (x.y.z tag) or a digest, never `latest` or a major."""
+    if "@sha256:" in image:
+        return True
+    name, _, tag = image.rpartition(":")
+    return bool(name) and "/" not in tag and re.match(r"\d+\.\d+\.\d+", tag) is not None
+
+
+def _known_settings_names() -> set[str]:
+    """Every CIO_WORKER_* / CUSTOMERIO_* variable config.py reads."""
+    source = (ROOT / "cio_worker" / "config.py").read_text()
+    return set(re.findall(r'"((?:CIO_WORKER|CUSTOMERIO)_[A-Z0-9_]+)"', source))
+
+
+# --- Every file ------------------------------------------------------------------------------
+
+
+class TestEveryFile:
+    def test_the_glob_finds_the_recipes(self) -> None:
+        """The globs below see compose, the k8s manifests and the kustomization."""
+        names = {path.relative_to(DEPLOY).as_posix() for path in YAML_FILES}
+        assert {"docker-compose.yml", "k8s/kustomization.yaml", "k8s/worker.yaml"} <= names
+
+    @pytest.mark.parametrize("path", YAML_FILES, ids=lambda p: p.relative_to(DEPLOY).as_posix())
+    def test_yaml_parses_without_duplicate_keys(self, path: Path) -> None:
+        """Each YAML document parses, is a mapping and repeats no key."""
+        docs = load_yaml_docs(path)
+        assert docs, f"{path} is empty"
+        assert all(isinstance(doc, dict) for doc in docs)
+
+    @pytest.mark.parametrize("path", JSON_FILES, ids=lambda p: p.relative_to(DEPLOY).as_posix())
+    def test_json_parses_without_duplicate_keys(self, path: Path) -> None:
+        """Each JSON file parses and repeats no key; a Grafana dashboard is well formed."""
+
+        def unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+            keys = [key for key, _ in pairs]
+            duplicates = {key for key in keys if keys.count(key) > 1}
+            assert not duplicates, f"{path}: duplicate keys {duplicates}"
+            return dict(pairs)
+
+        document = json.loads(path.read_text(), object_pairs_hook=unique)
+        if isinstance(document, dict) and "panels" in document:
+            _check_dashboard(document)
+
+    def test_yaml_loader_refuses_duplicate_keys(self, tmp_path: Path) -> None:
+        """The strict loader used above really rejects a repeated key."""
+        path = tmp_path / "dup.yaml"
+        path.write_text("a: 1\nb: 2\na: 3\n")
+        with pytest.raises(yaml.constructor.ConstructorError, match="duplicate key 'a'"):
+            load_yaml_docs(path)
+
+
+def _panels(panels: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    for panel in panels:
+        yield panel
+        yield from _panels(panel.get("panels", []))  # rows hold panels
+
+
+def _check_dashboard(dashboard: dict[str, Any]) -> None:
+    """A Grafana dashboard: titled, unique panel ids, every query non-empty, ours queried."""
+    assert dashboard.get("title"), "dashboard without a title"
+    panels = list(_panels(dashboard["panels"]))
+    ids = [panel["id"] for panel in panels if "id" in panel]
+    assert len(ids) == len(set(ids)), "duplicate panel ids"
+    exprs = [t.get("expr", "") for p in panels for t in p.get("targets", [])]
+    assert all(expr.strip() for expr in exprs), "a panel target with an empty query"
+    assert any("cio_worker_" in expr for expr in exprs), "no panel queries cio_worker_ metrics"
+
+
+# --- redis.conf ------------------------------------------------------------------------------
+
+
+def _redis_directives(text: str) -> dict[str, list[str]]:
+    directives: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            name, _, value = line.strip().partition(" ")
+            directives.setdefault(name.lower(), []).append(value.strip())
+    return directives
+
+
+def _compose() -> dict[str, Any]:
+    docs = load_yaml_docs(DEPLOY / "docker-compose.yml")
+    compose: dict[str, Any] = docs[0]
+    return compose
+
+
+def _k8s_docs() -> list[dict[str, Any]]:
+    return [
+        doc
+        for path in sorted(K8S.glob("*.yaml"))
+        if path.name != "kustomization.yaml"
+        for doc in load_yaml_docs(path)
+    ]
+
+
+def _k8s(kind: str, name: str) -> dict[str, Any]:
+    found = [d for d in _k8s_docs() if d["kind"] == kind and d["metadata"]["name"] == name]
+    assert len(found) == 1, f"{kind}/{name}: {len(found)} found"
+    return found[0]
+
+
+def _startup_scripts() -> dict[str, tuple[str, str]]:
+    """The shell scripts compose and k8s start Redis with, and the config path each uses."""
+    compose_command = _compose()["services"]["redis"]["command"]
+    statefulset = _k8s("StatefulSet", "cio-worker-redis")
+    k8s_command = statefulset["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert compose_command[:2] == ["sh", "-c"] and k8s_command[:2] == ["sh", "-c"]
+    # Compose turns $$ into $ before the shell sees it.
+    return {
+        "compose": (compose_command[2].replace("$$", "$"), "/usr/local/etc/redis/redis.conf"),
+        "k8s": (k8s_command[2], "/etc/redis/redis.conf"),
+    }
+
+
+class TestRedisConf:
+    def test_durable_and_never_evicting(self) -> None:
+        """AOF fsynced every second, noeviction, protected mode on."""
+        d = _redis_directives((DEPLOY / "redis.conf").read_text())
+        assert d["appendonly"] == ["yes"]
+        assert d["appendfsync"] == ["everysec"]
+        assert d["maxmemory-policy"] == ["noeviction"]
+        assert d["protected-mode"] == ["yes"]
+        assert "bind" in d
+
+    def test_no_password_is_committed(self) -> None:
+        """requirepass is only a commented placeholder; the password comes from the environment."""
+        text = (DEPLOY / "redis.conf").read_text()
+        assert "requirepass" not in _redis_directives(text)
+        assert re.search(r"^# requirepass CHANGE-ME", text, re.MULTILINE)
+
+    def test_k8s_configmap_is_a_copy_of_redis_conf(self) -> None:
+        """The ConfigMap in k8s/redis.yaml carries deploy/redis.conf unchanged."""
+        configmap = _k8s("ConfigMap", "cio-worker-redis-config")
+        assert configmap["data"]["redis.conf"] == (DEPLOY / "redis.conf").read_text()
+
+    @pytest.mark.parametrize("recipe", ["compose", "k8s"])
+    def test_redis_starts_with_the_recipes_script(self, recipe: str, tmp_path: Path) -> None:
+        """The recipe's own start-up script runs a real redis-server on redis.conf: a password
+        is required, it is on no command line, AOF is on and the worker's preflight passes."""
+        script, conf_path = _startup_scripts()[recipe]
+        port, password = free_port(), "pw-" + os.urandom(8).hex()
+        # Same script, pointed at this machine: our redis-server and conf, loopback, a temp dir.
+        local = f"{find_redis_server()} {DEPLOY / 'redis.conf'} --port {port} --dir {tmp_path}"
+        local += " --bind 127.0.0.1 --save ''"
+        assert f"exec redis-server {conf_path} " in script
+        script = script.replace(f"redis-server {conf_path}", local, 1)
+        process = subprocess.Popen(
+            ["sh", "-c", script],
+            env={"REDIS_PASSWORD": password, "PATH": os.environ["PATH"]},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            client = redis.Redis(port=port, password=password, socket_timeout=2)
+            _wait_for_ping(client, process)
+            with pytest.raises(redis.AuthenticationError):
+                redis.Redis(port=port, socket_timeout=2).ping()
+            cmdline = Path(f"/proc/{process.pid}/cmdline").read_bytes()
+            assert b"redis-server" in cmdline  # exec: redis-server itself gets SIGTERM
+            assert password.encode() not in cmdline
+            assert client.config_get("appendonly")["appendonly"] == "yes"
+            assert client.config_get("appendfsync")["appendfsync"] == "everysec"
+            assert check_redis(client) == []  # the worker's own start-up check is satisfied
+            client.close()
+        finally:
+            process.terminate()
+            process.wait(timeout=10)
+
+
+def _wait_for_ping(client: redis.Redis, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            client.ping()
+            return
+        except redis.AuthenticationError:  # a subclass of ConnectionError: check it first
+            raise AssertionError("redis-server runs, but not with the recipe's password") from None
+        except redis.ConnectionError:
+            assert process.poll() is None, f"redis-server exited with {process.returncode}"
+            assert time.monotonic() < deadline, "redis-server did not start"
+            time.sleep(0.05)
+
+
+# --- docker compose --------------------------------------------------------------------------
+
+
+def _published(service: dict[str, Any]) -> list[str]:
+    """A service's published ports as host_ip:host:container strings."""
+    result = []
+    for port in service.get("ports", []):
+        if isinstance(port, dict):
+            result.append(f"{port.get('host_ip', '')}:{port.get('published')}:{port['target']}")
+        else:
+            result.append(str(port))
+    return result
 
 
 class TestCompose:
-    def test_compose_has_durable_redis_worker_and_flower(self) -> None:
-        """Redis runs with AOF and noeviction; a worker and an authenticated Flower are defined."""
-        compose = yaml.safe_load((ROOT / "deploy" / "docker-compose.yml").read_text())
-        services = compose["services"]
-        redis_command = " ".join(services["redis"]["command"])
-        assert "--appendonly yes" in redis_command
-        assert "--maxmemory-policy noeviction" in redis_command
-        assert services["worker"]["command"][:4] == ["celery", "-A", "cio_worker", "worker"]
-        assert "FLOWER_BASIC_AUTH" in services["flower"]["environment"]
-        assert all(port.startswith("127.0.0.1:") for port in services["flower"]["ports"])
+    def test_services(self) -> None:
+        """Redis, the worker, Flower and the exporter are all defined."""
+        assert set(_compose()["services"]) == {"redis", "worker", "flower", "metrics"}
 
-    def test_dockerfile_installs_the_package(self) -> None:
-        """The image the compose file builds installs cio_worker and drops root."""
-        text = (ROOT / "deploy" / "Dockerfile").read_text()
-        assert "pip install" in text and "USER " in text
+    def test_redis_is_private_with_password_aof_and_noeviction(self) -> None:
+        """Redis publishes no port, runs redis.conf and takes its password from the environment."""
+        redis_service = _compose()["services"]["redis"]
+        assert "ports" not in redis_service
+        assert "./redis.conf:/usr/local/etc/redis/redis.conf:ro" in redis_service["volumes"]
+        assert redis_service["environment"]["REDIS_PASSWORD"].startswith("${REDIS_PASSWORD:?")
+        assert redis_service["user"] != "root" and not redis_service["user"].startswith("0")
+
+    def test_two_workers_sharing_the_password_protected_redis(self) -> None:
+        """Two worker replicas run `celery -A cio_worker worker` against redis://:PASSWORD@redis."""
+        worker = _compose()["services"]["worker"]
+        assert worker["command"][:4] == ["celery", "-A", "cio_worker", "worker"]
+        assert worker["deploy"]["replicas"] >= 2
+        url = worker["environment"]["CIO_WORKER_REDIS_URL"]
+        assert url.startswith("redis://:${REDIS_PASSWORD:?") and "@redis:6379/" in url
+
+    def test_worker_grace_outlasts_the_longest_delivery(self) -> None:
+        """stop_grace_period is longer than the longest delivery in flight."""
+        grace = _duration_s(_compose()["services"]["worker"]["stop_grace_period"])
+        assert grace > longest_delivery_s(), (grace, longest_delivery_s())
+
+    def test_flower_requires_basic_auth_from_the_environment(self) -> None:
+        """Flower refuses to start without FLOWER_BASIC_AUTH, which never goes on its argv."""
+        flower = _compose()["services"]["flower"]
+        assert flower["command"][:4] == ["celery", "-A", "cio_worker", "flower"]
+        assert flower["environment"]["FLOWER_BASIC_AUTH"].startswith("${FLOWER_BASIC_AUTH:?")
+        assert not any("basic-auth" in part or "basic_auth" in part for part in flower["command"])
+
+    def test_exporter_runs_cio_worker_metrics(self) -> None:
+        """The exporter service runs `cio-worker metrics` on port 9808, published on loopback."""
+        metrics = _compose()["services"]["metrics"]
+        assert metrics["command"] == [
+            "cio-worker",
+            "metrics",
+            "--host",
+            "0.0.0.0",
+            "--port",
+            "9808",
+        ]
+        assert _published(metrics) == ["127.0.0.1:9808:9808"]
+
+    def test_every_published_port_is_loopback_only(self) -> None:
+        """No service publishes a port beyond 127.0.0.1."""
+        for name, service in _compose()["services"].items():
+            for port in _published(service):
+                assert port.startswith("127.0.0.1:"), f"{name} publishes {port}"
+
+    def test_no_secret_literals_and_images_pinned(self) -> None:
+        """Secret-looking variables are ${...} from the environment; images name a release."""
+        for name, service in _compose()["services"].items():
+            for variable, value in (service.get("environment") or {}).items():
+                if SECRET_NAME.search(variable):
+                    assert "${" in str(value), f"{name}: {variable} is a literal"
+            assert _pinned(service["image"]), f"{name}: image {service['image']} is not pinned"
+
+    def test_variables_are_ones_cio_worker_reads(self) -> None:
+        """Every CIO_WORKER_*/CUSTOMERIO_* name in compose is a setting config.py knows."""
+        known = _known_settings_names()
+        for service in _compose()["services"].values():
+            for variable in service.get("environment") or {}:
+                if variable.startswith(("CIO_WORKER_", "CUSTOMERIO_")):
+                    assert variable in known, variable
+
+
+class TestDockerfile:
+    def test_pinned_base_installs_the_package_and_drops_root(self) -> None:
+        """The image's base is pinned, it installs cio_worker and runs as the uid k8s expects."""
+        text = (DEPLOY / "Dockerfile").read_text()
+        base = re.search(r"^FROM (\S+)", text, re.MULTILINE)
+        assert base and _pinned(base.group(1)), base
+        assert 'pip install --no-cache-dir ".[embedded]"' in text
+        user = re.search(r"^USER (\d+):(\d+)$", text, re.MULTILINE)
+        assert user and user.group(1) != "0"
+        worker = _k8s("Deployment", "cio-worker")["spec"]["template"]["spec"]
+        assert worker["securityContext"]["runAsUser"] == int(user.group(1))
+
+    def test_build_context_sends_only_what_the_image_copies(self) -> None:
+        """The Dockerfile's ignore file excludes everything (.venv, .git) but its COPY sources."""
+        ignore = (DEPLOY / "Dockerfile.dockerignore").read_text().splitlines()
+        rules = [line for line in ignore if line and not line.startswith("#")]
+        assert rules[0] == "*"
+        copied = re.findall(r"^COPY (.+) \S+$", (DEPLOY / "Dockerfile").read_text(), re.MULTILINE)
+        sources = {source for line in copied for source in line.split()}
+        assert sources == {rule[1:] for rule in rules if rule.startswith("!")}
+
+
+class TestEnvExample:
+    def test_no_values_for_secrets_and_known_names(self) -> None:
+        """The example env file commits no secret and only names settings cio_worker reads."""
+        known = _known_settings_names() | {"REDIS_PASSWORD", "FLOWER_BASIC_AUTH"}
+        for line in (DEPLOY / "cio-worker.env.example").read_text().splitlines():
+            if not line.strip() or line.startswith("#"):
+                continue
+            name, _, value = line.partition("=")
+            assert name in known, name
+            if SECRET_NAME.search(name) or name == "CUSTOMERIO_SITE_ID":
+                assert value == "", f"{name} has a value"
+
+
+# --- systemd ---------------------------------------------------------------------------------
+
+
+def _unit(name: str) -> configparser.RawConfigParser:
+    # systemd allows repeated keys (the last wins, or they add up); strict=False accepts them.
+    parser = configparser.RawConfigParser(strict=False, interpolation=None)
+    parser.optionxform = str  # type: ignore[assignment,method-assign]
+    parser.read_string((SYSTEMD / name).read_text())
+    return parser
+
+
+UNITS = ["cio-worker@.service", "cio-worker-flower.service", "cio-worker-metrics.service"]
+
+
+class TestSystemd:
+    def test_the_three_units_exist(self) -> None:
+        """A worker template, Flower and the exporter; nothing else lies in deploy/systemd."""
+        assert sorted(path.name for path in SYSTEMD.iterdir()) == sorted(UNITS)
+
+    @pytest.mark.parametrize("name", UNITS)
+    def test_common_invariants(self, name: str) -> None:
+        """Each unit: not root, env from a file, SIGTERM, always restarted, hardened, installed."""
+        unit = _unit(name)
+        service = unit["Service"]
+        assert service["User"] not in ("", "root", "0")
+        assert service["EnvironmentFile"] == "/etc/cio-worker/cio-worker.env"
+        assert service["KillSignal"] == "SIGTERM"
+        assert service["Restart"] == "always"
+        assert _duration_s(service["TimeoutStopSec"]) > 0
+        for option, value in {
+            "NoNewPrivileges": "yes",
+            "ProtectSystem": "strict",
+            "ProtectHome": "yes",
+            "PrivateTmp": "yes",
+            "CapabilityBoundingSet": "",
+        }.items():
+            assert service[option] == value, option
+        assert service["ExecStart"].startswith("/opt/cio-worker/venv/bin/")
+        assert unit["Install"]["WantedBy"] == "multi-user.target"
+        assert "network-online.target" in unit["Unit"]["After"]
+        # No credentials in the unit itself: they live in the EnvironmentFile (mode 0640).
+        for line in (SYSTEMD / name).read_text().splitlines():
+            if line.startswith("Environment="):
+                assert not SECRET_NAME.search(line.split("=", 2)[1]), line
+
+    def test_worker_stop_timeout_outlasts_the_longest_delivery(self) -> None:
+        """TimeoutStopSec gives Celery's warm shutdown more than one delivery's worst case."""
+        service = _unit("cio-worker@.service")["Service"]
+        assert _duration_s(service["TimeoutStopSec"]) > longest_delivery_s()
+        assert service["KillMode"] == "mixed"  # SIGTERM to the main process, SIGKILL only late
+        assert " -A cio_worker worker " in service["ExecStart"]
+        assert "%i@%H" in service["ExecStart"]  # one node name per instance and host
+
+    def test_flower_is_loopback_with_auth_from_the_environment(self) -> None:
+        """Flower binds 127.0.0.1, never takes the password on argv, refuses to start without it."""
+        service = _unit("cio-worker-flower.service")["Service"]
+        assert "--address=127.0.0.1" in service["ExecStart"]
+        assert "basic" not in service["ExecStart"]
+        guard = shlex.split(service["ExecStartPre"].replace("$$", "$"))
+        env = {"PATH": os.environ["PATH"]}
+        assert subprocess.run(guard, env=env, capture_output=True).returncode != 0
+        with_auth = {**env, "FLOWER_BASIC_AUTH": "ops:secret"}
+        assert subprocess.run(guard, env=with_auth, capture_output=True).returncode == 0
+
+    def test_exporter_is_loopback(self) -> None:
+        """The exporter listens on 127.0.0.1:9808."""
+        service = _unit("cio-worker-metrics.service")["Service"]
+        assert service["ExecStart"].endswith("cio-worker metrics --host 127.0.0.1 --port 9808")
+
+    @pytest.fixture
+    def units_with_stub_binaries(self, tmp_path: Path) -> Path:
+        """The units with their /opt venv replaced by stubs, as systemd-analyze checks paths."""
+        if shutil.which("systemd-analyze") is None:
+            pytest.skip("systemd-analyze is not installed (apt-get install systemd)")
+        stubs = tmp_path / "bin"
+        stubs.mkdir()
+        for program in ("celery", "cio-worker"):
+            (stubs / program).write_text("#!/bin/sh\n")
+            (stubs / program).chmod(0o755)
+        for name in UNITS:
+            text = (SYSTEMD / name).read_text().replace("/opt/cio-worker/venv/bin/", f"{stubs}/")
+            (tmp_path / name).write_text(text)
+        return tmp_path
+
+    def test_systemd_analyze_verify_is_silent(self, units_with_stub_binaries: Path) -> None:
+        """`systemd-analyze verify` finds no unknown key, bad value or missing section."""
+        result = subprocess.run(
+            ["systemd-analyze", "verify", *(str(units_with_stub_binaries / n) for n in UNITS)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 0 and not result.stdout + result.stderr, result.stderr
+
+    @pytest.mark.parametrize("name", UNITS)
+    def test_systemd_exposure_score_is_low(self, name: str, units_with_stub_binaries: Path) -> None:
+        """`systemd-analyze security` rates each unit's exposure at 2.0 or less (of 10)."""
+        unit = str(units_with_stub_binaries / name)
+        result = subprocess.run(
+            ["systemd-analyze", "security", "--offline=yes", "--no-pager", unit],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        score = re.search(r"Overall exposure level for \S+: ([\d.]+)", result.stdout)
+        assert score, result.stdout[-500:] + result.stderr
+        assert float(score.group(1)) <= 2.0, result.stdout
+
+
+# --- Kubernetes ------------------------------------------------------------------------------
+
+
+def _pod_specs() -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
+    """(workload, pod spec) for every Deployment and StatefulSet."""
+    for doc in _k8s_docs():
+        if doc["kind"] in ("Deployment", "StatefulSet"):
+            yield doc, doc["spec"]["template"]["spec"]
+
+
+def _containers() -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
+    for workload, pod in _pod_specs():
+        for container in pod.get("initContainers", []) + pod["containers"]:
+            yield workload, container
+
+
+class TestKubernetes:
+    def test_every_document_has_api_version_kind_and_name(self) -> None:
+        """apiVersion, kind and metadata.name on every manifest; names unique per kind."""
+        docs = _k8s_docs()
+        assert docs
+        for doc in docs:
+            assert doc.get("apiVersion") and doc.get("kind"), doc
+            assert doc.get("metadata", {}).get("name"), doc
+        names = [(doc["kind"], doc["metadata"]["name"]) for doc in docs]
+        assert len(names) == len(set(names))
+
+    def test_kustomization_lists_every_manifest(self) -> None:
+        """kustomization.yaml applies every manifest in deploy/k8s, and only those."""
+        kustomization = load_yaml_docs(K8S / "kustomization.yaml")[0]
+        files = {p.name for p in K8S.glob("*.yaml")} - {"kustomization.yaml"}
+        assert set(kustomization["resources"]) == files
+
+    def test_kubectl_kustomize_builds(self) -> None:
+        """`kubectl kustomize deploy/k8s` builds, everything in the cio-worker namespace."""
+        if shutil.which("kubectl") is None:
+            pytest.skip("kubectl is not installed")
+        result = subprocess.run(
+            ["kubectl", "kustomize", str(K8S)], capture_output=True, text=True, timeout=60
+        )
+        assert result.returncode == 0, result.stderr
+        built = [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+        assert len(built) == len(_k8s_docs())
+        for doc in built:
+            if doc["kind"] != "Namespace":
+                assert doc["metadata"]["namespace"] == "cio-worker", doc["metadata"]
+
+    def test_manifests_match_the_kubernetes_schemas(self) -> None:
+        """Every manifest validates strictly (no unknown field) against the Kubernetes schemas."""
+        kubernetes_validate = pytest.importorskip(
+            "kubernetes_validate", reason="add kubernetes-validate to the dev dependencies"
+        )
+        for doc in _k8s_docs():
+            kubernetes_validate.validate(doc, "1.30.0", strict=True)
+
+    def test_nothing_is_exposed_outside_the_cluster(self) -> None:
+        """Services are ClusterIP; no Ingress, LoadBalancer, NodePort, hostPort or hostNetwork."""
+        for doc in _k8s_docs():
+            assert doc["kind"] not in ("Ingress", "Gateway", "HTTPRoute"), doc["metadata"]
+            if doc["kind"] == "Service":
+                assert doc["spec"].get("type", "ClusterIP") == "ClusterIP", doc["metadata"]
+        for _, pod in _pod_specs():
+            assert not pod.get("hostNetwork")
+        for _, container in _containers():
+            assert all("hostPort" not in port for port in container.get("ports", []))
+
+    def test_no_secret_values_committed(self) -> None:
+        """No Secret carries data; secret-looking env vars come from the cio-worker Secret."""
+        for doc in _k8s_docs():
+            if doc["kind"] == "Secret":
+                assert not doc.get("data") and not doc.get("stringData"), doc["metadata"]
+        documented = (K8S / "kustomization.yaml").read_text()
+        for workload, container in _containers():
+            for variable in container.get("env", []):
+                if SECRET_NAME.search(variable["name"]):
+                    assert "value" not in variable, (workload["metadata"]["name"], variable)
+                    ref = variable["valueFrom"]["secretKeyRef"]
+                    assert ref["name"] == "cio-worker" and ref["key"] in SECRET_KEYS, ref
+                    assert not ref.get("optional"), ref  # a missing key stops the pod
+                    assert f"--from-literal={ref['key']}=" in documented, ref["key"]
+
+    def test_images_are_pinned(self) -> None:
+        """Every container image names an exact release, pulled only when missing."""
+        for _, container in _containers():
+            assert _pinned(container["image"]), container["image"]
+            assert container.get("imagePullPolicy") == "IfNotPresent"
+
+    def test_pods_meet_the_restricted_pod_security_standard(self) -> None:
+        """Non-root, no privilege escalation, all capabilities dropped, seccomp RuntimeDefault."""
+        for workload, pod in _pod_specs():
+            where = workload["metadata"]["name"]
+            assert pod["securityContext"]["runAsNonRoot"] is True, where
+            assert pod["securityContext"]["runAsUser"] != 0, where
+            assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault", where
+            assert pod.get("automountServiceAccountToken") is False, where
+        for _, container in _containers():
+            context = container["securityContext"]
+            assert context["allowPrivilegeEscalation"] is False
+            assert context["capabilities"]["drop"] == ["ALL"]
+            assert context["readOnlyRootFilesystem"] is True
+
+    def test_selectors_and_service_ports_line_up(self) -> None:
+        """Workload selectors match their pods; each Service selects pods with its target port."""
+        pods = []
+        for workload, pod in _pod_specs():
+            labels = workload["spec"]["template"]["metadata"]["labels"]
+            assert workload["spec"]["selector"]["matchLabels"].items() <= labels.items()
+            ports = {p.get("name") for c in pod["containers"] for p in c.get("ports", [])}
+            ports |= {p["containerPort"] for c in pod["containers"] for p in c.get("ports", [])}
+            pods.append((labels, ports))
+        for doc in _k8s_docs():
+            if doc["kind"] != "Service":
+                continue
+            selector = doc["spec"]["selector"].items()
+            matched = [ports for labels, ports in pods if selector <= labels.items()]
+            assert len(matched) == 1, doc["metadata"]["name"]
+            for port in doc["spec"]["ports"]:
+                assert port["targetPort"] in matched[0], (doc["metadata"]["name"], port)
+
+    def test_worker_grace_and_liveness_probe(self) -> None:
+        """The worker Deployment outlasts the longest delivery on SIGTERM and pings itself."""
+        deployment = _k8s("Deployment", "cio-worker")
+        pod = deployment["spec"]["template"]["spec"]
+        assert pod["terminationGracePeriodSeconds"] > longest_delivery_s()
+        assert deployment["spec"]["replicas"] >= 2
+        container = pod["containers"][0]
+        assert container["command"][:4] == ["celery", "-A", "cio_worker", "worker"]
+        probe = container["livenessProbe"]
+        script = probe["exec"]["command"][-1]
+        assert 'inspect ping --destination "celery@${HOSTNAME}"' in script
+        # The ping must time out before Kubernetes gives up on the probe, or a slow answer would
+        # count as a failure without the ping's own message.
+        ping_timeout = float(re.search(r"--timeout (\d+)", script).group(1))  # type: ignore[union-attr]
+        assert ping_timeout < probe["timeoutSeconds"]
+        assert probe["periodSeconds"] * probe["failureThreshold"] >= 120  # no restart on a blip
+
+    def test_flower_behind_basic_auth_and_cluster_only(self) -> None:
+        """Flower gets FLOWER_BASIC_AUTH from the Secret, one replica, a ClusterIP Service."""
+        deployment = _k8s("Deployment", "cio-worker-flower")
+        container = deployment["spec"]["template"]["spec"]["containers"][0]
+        env = {v["name"]: v for v in container["env"]}
+        assert env["FLOWER_BASIC_AUTH"]["valueFrom"]["secretKeyRef"]["key"] == "flower-basic-auth"
+        assert not any("basic" in part for part in container["command"])
+        assert deployment["spec"]["replicas"] == 1
+        assert container["readinessProbe"]["httpGet"]["path"] == "/healthcheck"  # open, no auth
+        service = _k8s("Service", "cio-worker-flower")
+        assert service["spec"]["type"] == "ClusterIP"
+
+    def test_exporter_deployment_and_service(self) -> None:
+        """The exporter runs `cio-worker metrics` on 9808 behind a ClusterIP Service."""
+        deployment = _k8s("Deployment", "cio-worker-metrics")
+        container = deployment["spec"]["template"]["spec"]["containers"][0]
+        assert container["command"][:2] == ["cio-worker", "metrics"]
+        assert container["ports"][0]["containerPort"] == 9808
+        service = _k8s("Service", "cio-worker-metrics")
+        assert service["spec"]["ports"][0]["port"] == 9808
+
+    def test_redis_is_persistent_and_reachable_only_by_labelled_clients(self) -> None:
+        """Redis keeps /data on a volume claim; only redis-client pods may connect, and every pod
+        that gets the Redis URL carries that label."""
+        statefulset = _k8s("StatefulSet", "cio-worker-redis")
+        claim = statefulset["spec"]["volumeClaimTemplates"][0]
+        mounts = statefulset["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]
+        assert {"name": claim["metadata"]["name"], "mountPath": "/data"} in mounts
+        policy = _k8s("NetworkPolicy", "cio-worker-redis")
+        allowed = policy["spec"]["ingress"][0]["from"][0]["podSelector"]["matchLabels"]
+        assert allowed == {"cio-worker/redis-client": "true"}
+        for workload, container in _containers():
+            if any(v["name"] == "CIO_WORKER_REDIS_URL" for v in container.get("env", [])):
+                labels = workload["spec"]["template"]["metadata"]["labels"]
+                assert labels.get("cio-worker/redis-client") == "true", workload["metadata"]
+
+    def test_variables_are_ones_cio_worker_reads(self) -> None:
+        """Every CIO_WORKER_*/CUSTOMERIO_* name in the manifests is a setting config.py knows."""
+        known = _known_settings_names()
+        for _, container in _containers():
+            for variable in container.get("env", []):
+                if variable["name"].startswith(("CIO_WORKER_", "CUSTOMERIO_")):
+                    assert variable["name"] in known, variable["name"]
+
+
+# --- Procfile --------------------------------------------------------------------------------
 
 
 class TestProcfile:
-    def test_worker_and_flower_lines(self) -> None:
-        """The Procfile runs a worker and Flower with basic auth."""
+    def test_worker_flower_and_metrics_lines(self) -> None:
+        """The Procfile runs a worker, Flower with basic auth, and the exporter."""
         lines = dict(
             line.split(":", 1) for line in (ROOT / "Procfile").read_text().splitlines() if line
         )
         assert "celery -A cio_worker worker" in lines["worker"]
         assert "celery -A cio_worker flower" in lines["flower"]
-        assert "--basic-auth" in lines["flower"]
+        assert "FLOWER_BASIC_AUTH" in lines["flower"]
+        assert "cio-worker metrics" in lines["metrics"]

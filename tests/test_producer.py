@@ -247,6 +247,7 @@ class TestModuleLevel:
     ) -> None:
         """Without `configure`, the first call builds the default producer from the environment."""
         monkeypatch.setenv("CIO_WORKER_REDIS_URL", redis_url)
+        monkeypatch.setenv("CIO_WORKER_BATCH", "off")
         job_id = cio_worker.enqueue_delete("u-1")
         assert redis_client.exists(f"cio:job:{job_id}") == 1
 
