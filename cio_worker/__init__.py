@@ -21,7 +21,9 @@ from cio_worker.errors import (
     RetryableError,
     ServerError,
     TransportError,
+    UnexpectedResponseError,
     ValidationError,
+    WebhookSignatureError,
 )
 from cio_worker.producer import (
     BulkProducer,
@@ -63,7 +65,9 @@ __all__ = [
     "ServerError",
     "Settings",
     "TransportError",
+    "UnexpectedResponseError",
     "ValidationError",
+    "WebhookSignatureError",
     "__version__",
     "configure",
     "enqueue_add_device",

@@ -27,10 +27,10 @@ from cio_worker.config import Settings
 from cio_worker.connection import get_redis
 from cio_worker.errors import (
     ConfigError,
-    PermanentError,
     RateLimitedError,
     RejectedError,
     RetryableError,
+    UnexpectedResponseError,
     ValidationError,
 )
 from cio_worker.limiter import Limiter
@@ -59,10 +59,6 @@ _RESOLUTIONS = ("hours", "days", "weeks", "months")
 
 
 # -- Typed results ---------------------------------------------------------------------------------
-class UnexpectedResponseError(PermanentError):
-    """Customer.io answered 2xx with a body this client cannot read (its contract changed)."""
-
-
 @dataclass(frozen=True, slots=True)
 class PersonRef:
     """One person a search matched, by Customer.io's identifiers (any may be unset but cio_id)."""

@@ -39,6 +39,7 @@ SANDBOX_SITE_ID = "sandbox-site"
 SANDBOX_TRACK_API_KEY = "sandbox-track-key"
 SANDBOX_APP_API_KEY = "sandbox-app-key"
 SANDBOX_PIPELINES_API_KEY = "sandbox-pipelines-key"
+SANDBOX_WEBHOOK_SIGNING_KEY = "sandbox-webhook-signing-key"
 
 #: Default Redis URL: a local server, database 0.
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
@@ -133,7 +134,9 @@ class Settings:
             dlq_retention_days=env.number(
                 "CIO_WORKER_DLQ_RETENTION_DAYS", 30, low=0.001, high=3650
             ),
-            webhook_signing_key=env.text("CUSTOMERIO_WEBHOOK_SIGNING_KEY"),
+            webhook_signing_key=credential(
+                "CUSTOMERIO_WEBHOOK_SIGNING_KEY", SANDBOX_WEBHOOK_SIGNING_KEY
+            ),
             allow_eviction=env.flag("CIO_WORKER_ALLOW_EVICTION"),
             log_level=env.choice(
                 "CIO_WORKER_LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR"), "INFO", upper=True

@@ -13,6 +13,8 @@ CioWorkerError
     PermanentError            dead-letter at once
       AuthError               401/403; .credential names the family that failed
       RejectedError           any other 4xx
+      UnexpectedResponseError a 2xx body the App API reads cannot understand
+  WebhookSignatureError       a reporting webhook failed verification (.reason)
 ```
 
 Retry decisions depend only on the class: retry `RetryableError`, dead-letter `PermanentError`.
@@ -125,3 +127,15 @@ class AuthError(PermanentError):
 
 class RejectedError(PermanentError):
     """Customer.io refused the request (a 4xx other than 401, 403, 408 and 429)."""
+
+
+class UnexpectedResponseError(PermanentError):
+    """Customer.io answered 2xx with a body this client cannot read (its contract changed)."""
+
+
+class WebhookSignatureError(CioWorkerError):
+    """A webhook request failed verification; `reason` is missing, malformed, stale or mismatch."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason

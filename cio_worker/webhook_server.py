@@ -29,9 +29,8 @@ from starlette.routing import Route
 
 from cio_worker.config import Settings
 from cio_worker.connection import get_redis
-from cio_worker.errors import ValidationError
+from cio_worker.errors import ValidationError, WebhookSignatureError
 from cio_worker.webhooks import (
-    WebhookSignatureError,
     WebhookStore,
     parse_event,
     signing_key,

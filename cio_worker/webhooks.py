@@ -33,7 +33,7 @@ import redis
 from cio_worker import keys
 from cio_worker.config import Settings
 from cio_worker.connection import get_redis
-from cio_worker.errors import CioWorkerError, ConfigError, ValidationError
+from cio_worker.errors import ConfigError, ValidationError, WebhookSignatureError
 
 #: Signed requests older (or newer) than this are refused, seconds: Customer.io's 5 minutes.
 DEFAULT_TOLERANCE_S = 300
@@ -56,14 +56,6 @@ local id = redis.call('XADD', KEYS[2], '*', unpack(ARGV, 2))
 redis.call('SET', KEYS[1], id, 'EX', ARGV[1])
 return id
 """
-
-
-class WebhookSignatureError(CioWorkerError):
-    """A webhook request failed verification; `reason` is missing, malformed, stale or mismatch."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
 
 
 def signing_key(settings: Settings) -> str:

@@ -28,7 +28,6 @@ from cio_worker.app_client import (
     AppRequest,
     CampaignMetrics,
     PersonRef,
-    UnexpectedResponseError,
     delivery_request,
     delivery_status,
     metrics_request,
@@ -50,6 +49,7 @@ from cio_worker.errors import (
     RateLimitedError,
     RejectedError,
     ServerError,
+    UnexpectedResponseError,
     ValidationError,
 )
 from cio_worker.limiter import Limiter, workspace_of

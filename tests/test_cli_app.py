@@ -210,6 +210,7 @@ class TestWebhooksCommands:
         self, run: Run, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         monkeypatch.delenv("CUSTOMERIO_WEBHOOK_SIGNING_KEY")
+        monkeypatch.delenv("CIO_WORKER_SANDBOX_URL")  # the sandbox would lend its own key
         code, out, err = run("webhooks", "serve", "--port", str(free_port()))
         assert (code, out) == (2, "")
         assert "CUSTOMERIO_WEBHOOK_SIGNING_KEY" in err

@@ -67,9 +67,10 @@ class TestCeleryFleet:
         monkeypatch.syspath_prepend(str(BENCH))
         from celery_fleet import run_fleet
 
-        # Margin 0.93 instead of 0.97: CI boxes are noisier than the benchmark's quiet machine
-        # (arrival jitter past the margin draws a 429, see bench/limiter.py --celery).
-        figures = run_fleet(tmp_path, transactional=1500, broadcasts=3, workers=2, margin="0.93")
+        # Margin 0.9 instead of 0.97: a CI box running other suites beside this one stalls
+        # processes long enough that arrivals bunch past the default margin (measured here: one
+        # 429 at 0.93 with a second test suite running). bench/limiter.py --celery measures 0.97.
+        figures = run_fleet(tmp_path, transactional=1500, broadcasts=3, workers=2, margin="0.9")
         print(figures.report())
         assert figures.delivered == 1503
         assert figures.rate_limited == 0

@@ -19,13 +19,12 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from cio_worker import keys, webhooks
-from cio_worker.config import Settings
-from cio_worker.errors import ConfigError, ValidationError
+from cio_worker.config import SANDBOX_WEBHOOK_SIGNING_KEY, Settings
+from cio_worker.errors import ConfigError, ValidationError, WebhookSignatureError
 from cio_worker.sandbox import webhook_sender
 from cio_worker.webhook_server import MAX_BODY_BYTES, create_webhook_app
 from cio_worker.webhooks import (
     WebhookEvent,
-    WebhookSignatureError,
     WebhookStore,
     parse_event,
     sign,
@@ -151,7 +150,7 @@ class TestVerifySignature:
 
     def test_signing_key_is_required(self, settings: Settings) -> None:
         with pytest.raises(ConfigError, match="CUSTOMERIO_WEBHOOK_SIGNING_KEY"):
-            webhooks.signing_key(settings)
+            webhooks.signing_key(settings.replace(webhook_signing_key=None))
 
     @pytest.mark.parametrize(
         ("body", "field"),
@@ -393,7 +392,17 @@ class TestReceiver:
 
     def test_no_key_no_receiver(self, settings: Settings) -> None:
         with pytest.raises(ConfigError, match="CUSTOMERIO_WEBHOOK_SIGNING_KEY"):
-            create_webhook_app(settings)
+            create_webhook_app(settings.replace(webhook_signing_key=None))
+
+    def test_sandbox_mode_uses_the_sandboxs_signing_key(self) -> None:
+        """With CIO_WORKER_SANDBOX_URL and no key of its own, the receiver takes the sandbox's."""
+        sandbox = Settings.from_env({"CIO_WORKER_SANDBOX_URL": "http://127.0.0.1:9"})
+        assert webhooks.signing_key(sandbox) == SANDBOX_WEBHOOK_SIGNING_KEY
+        real = Settings.from_env(
+            {"CIO_WORKER_SANDBOX_URL": "http://127.0.0.1:9", "CUSTOMERIO_WEBHOOK_SIGNING_KEY": "k"}
+        )
+        assert webhooks.signing_key(real) == "k"
+        assert Settings.from_env({}).webhook_signing_key is None
 
 
 # -- The sandbox's sender -------------------------------------------------------------------------

@@ -12,11 +12,11 @@ from cio_worker.config import (
     SANDBOX_SITE_ID,
     SANDBOX_TRACK_API_KEY,
 )
+from cio_worker.config import SANDBOX_WEBHOOK_SIGNING_KEY as SANDBOX_WEBHOOK_SIGNING_KEY
 from cio_worker.errors import ConfigError
 
-#: The key the sandbox signs its reporting webhooks with (X-CIO-Signature); set
-#: CUSTOMERIO_WEBHOOK_SIGNING_KEY to it for `cio-worker webhooks serve` to accept them.
-SANDBOX_WEBHOOK_SIGNING_KEY = "sandbox-webhook-signing-key"
+# The sandbox signs its reporting webhooks with SANDBOX_WEBHOOK_SIGNING_KEY (X-CIO-Signature);
+# with CIO_WORKER_SANDBOX_URL set, `cio-worker webhooks serve` uses it unless a real key is set.
 
 _RPS_FIELDS = ("track_rps", "pipelines_rps", "app_rps", "transactional_rps")
 
