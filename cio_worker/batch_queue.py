@@ -109,13 +109,14 @@ class BatchQueue:
         self._restore = redis_client.register_script(scripts.RESTORE)
 
     def shard_keys(self, shard: int) -> list[str]:
-        """queue, inflight, hold, items, meta: the keys the take script reads per shard."""
+        """queue, inflight, hold, items, meta, suspects: the keys the scripts read per shard."""
         return [
             keys.batch_queue(self.api, shard),
             keys.batch_inflight(self.api, shard),
             keys.batch_hold(self.api, shard),
             keys.batch_items(self.api, shard),
             keys.batch_meta(self.api, shard),
+            keys.batch_suspects(self.api, shard),
         ]
 
     # -- producing -------------------------------------------------------------------------------
@@ -170,6 +171,7 @@ class BatchQueue:
                     keys.batch_items(self.api, shard),
                     keys.batch_jobs(self.api, shard),
                     keys.batch_meta(self.api, shard),
+                    keys.batch_suspects(self.api, shard),
                 ],
                 args=[owner, "track:delivered"],
             )
@@ -214,6 +216,7 @@ class BatchQueue:
             f"{job_id}:first_error",
             f"{job_id}:last_error",
         )
+        pipe.srem(keys.batch_suspects(self.api, shard), job_id)
 
     def depth(self) -> int:
         """Jobs waiting in every shard (not counting batches in flight)."""

@@ -5,6 +5,8 @@ Every change is one atomic script with Redis `TIME` (ms) as the clock. A shard `
 - `<base>:items` / `<base>:jobs`: hashes id -> batch item JSON / job JSON;
 - `<base>:meta`: `<id>:attempts`, `<id>:first_error`, `<id>:last_error`, only after a failure;
 - `<base>:inflight`: the one batch being sent (owner, lease_until, ids as JSON);
+- `<base>:suspects`: ids of a batch whose sender died; each is sent alone until it goes through,
+  so a job that kills its worker (a poison job) runs out of attempts alone, not with its batch;
 - `<base>:hold`: no sending before this time (ms).
 Jobs live in per-shard hashes, not one hash each, so a bulk write of a thousand jobs is three
 variadic commands per shard (batch_queue.queue_enqueue) instead of two thousand.
@@ -42,7 +44,7 @@ local function ulid_ms(id)
 end
 """
 
-# KEYS: per shard (queue, inflight, hold, items, meta), in the order to try them
+# KEYS: per shard (queue, inflight, hold, items, meta, suspects), in the order to try them
 # ARGV: owner, lease (ms), max body bytes, linger (ms), max ids to scan
 # Finds the first shard with a batch ready to send and makes this owner its sender:
 #   {'ok', shard position (0-based), id1, item1, attempts1, id2, ...}
@@ -59,9 +61,9 @@ local soonest = -1
 local function note(wait)
   if soonest < 0 or wait < soonest then soonest = wait end
 end
-for s = 0, #KEYS / 5 - 1 do
-  local queue, inflight, hold = KEYS[5 * s + 1], KEYS[5 * s + 2], KEYS[5 * s + 3]
-  local items, meta = KEYS[5 * s + 4], KEYS[5 * s + 5]
+for s = 0, #KEYS / 6 - 1 do
+  local queue, inflight, hold = KEYS[6 * s + 1], KEYS[6 * s + 2], KEYS[6 * s + 3]
+  local items, meta, suspects = KEYS[6 * s + 4], KEYS[6 * s + 5], KEYS[6 * s + 6]
   local busy = false
   if redis.call('HGET', inflight, 'owner') then
     local until_ = tonumber(redis.call('HGET', inflight, 'lease_until') or '0')
@@ -76,6 +78,7 @@ for s = 0, #KEYS / 5 - 1 do
           redis.call('HINCRBY', meta, ids[i] .. ':attempts', 1)
           redis.call('HSETNX', meta, ids[i] .. ':first_error', lost)
           redis.call('HSET', meta, ids[i] .. ':last_error', lost)
+          redis.call('SADD', suspects, ids[i])
           redis.call('RPUSH', queue, ids[i])
         end
       end
@@ -90,6 +93,9 @@ for s = 0, #KEYS / 5 - 1 do
       local n = redis.call('LLEN', queue)
       if n > 0 then
         local k = math.min(n, max_scan)
+        -- A suspect goes alone: the oldest job's batch died with its sender, maybe because of it.
+        local solo = redis.call('SISMEMBER', suspects, redis.call('LINDEX', queue, -1)) == 1
+        if solo then k = 1 end
         local ids = redis.call('LRANGE', queue, -k, -1)
         local take, bodies, total, full = {}, {}, 12, false
         local i = #ids
@@ -111,7 +117,7 @@ for s = 0, #KEYS / 5 - 1 do
           i = i - #chunk
         end
         local wait = 0
-        if not full and #take == n then
+        if not full and #take == n and not solo then
           wait = math.min(linger, linger - (now - ulid_ms(take[1])))
         end
         if wait > 0 then
@@ -146,7 +152,7 @@ return {'none', soonest}
 """
 )
 
-# KEYS: inflight, stats, items, jobs, meta; ARGV: owner, stats field
+# KEYS: inflight, stats, items, jobs, meta, suspects; ARGV: owner, stats field
 # The batch was accepted: forget its jobs (those not dead-lettered meanwhile) and count them.
 # Returns how many were delivered, or -1 if this owner no longer holds the shard.
 COMPLETE = (
@@ -163,6 +169,7 @@ for _, id in ipairs(ids) do
   fields[#fields + 1] = id .. ':last_error'
 end
 chunked('HDEL', KEYS[5], fields, 3000)
+chunked('SREM', KEYS[6], ids, 4000)
 redis.call('DEL', KEYS[1])
 if delivered > 0 then redis.call('HINCRBY', KEYS[2], ARGV[2], delivered) end
 return delivered

@@ -36,6 +36,7 @@ from cio_worker.batch_queue import SHARDS, BatchQueue, TakenBatch
 from cio_worker.client import CustomerIoClient
 from cio_worker.config import Settings
 from cio_worker.deadletter import DeadLetterStore
+from cio_worker.delivery import complete_despite_outage
 from cio_worker.errors import DeliveryError, PermanentError, RateLimitedError, RetryableError
 from cio_worker.ids import new_ulid, ulid_time_ms
 from cio_worker.kinds import Family
@@ -225,7 +226,9 @@ class Batcher:
                 self._dead_letter_one(
                     batch.shard, sendable[index].job_id, sendable[index].attempts + 1, reason, 207
                 )
-        delivered = self.queue.complete(batch, self.owner)
+        delivered = complete_despite_outage(
+            lambda: self.queue.complete(batch, self.owner), job_id=f"batch of {len(sendable)}"
+        )
         if delivered < 0:
             log.warning("batch_lease_lost", **fields)  # resent later; events dedup by id
             return

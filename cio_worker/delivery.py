@@ -14,9 +14,11 @@ The outcome decides the job's fate and depends only on the error class (errors.p
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal, cast
+from typing import Literal, TypeVar, cast
 
+import redis
 import structlog
 
 from cio_worker.backoff import compute_backoff_s
@@ -123,7 +125,7 @@ class Deliverer:
         except Exception as exc:  # a bug must not lose the job: keep it for an operator
             log.exception("delivery_crashed", **fields)
             return self._dead(entry.attempts + 1, exc, fields, entry.first_error)
-        self.ledger.complete(job)
+        complete_despite_outage(lambda: self.ledger.complete(job), job_id=job.id)
         self._measure(job.family, job.kind, "delivered", waited, enqueue_latency_s(job.id))
         log.info(
             "delivered",
@@ -140,8 +142,9 @@ class Deliverer:
             self.ledger.clear_sending(entry.job.id)
             return None
         reason = (
-            "ambiguous: a worker died while the request was in flight, so it may have reached "
-            "Customer.io, and a message has no dedup key (CIO_WORKER_AMBIGUOUS_MESSAGES=dead)"
+            "ambiguous: a worker died while the request was in flight (or could not record the "
+            "answer before Redis came back), so it may have reached Customer.io, and a message "
+            "has no dedup key (CIO_WORKER_AMBIGUOUS_MESSAGES=dead)"
         )
         return self._dead(entry.attempts, RuntimeError(reason), fields, entry.first_error)
 
@@ -229,6 +232,35 @@ class Deliverer:
             **{**fields, "attempt": attempts},
         )
         return Outcome("dead", status=error.status)
+
+
+#: After a 2xx, how long a worker keeps trying to record it while Redis is away. Giving up would
+#: leave the job to be found again and, for a message, dead-lettered as ambiguous (or resent).
+#: The job's lease is renewed all the while, once Redis answers again.
+COMPLETE_PATIENCE_S = 60.0
+_T = TypeVar("_T")
+
+
+def complete_despite_outage(
+    record: Callable[[], _T], *, job_id: str, sleep: Callable[[float], None] = time.sleep
+) -> _T:
+    """Run `record` (the write that ends an accepted job), waiting out a Redis outage."""
+    deadline = time.monotonic() + COMPLETE_PATIENCE_S
+    delay = 0.1
+    while True:
+        try:
+            return record()
+        except redis.RedisError as exc:
+            if time.monotonic() + delay >= deadline:
+                raise
+            log.warning(
+                "delivered_but_not_recorded_yet",
+                job_id=job_id,
+                error=f"{type(exc).__name__}: {exc}",
+                retry_in_s=delay,
+            )
+            sleep(delay)
+            delay = min(delay * 2, 2.0)
 
 
 def _record(exc: Exception, reason: str | None = None) -> ErrorRecord:

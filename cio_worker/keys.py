@@ -90,6 +90,11 @@ def batch_jobs(api: str, shard: int) -> str:
     return f"{PREFIX}bq:{api}:{shard}:jobs"
 
 
+def batch_suspects(api: str, shard: int) -> str:
+    """Set of job ids whose batch was lost with its sender: each is next sent alone."""
+    return f"{PREFIX}bq:{api}:{shard}:suspects"
+
+
 def batch_meta(api: str, shard: int) -> str:
     """Hash: `<job id>:attempts|first_error|last_error`, only for jobs that failed before."""
     return f"{PREFIX}bq:{api}:{shard}:meta"

@@ -20,8 +20,10 @@ import structlog
 
 from cio_worker.watchdog import EXIT_STALLED
 
-#: Exit statuses that mean "do not try again": a configuration error (preflight.py) or usage.
-FATAL_EXIT_CODES = frozenset({1, 2, 64})
+#: Exit statuses that mean "do not try again": a configuration error (preflight.py exits 2) or a
+#: usage error (64). Not 1: Celery exits 1 on crashes worth a restart (kombu after a Redis
+#: restart: "Unrecoverable error: AttributeError ... 'hostname'").
+FATAL_EXIT_CODES = frozenset({2, 64})
 #: Restart delay doubles from the first to the cap, and resets once a child stays up a minute.
 FIRST_DELAY_S = 1.0
 MAX_DELAY_S = 30.0

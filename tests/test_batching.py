@@ -202,15 +202,50 @@ class TestShardQueue:
     def test_a_dead_senders_batch_returns_first_with_an_attempt(
         self, producer, queue, redis_client
     ) -> None:
-        """Lease expired: the next taker gets the lost batch back, in order, before newer jobs."""
+        """Lease expired: the lost batch comes back before newer jobs, in order, one attempt
+        counted, and each of its jobs is sent alone until it goes through (a suspect)."""
         lost = [producer.enqueue_identify("u-1", {"n": i}) for i in range(2)]
         batch = take_all(queue, "dead-worker")
         later = producer.enqueue_track("u-1", "Purchased")
         redis_client.hset(keys.batch_inflight("track", batch.shard), "lease_until", 0)
-        again = take_all(queue, "w2")
-        assert [item.job_id for item in again.items] == [*lost, later]
-        assert [item.attempts for item in again.items] == [1, 1, 0]
+        first = take_all(queue, "w2")
+        assert [(item.job_id, item.attempts) for item in first.items] == [(lost[0], 1)]
         assert "worker lost" in batched(redis_client, lost[0])["last_error"]["reason"]
+        assert queue.complete(first, "w2") == 1
+        second = take_all(queue, "w2")
+        assert [(item.job_id, item.attempts) for item in second.items] == [(lost[1], 1)]
+        queue.complete(second, "w2")
+        third = take_all(queue, "w2")  # suspects cleared: a normal batch again
+        assert [item.job_id for item in third.items] == [later]
+
+    def test_a_poison_job_runs_out_of_attempts_alone(self, producer, queue, redis_client) -> None:
+        """A job that kills every sender is isolated; its healthy neighbours lose one attempt."""
+        healthy = [producer.enqueue_track("u-1", f"E{i}") for i in range(4)]
+        poison = producer.enqueue_track("u-1", "Poison")
+        more = [producer.enqueue_track("u-1", f"F{i}") for i in range(2)]
+        batch = take_all(queue, "w1")
+        assert len(batch.items) == 7
+        redis_client.hset(keys.batch_inflight("track", batch.shard), "lease_until", 0)
+        delivered: list[str] = []
+        for _ in range(20):
+            taken = queue.take("w", max_bytes=450_000, linger_ms=0)
+            if not isinstance(taken, TakenBatch):
+                break
+            if any(item.job_id == poison for item in taken.items):
+                assert len(taken.items) == 1  # alone
+                if taken.items[0].attempts >= 3:  # what the batcher does: dead-letter it
+                    assert batched(redis_client, poison)["attempts"] == 3
+                    pipe = redis_client.pipeline(transaction=True)
+                    queue.forget(taken.shard, poison, pipe=pipe)
+                    pipe.execute()
+                    queue.complete(taken, "w")
+                    continue
+                redis_client.hset(keys.batch_inflight("track", taken.shard), "lease_until", 0)
+                continue
+            delivered += [item.job_id for item in taken.items]
+            queue.complete(taken, "w")
+        assert delivered == healthy + more
+        assert all(not batched(redis_client, job_id) for job_id in healthy + more)
 
     def test_people_spread_over_every_shard(self) -> None:
         """The person hash uses all shards (so senders run in parallel)."""

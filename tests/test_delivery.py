@@ -294,3 +294,32 @@ class TestWorkerDiedWhileSending:
         assert redis_client.hget(keys.job(job_id), "sending") is None
         ok, seen = make_deliverer(answer(200, {"delivery_id": "d1"}))
         assert run(ok, job_id).state == "delivered" and len(seen) == 1
+
+
+class TestRecordingASuccessDuringARedisOutage:
+    def test_the_write_is_retried_until_redis_answers(self) -> None:
+        """A 2xx is never thrown away because Redis blinked while it was being recorded."""
+        from cio_worker.delivery import complete_despite_outage
+
+        calls: list[int] = []
+
+        def record() -> str:
+            calls.append(1)
+            if len(calls) < 3:
+                raise redis.ConnectionError("Redis restarting")
+            return "recorded"
+
+        slept: list[float] = []
+        assert complete_despite_outage(record, job_id="j", sleep=slept.append) == "recorded"
+        assert len(calls) == 3 and slept == [0.1, 0.2]
+
+    def test_it_gives_up_only_after_its_patience(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        from cio_worker import delivery
+
+        monkeypatch.setattr(delivery, "COMPLETE_PATIENCE_S", 0.05)
+
+        def record() -> None:
+            raise redis.ConnectionError("still down")
+
+        with pytest.raises(redis.ConnectionError):
+            delivery.complete_despite_outage(record, job_id="j", sleep=lambda _: None)

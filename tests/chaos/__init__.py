@@ -1,0 +1,1 @@
+"""Chaos suite: real redis-server, real worker processes and the sandbox's fault injection."""
