@@ -277,17 +277,25 @@ class WebhookStore:
         while True:
             remaining_ms = int((deadline - time.monotonic()) * 1000)
             block_ms = min(remaining_ms, self._max_block_ms()) if block_s else None
-            reply = self._redis.xreadgroup(
-                group, consumer, {keys.webhook_events(): ">"}, count=count, block=block_ms
-            )
+            try:
+                reply = self._redis.xreadgroup(
+                    group, consumer, {keys.webhook_events(): ">"}, count=count, block=block_ms
+                )
+            except redis.TimeoutError:
+                # A blocking piece answered late (a busy host). Events it may have handed out
+                # stay pending in the group and are reclaimed after claim_idle_s: not lost.
+                if not block_s or time.monotonic() >= deadline:
+                    raise
+                continue
             entries = _entries(reply)
             if entries or not block_s or time.monotonic() >= deadline:
                 return [_event(stream_id, fields) for stream_id, fields in entries]
 
     def _max_block_ms(self) -> int:
-        # A BLOCK longer than the client's socket timeout would look like a dead server.
+        # A BLOCK longer than the client's socket timeout would look like a dead server: wait in
+        # pieces of a quarter of it, leaving the rest for a slow answer.
         timeout = self._redis.connection_pool.connection_kwargs.get("socket_timeout")
-        return 10_000 if timeout is None else max(1, int(timeout * 500))
+        return 10_000 if timeout is None else max(1, int(timeout * 250))
 
     def _ensure_group(self, group: str) -> None:
         if group in self._groups:
