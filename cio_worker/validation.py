@@ -107,9 +107,15 @@ def json_value(field: str, value: object) -> None:
         for key, item in value.items():
             if not isinstance(key, str):
                 raise ValidationError(field, f"keys must be strings, got {type(key).__name__}")
-            json_value(f"{field}.{key}", item)
+            # Fast path for the common flat case (bulk enqueue validates every job): exact
+            # scalar types need no recursion and no field name built for them.
+            if type(item) not in _PLAIN_SCALARS:
+                json_value(f"{field}.{key}", item)
         return
     raise ValidationError(field, f"{type(value).__name__} is not a JSON value")
+
+
+_PLAIN_SCALARS = frozenset({str, int, bool, type(None)})
 
 
 def json_object(field: str, value: object, *, max_bytes: int | None = None) -> dict[str, Any]:
