@@ -21,7 +21,7 @@ import httpx
 import redis
 
 from cio_worker.config import Settings
-from cio_worker.embedded import RedisServer, SandboxProcess
+from cio_worker.embedded import RedisServer, SandboxProcess, stop_processes
 from cio_worker.ledger import stats
 from cio_worker.producer import Producer
 
@@ -103,13 +103,7 @@ def run_fleet(
             records = httpx.get(f"{sandbox.url}/_sandbox/requests", timeout=30).json()
             sandbox_stats = httpx.get(f"{sandbox.url}/_sandbox/stats", timeout=5).json()
         finally:
-            for proc in procs:
-                proc.terminate()
-            for proc in procs:
-                try:
-                    proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+            stop_processes(procs)
             client.close()
     return _figures(records, sandbox_stats, settings, logs, transactional, broadcasts, seconds)
 

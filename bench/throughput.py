@@ -25,7 +25,7 @@ import httpx
 import redis
 
 from cio_worker.config import Settings
-from cio_worker.embedded import RedisServer, SandboxProcess
+from cio_worker.embedded import RedisServer, SandboxProcess, stop_processes
 from cio_worker.ledger import stats
 from cio_worker.producer import Producer
 
@@ -87,13 +87,7 @@ def run(root: Path, events: int, workers: int, people: int = 10_000) -> Figures:
             records = httpx.get(f"{sandbox.url}/_sandbox/requests", timeout=60).json()
             family = httpx.get(f"{sandbox.url}/_sandbox/stats", timeout=5).json()["families"]
         finally:
-            for proc in procs:
-                proc.terminate()
-            for proc in procs:
-                try:
-                    proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+            stop_processes(procs)
             client.close()
     accepted = [r for r in records if r["family"] == "track" and r["status"] == 200]
     last = max(r["t"] for r in accepted)

@@ -27,6 +27,7 @@ from cio_worker.embedded import RedisServer, SandboxProcess, free_port
 from cio_worker.kinds import Family
 from cio_worker.producer import Producer
 from cio_worker.progress import Progress
+from cio_worker.supervise import worker_command
 
 #: Give up waiting for the demo load after this long (it normally ends in well under a minute).
 DEMO_TIMEOUT_S = 600
@@ -105,19 +106,7 @@ def run_demo(
             env["CIO_WORKER_SANDBOX_URL"] = sandbox.url
             console.print(f"sandbox    {env['CIO_WORKER_SANDBOX_URL']} (stats at /_sandbox/stats)")
         settings = Settings.from_env(env)
-        worker_args = [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "cio_worker",
-            "worker",
-            "--task-events",
-            "--loglevel",
-            "INFO",
-            "-n",
-            "demo@%h",
-        ]
+        worker_args = worker_command(["-n", "demo@%h"])
         if live:
             families = [f for f in Family if not settings.missing_credentials({f.value})]
             worker_args += ["-Q", ",".join(f"cio.{f.value}" for f in families)]
@@ -232,9 +221,13 @@ def _print_sandbox_stats(console: Console, base: str) -> None:
     stats = httpx.get(f"{base}/_sandbox/stats", timeout=5).json()
     families = stats.get("families", {})
     parts = [
-        f"{name}: {row.get('accepted', 0)} accepted, {row.get('rate_limited', 0)} x 429, "
+        f"{name}: {row.get('accepted', 0)} requests accepted, {row.get('rate_limited', 0)} x 429, "
         f"max {row.get('max_in_window', 0)} in any {row.get('window_s', 1):g}s"
         for name, row in families.items()
         if row.get("accepted") or row.get("rate_limited")
     ]
     console.print("sandbox saw: " + "; ".join(parts))
+    console.print(
+        "(track jobs travel in batch requests of up to ~450 KB: many events per request; "
+        "CIO_WORKER_BATCH=off sends one request each)"
+    )

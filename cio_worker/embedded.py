@@ -193,3 +193,16 @@ class SandboxProcess:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def stop_processes(processes: list[subprocess.Popen[bytes]], *, timeout_s: float = 30.0) -> None:
+    """SIGTERM every process first (workers shut down in parallel), then wait; kill stragglers."""
+    for process in processes:
+        if process.poll() is None:
+            process.terminate()
+    for process in processes:
+        try:
+            process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

@@ -16,7 +16,7 @@ import pytest
 import redis
 
 from cio_worker.config import Settings
-from cio_worker.embedded import RedisServer, SandboxProcess
+from cio_worker.embedded import RedisServer, SandboxProcess, stop_processes
 from cio_worker.ledger import stats
 from cio_worker.producer import Producer
 
@@ -47,13 +47,7 @@ def stack(tmp: Path, workers: int = 1, **env_extra: str) -> Iterator[dict[str, A
         try:
             yield {"settings": Settings.from_env(env), "sandbox": sandbox.url, "redis": client}
         finally:
-            for proc in procs:
-                proc.terminate()
-            for proc in procs:
-                try:
-                    proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+            stop_processes(procs)
             client.close()
 
 
