@@ -309,4 +309,50 @@ class TestAcquireAfter429:
         """A pause that already existed only delays the slot; the request then goes."""
         limiter = Limiter(settings, redis_client, sleep=lambda _: None)
         limiter.report_429("track", 0.05)
-        assert 0.0 < limiter.acquire("track") <= 0.05
+        assert 0.04 < limiter.acquire("track") < 0.5  # time actually waited, Redis included
+
+
+class TestLateWakeUp:
+    def _counting(self, limiter: Limiter) -> list[int]:
+        calls: list[int] = []
+        original = limiter._reserve
+
+        def counted(bucket: str, now_us: int | None) -> tuple[bool, int, int]:
+            calls.append(1)
+            return original(bucket, now_us)
+
+        limiter._reserve = counted  # type: ignore[method-assign]
+        return calls
+
+    def test_a_caller_that_wakes_late_takes_a_fresh_slot(
+        self, settings: Settings, redis_client: redis.Redis
+    ) -> None:
+        """Woken 50 ms after its slot (tolerance 15 ms at 100/s): it gives the slot up and takes
+        a fresh one, instead of sending late into the next requests' window."""
+        limiter = Limiter(settings, redis_client, sleep=lambda s: time.sleep(s + 0.05))
+        limiter.reserve("track")  # someone else's slot: this caller must wait ~10 ms
+        calls = self._counting(limiter)
+        limiter.acquire("track")
+        assert len(calls) == 2
+
+    def test_an_on_time_caller_takes_one_slot(
+        self, settings: Settings, redis_client: redis.Redis
+    ) -> None:
+        limiter = Limiter(settings, redis_client)
+        limiter.reserve("track")
+        calls = self._counting(limiter)
+        limiter.acquire("track")
+        assert len(calls) == 1
+
+    def test_a_caller_that_is_always_late_still_sends(
+        self, settings: Settings, redis_client: redis.Redis
+    ) -> None:
+        """On a host that never wakes on time, lateness is given up on after MAX_LATE_RETRIES:
+        the request goes rather than looping."""
+        from cio_worker.limiter import MAX_LATE_RETRIES
+
+        limiter = Limiter(settings, redis_client)
+        limiter._late_tolerance_s = lambda bucket: -1.0  # type: ignore[method-assign]
+        calls = self._counting(limiter)
+        limiter.acquire("track")
+        assert len(calls) == MAX_LATE_RETRIES + 1
