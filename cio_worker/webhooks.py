@@ -282,10 +282,14 @@ class WebhookStore:
                     group, consumer, {keys.webhook_events(): ">"}, count=count, block=block_ms
                 )
             except redis.TimeoutError:
-                # A blocking piece answered late (a busy host). Events it may have handed out
-                # stay pending in the group and are reclaimed after claim_idle_s: not lost.
-                if not block_s or time.monotonic() >= deadline:
+                # A blocking piece answered late: Redis ends blocks on its own timer (10 Hz by
+                # default), so on a busy host a short block can outlast a short socket timeout.
+                # Events it may have handed out stay pending in the group and are reclaimed after
+                # claim_idle_s: not lost. A Redis that is really gone fails the next call.
+                if not block_s:
                     raise
+                if time.monotonic() >= deadline:
+                    return []
                 continue
             entries = _entries(reply)
             if entries or not block_s or time.monotonic() >= deadline:

@@ -267,6 +267,43 @@ class TestConsumerGroups:
         assert time.monotonic() - started >= 0.95
         client.close()
 
+    def test_a_blocking_piece_that_answers_late_is_not_an_error(self, redis_url: str) -> None:
+        """A late answer to one blocking piece (a busy host) is ridden out, not raised; the
+        event still arrives on the next piece."""
+        client = redis.Redis.from_url(redis_url, socket_timeout=0.4)
+        store = WebhookStore(client)
+        store.read("crm", "c1")  # creates the group
+        store.append(event("A"), dumps(event("A")))
+        original = client.xreadgroup
+        calls: list[int] = []
+
+        def late_once(*args: Any, **kwargs: Any) -> Any:
+            calls.append(1)
+            if len(calls) == 1:
+                raise redis.TimeoutError("Timeout reading from socket")
+            return original(*args, **kwargs)
+
+        client.xreadgroup = late_once  # type: ignore[method-assign]
+        events = store.read("crm", "c1", block_s=1.0)
+        assert [e.event_id for e in events] == ["A"]
+        assert len(calls) == 2
+        client.close()
+
+    def test_a_late_last_piece_ends_the_wait_empty_handed(self, redis_url: str) -> None:
+        """When the late answer comes after the whole block, the read ends with no events
+        (as a block that found none), not with an error."""
+        client = redis.Redis.from_url(redis_url, socket_timeout=0.4)
+        store = WebhookStore(client)
+
+        def late(*_: Any, **__: Any) -> Any:
+            time.sleep(0.35)
+            raise redis.TimeoutError("Timeout reading from socket")
+
+        store.read("crm", "c1")
+        client.xreadgroup = late  # type: ignore[method-assign]
+        assert store.read("crm", "c1", block_s=0.3) == []
+        client.close()
+
     def test_module_functions_use_the_settings(
         self, settings: Settings, redis_client: redis.Redis
     ) -> None:
