@@ -12,9 +12,10 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import httpx
 import redis
@@ -110,13 +111,8 @@ class RedisServer:
             self.process.wait(timeout=10)
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+        if self.process:
+            stop_processes([self.process], timeout_s=10)
 
     def __enter__(self) -> RedisServer:
         return self.start()
@@ -175,13 +171,8 @@ class SandboxProcess:
             return False
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+        if self.process:
+            stop_processes([self.process], timeout_s=20)
 
     def __enter__(self) -> SandboxProcess:
         return self.start()
@@ -195,7 +186,7 @@ class SandboxProcess:
         self.stop()
 
 
-def stop_processes(processes: list[subprocess.Popen[bytes]], *, timeout_s: float = 30.0) -> None:
+def stop_processes(processes: Sequence[subprocess.Popen[Any]], *, timeout_s: float = 30.0) -> None:
     """SIGTERM every process first (workers shut down in parallel), then wait; kill stragglers."""
     for process in processes:
         if process.poll() is None:
