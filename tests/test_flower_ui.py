@@ -33,7 +33,7 @@ import pytest
 import yaml
 
 from cio_worker.config import Settings
-from cio_worker.embedded import RedisServer, SandboxProcess, free_port
+from cio_worker.embedded import RedisServer, SandboxProcess, free_port, stop_processes
 from cio_worker.producer import Producer
 
 #: apt-get may download ~100 MB on a fresh machine; the rest of the module takes ~30 s.
@@ -73,13 +73,7 @@ def _spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+    stop_processes([process], timeout_s=20)
 
 
 # --- Chromium -------------------------------------------------------------------------------------
