@@ -38,12 +38,17 @@ OPERATIONS = {
 }  # fmt: skip
 
 
-def _run_process(
-    env: dict[str, str], bucket: str, threads: int, seconds: float, out: object
-) -> None:
-    settings = Settings.from_env(env)
-    limiter = Limiter(settings, get_redis(settings))
-    client = CustomerIoClient(settings)
+def hammer(
+    limiter: Limiter,
+    client: CustomerIoClient,
+    bucket: str,
+    operation: HttpOperation,
+    *,
+    threads: int,
+    seconds: float,
+) -> dict[str, int]:
+    """`threads` threads take a slot from `bucket` and send `operation` as fast as they are
+    allowed for `seconds`; returns how many were sent and how many met a 429."""
     deadline = time.monotonic() + seconds
     counts = {"sent": 0, "429": 0}
     lock = threading.Lock()
@@ -52,7 +57,7 @@ def _run_process(
         while time.monotonic() < deadline:
             try:
                 limiter.acquire(bucket)
-                client.send(OPERATIONS[bucket])
+                client.send(operation)
                 outcome = "sent"
             except RateLimitedError as exc:
                 if exc.status_code != 429:
@@ -67,6 +72,16 @@ def _run_process(
         worker.start()
     for worker in workers:
         worker.join()
+    return counts
+
+
+def _run_process(
+    env: dict[str, str], bucket: str, threads: int, seconds: float, out: object
+) -> None:
+    settings = Settings.from_env(env)
+    limiter = Limiter(settings, get_redis(settings))
+    client = CustomerIoClient(settings)
+    counts = hammer(limiter, client, bucket, OPERATIONS[bucket], threads=threads, seconds=seconds)
     out.put(counts)  # type: ignore[attr-defined]
 
 

@@ -69,8 +69,7 @@ class JobLedger:
         self._heartbeat = register(scripts.HEARTBEAT)
         self._defer = register(scripts.DEFER)
         self._complete = register(scripts.COMPLETE)
-        self._due = register(scripts.DUE)
-        self._expired = register(scripts.EXPIRED)
+        self._ripe = register(scripts.RIPE)
         self._strays = register(scripts.STRAYS)
         self._requeue = register(scripts.REQUEUE)
 
@@ -179,11 +178,11 @@ class JobLedger:
     # -- the sweepers' side (reaper.py) ----------------------------------------------------------
     def due(self, limit: int = 500) -> list[tuple[str, str]]:
         """(job id, kind) of delayed jobs whose time has come."""
-        return _pairs(self._due(keys=[keys.delayed()], args=[limit]))
+        return _pairs(self._ripe(keys=[keys.delayed()], args=[limit]))
 
     def expired(self, limit: int = 500) -> list[tuple[str, str]]:
         """(job id, kind) of running jobs whose worker stopped renewing the lease."""
-        return _pairs(self._expired(keys=[keys.leases()], args=[limit]))
+        return _pairs(self._ripe(keys=[keys.leases()], args=[limit]))
 
     def strays(
         self, family: Family, grace_s: float, limit: int = 500

@@ -122,22 +122,10 @@ redis.call('HINCRBY', KEYS[5], ARGV[2], 1)
 return 1
 """
 
-# KEYS: delayed; ARGV: limit. Due job ids with their kinds (so the caller can build messages).
-DUE = (
-    _NOW_MS
-    + """
-local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
-local out = {}
-for _, id in ipairs(ids) do
-  out[#out + 1] = id
-  out[#out + 1] = redis.call('HGET', 'cio:job:' .. id, 'kind') or ''
-end
-return out
-"""
-)
-
-# KEYS: leases; ARGV: limit. Job ids whose lease expired, with kinds and attempts.
-EXPIRED = (
+# KEYS: a sorted set scored by Unix ms (keys.delayed or keys.leases); ARGV: limit.
+# The job ids whose time has come (a due retry, an expired lease), each with its kind, so the
+# caller can build the task message to push again.
+RIPE = (
     _NOW_MS
     + """
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))

@@ -14,6 +14,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -609,33 +610,13 @@ class TestAgainstTheSandbox:
 # -- Limiter sharing ------------------------------------------------------------------------------
 def _app_worker(env: dict[str, str], threads: int, seconds: float, out: Any) -> None:
     """What a worker process does for App-family jobs: take an `app` slot, then send."""
+    from limiter import hammer  # bench/limiter.py; the test puts bench/ on the path
+
     settings = Settings.from_env(env)
     limiter = Limiter(settings, redis.Redis.from_url(settings.redis_url))
     client = CustomerIoClient(settings)
     operation = HttpOperation("app", "app", "GET", "/v1/segments")
-    deadline = time.monotonic() + seconds
-    counts = {"sent": 0, "429": 0}
-    lock = threading.Lock()
-
-    def loop() -> None:
-        while time.monotonic() < deadline:
-            try:
-                limiter.acquire("app")
-                client.send(operation)
-                outcome = "sent"
-            except RateLimitedError as exc:
-                if exc.status_code != 429:
-                    time.sleep(min(exc.retry_after_seconds or 0.1, 0.5))
-                    continue
-                outcome = "429"
-            with lock:
-                counts[outcome] += 1
-
-    workers = [threading.Thread(target=loop) for _ in range(threads)]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join()
+    counts = hammer(limiter, client, "app", operation, threads=threads, seconds=seconds)
     client.close()
     out.put(counts)
 
@@ -644,7 +625,7 @@ class TestLimiterSharing:
     SECONDS = 4.0
 
     def test_reads_and_workers_together_stay_under_10_per_second(
-        self, redis_url: str, sandbox_url: str
+        self, redis_url: str, sandbox_url: str, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         """Three reader threads, an asyncio reader and another process taking `app` slots as a
         worker does: the sandbox never sees more than 10 App requests in any second, and no 429."""
@@ -653,6 +634,8 @@ class TestLimiterSharing:
         env = {"CIO_WORKER_REDIS_URL": redis_url, "CIO_WORKER_SANDBOX_URL": sandbox_url,
                "CIO_WORKER_RATE_MARGIN": "0.9"}  # fmt: skip
         settings = Settings.from_env(env)
+        # The worker process runs the benchmark's send loop; a spawned child inherits sys.path.
+        monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "bench"))
         ctx = multiprocessing.get_context("spawn")
         queue = ctx.Queue()
         worker = ctx.Process(target=_app_worker, args=(env, 2, self.SECONDS, queue))
