@@ -72,10 +72,13 @@ def queue_enqueue(
     for shard, group in by_shard.items():
         ids = [job.id for job, _ in group]
         if replace:
+            meta = keys.batch_meta(api, shard)
             pipe.hdel(
-                keys.batch_meta(api, shard),
-                *(f"{i}:{f}" for i in ids for f in ("attempts", "first_error", "last_error")),
+                meta, *(f"{i}:{f}" for i in ids for f in ("attempts", "first_error", "last_error"))
             )
+            # A replay starts the retry budget (CIO_WORKER_RETRY_FOR_S) again from now.
+            now = f"{time.time():.3f}"
+            pipe.hset(meta, mapping={f"{i}:since": now for i in ids})
         pipe.hset(keys.batch_jobs(api, shard), mapping={job.id: job.to_json() for job, _ in group})
         pipe.hset(keys.batch_items(api, shard), mapping={job.id: item for job, item in group})
         pipe.lpush(keys.batch_queue(api, shard), *ids)
@@ -178,15 +181,41 @@ class BatchQueue:
         )
 
     def restore(
-        self, batch: TakenBatch, owner: str, *, hold_s: float, attempt: bool, error_json: str = ""
+        self,
+        batch: TakenBatch,
+        owner: str,
+        *,
+        hold_s: float,
+        attempt: bool,
+        error_json: str = "",
+        split: bool = False,
     ) -> int:
-        """Put the batch back at the front of its shard and hold the shard for `hold_s`."""
+        """Put the batch back at the front of its shard and hold the shard for `hold_s`.
+
+        `split`: its jobs are next sent one per request (see batch_scripts.RESTORE).
+        """
         return int(
             self._restore(
                 keys=self.shard_keys(batch.shard),
-                args=[owner, int(hold_s * 1000), "1" if attempt else "0", error_json],
+                args=[
+                    owner,
+                    int(hold_s * 1000),
+                    "1" if attempt else "0",
+                    error_json,
+                    "1" if split else "0",
+                ],
             )
         )
+
+    def enqueued_at_s(self, shard: int, job_ids: Sequence[str]) -> list[float]:
+        """When each job's retry budget started: its replay (`<id>:since`), else its enqueue."""
+        if not job_ids:
+            return []
+        since = self.redis.hmget(keys.batch_meta(self.api, shard), [f"{i}:since" for i in job_ids])
+        return [
+            float(raw) if raw else ulid_time_ms(job_id) / 1000
+            for job_id, raw in zip(job_ids, since, strict=True)
+        ]
 
     def load(self, shard: int, job_id: str) -> LedgerEntry | None:
         """A batched job as the ledger describes jobs (for dead letters); None if it is gone."""
@@ -215,6 +244,7 @@ class BatchQueue:
             f"{job_id}:attempts",
             f"{job_id}:first_error",
             f"{job_id}:last_error",
+            f"{job_id}:since",
         )
         pipe.srem(keys.batch_suspects(self.api, shard), job_id)
 

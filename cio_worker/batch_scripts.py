@@ -3,7 +3,8 @@
 Every change is one atomic script with Redis `TIME` (ms) as the clock. A shard `<base>` is:
 - `<base>`: list of job ids, LPUSH in, oldest at the right;
 - `<base>:items` / `<base>:jobs`: hashes id -> batch item JSON / job JSON;
-- `<base>:meta`: `<id>:attempts`, `<id>:first_error`, `<id>:last_error`, only after a failure;
+- `<base>:meta`: `<id>:attempts`, `<id>:first_error`, `<id>:last_error`, only after a failure,
+  and `<id>:since` (Unix s) for a replayed job, whose retry budget starts there;
 - `<base>:inflight`: the one batch being sent (owner, lease_until, ids as JSON);
 - `<base>:suspects`: ids of a batch whose sender died; each is sent alone until it goes through,
   so a job that kills its worker (a poison job) runs out of attempts alone, not with its batch;
@@ -167,6 +168,7 @@ for _, id in ipairs(ids) do
   fields[#fields + 1] = id .. ':attempts'
   fields[#fields + 1] = id .. ':first_error'
   fields[#fields + 1] = id .. ':last_error'
+  fields[#fields + 1] = id .. ':since'
 end
 chunked('HDEL', KEYS[5], fields, 3000)
 chunked('SREM', KEYS[6], ids, 4000)
@@ -176,11 +178,12 @@ return delivered
 """
 )
 
-# KEYS: queue, inflight, hold, items, meta
-# ARGV: owner, hold (ms), count an attempt ('1'|'0'), error JSON or ''
+# KEYS: queue, inflight, hold, items, meta, suspects
+# ARGV: owner, hold (ms), count an attempt ('1'|'0'), error JSON or '', split ('1'|'0')
 # The batch was not accepted: its jobs go back to the front of the shard in order, and nobody
 # sends from the shard for `hold` ms (backoff, or a 429's pause), so a later job of the same
-# person cannot overtake them. Returns how many went back, or -1 if the shard was lost.
+# person cannot overtake them. `split` marks them suspects: each is next sent alone, where a
+# failure is its own (fate.py). Returns how many went back, or -1 if the shard was lost.
 RESTORE = (
     _NOW_MS
     + """
@@ -195,6 +198,7 @@ for i = #ids, 1, -1 do
       redis.call('HSETNX', KEYS[5], id .. ':first_error', ARGV[4])
       redis.call('HSET', KEYS[5], id .. ':last_error', ARGV[4])
     end
+    if ARGV[5] == '1' then redis.call('SADD', KEYS[6], id) end
     redis.call('RPUSH', KEYS[1], id)
     back = back + 1
   end

@@ -1,21 +1,22 @@
 """Batched delivery: worker threads that send Track-family jobs many to a request.
 
-Each thread takes a whole batch from a shard (batch_queue.py), takes ONE limiter slot, sends
-`{"batch":[...]}` to Track v2 `/api/v2/batch` (or Pipelines `/v1/batch`), and then:
+Each thread takes a whole batch from a shard (batch_queue.py), asks the family's circuit
+(circuit.py) whether it may send, takes ONE limiter slot, sends `{"batch":[...]}` to Track v2
+`/api/v2/batch` (or Pipelines `/v1/batch`), and then:
 
 - 200: forgets every job of the batch (Customer.io has them);
 - 207: dead-letters only the items Customer.io listed (`batch_index`), forgets the rest;
-- 429: reports it to the limiter (every worker pauses), puts the batch back at the front of its
-  shard and holds the shard for the pause; no attempt is used;
-- 408/5xx/timeout/connection error: one attempt for each job; the batch goes back to the front
-  and the shard is held for the backoff (so a person's later jobs cannot overtake it); a job that
-  runs out of attempts is dead-lettered when it is next taken;
-- 400/401/403/413/422 for the whole request: every job of the batch is dead-lettered with the
-  reason (a wrong key names its credential).
+- any failure: fate.py decides, this module carries it out. In short: a 429 pauses every worker
+  and puts the batch back with no attempt; a transient failure while the family is healthy puts
+  it back, held for the backoff, to be sent one job per request (where a failure is the job's
+  own attempt); while the family's circuit is open the batch goes back untouched and nobody
+  takes from the shards until a probe succeeds; 400/401/403/413/422 for the whole request
+  dead-letters every job of the batch (a wrong key names its credential).
 
-Events carry their job id as the dedup id, so a batch resent after an ambiguous failure (or a
-worker's death) does not count its events twice; identify, device and suppression updates are
-idempotent.
+A batch always goes back to the front of its shard, and the shard is held while it waits, so a
+person's later jobs cannot overtake it. Events carry their job id as the dedup id, so a batch
+resent after an ambiguous failure (or a worker's death) does not count its events twice;
+identify, device and suppression updates are idempotent.
 """
 
 from __future__ import annotations
@@ -30,14 +31,15 @@ from typing import Any
 import redis
 import structlog
 
-from cio_worker.backoff import compute_backoff_s
 from cio_worker.batch_ops import MAX_BATCH_BYTES, PIPELINES_BATCH_PATH, TRACK_BATCH_PATH, batch_body
-from cio_worker.batch_queue import SHARDS, BatchQueue, TakenBatch
+from cio_worker.batch_queue import SHARDS, BatchItem, BatchQueue, TakenBatch
+from cio_worker.circuit import Circuit, Gate
 from cio_worker.client import CustomerIoClient
 from cio_worker.config import Settings
 from cio_worker.deadletter import DeadLetterStore
 from cio_worker.delivery import complete_despite_outage
-from cio_worker.errors import DeliveryError, PermanentError, RateLimitedError, RetryableError
+from cio_worker.errors import DeliveryError
+from cio_worker.fate import FailureJudge, Fate, classify, out_of_time, out_of_time_reason
 from cio_worker.ids import new_ulid, ulid_time_ms
 from cio_worker.kinds import Family
 from cio_worker.ledger import ErrorRecord, JobLedger
@@ -77,6 +79,8 @@ class Batcher:
         self.ledger = JobLedger(self.redis)
         self.path = PIPELINES_BATCH_PATH if self.api == "pipelines" else TRACK_BATCH_PATH
         self.headers = dict(STRICT_HEADERS) if self.api == "pipelines" else {}
+        self.circuit = Circuit(self.settings, self.redis)
+        self.judge = FailureJudge(self.settings, self.limiter, self.circuit)
 
     # -- threads ---------------------------------------------------------------------------------
     def start(self) -> None:
@@ -127,11 +131,18 @@ class Batcher:
             return IDLE_WAIT_S
         if isinstance(taken, float):
             return min(max(taken, 0.005), 0.5)
-        self.deliver(taken)
+        gate = self.circuit.admit(self.api)
+        if not gate.may_send:
+            # The family is down and another caller probes: leave the jobs where they were,
+            # spend nothing, and look again when the next probe may start.
+            self.queue.restore(taken, self.owner, hold_s=0, attempt=False)
+            return min(max(gate.wait_s, 0.05), 1.0)
+        self.deliver(taken, gate)
         return 0.0
 
     # -- one batch -------------------------------------------------------------------------------
-    def deliver(self, batch: TakenBatch) -> None:
+    def deliver(self, batch: TakenBatch, gate: Gate | None = None) -> None:
+        gate = gate or Gate("closed")
         sendable = []
         for item in batch.items:
             if not item.item:
@@ -141,6 +152,7 @@ class Batcher:
             else:
                 sendable.append(item)
         if not sendable:
+            self.circuit.abandon(gate, self.api)
             self.queue.complete(batch, self.owner)
             return
         op = HttpOperation(
@@ -169,57 +181,13 @@ class Batcher:
         try:
             waited = self.limiter.acquire(op.bucket)
             result = self.client.send(op)
-        except RateLimitedError as exc:
-            hold = exc.retry_after_seconds if exc.retry_after_seconds is not None else 1.0
-            if exc.status_code == 429:
-                until = self.limiter.report_429(op.bucket, exc.retry_after_seconds)
-                hold = max(hold, until - time.time())
-                self.ledger.count(Family.TRACK, "rate_limited")
-                record_delivery(
-                    self.redis,
-                    family="track",
-                    kind="track",
-                    outcome="rate_limited",
-                    latency_s=None,
-                    limiter_wait_s=None,
-                )
-                log.warning(
-                    "rate_limited", status=429, retry_after_s=exc.retry_after_seconds, **fields
-                )
-            self.queue.restore(batch, self.owner, hold_s=hold, attempt=False)
+        except DeliveryError as exc:
+            self._failed(batch, sendable, gate, exc, task_id, fields)
             return
-        except RetryableError as exc:
-            attempts = max(item.attempts for item in sendable) + 1
-            delay = compute_backoff_s(
-                attempts,
-                base_s=self.settings.backoff_base_s,
-                max_s=self.settings.backoff_max_s,
-                retry_after_s=exc.retry_after_seconds,
-            )
-            error = _error(exc)
-            self.queue.restore(
-                batch,
-                self.owner,
-                hold_s=delay,
-                attempt=True,
-                error_json=json.dumps(error.to_dict()),
-            )
-            self.ledger.count(Family.TRACK, "retried", len(sendable))
-            log.warning("batch_retry_scheduled", status=exc.status_code, error=error.reason,
-                        delay_s=round(delay, 3), attempt=attempts, **fields)  # fmt: skip
-            self._event(
-                "task-retried", uuid=task_id, exception=f"{type(exc).__name__}({exc.status_code})"
-            )
-            return
-        except PermanentError as exc:
-            self._dead_letter_all(batch, sendable, exc)
-            self._event(
-                "task-failed",
-                uuid=task_id,
-                exception=f"{type(exc).__name__}({exc.status_code})",
-                traceback="",
-            )
-            return
+        except BaseException:
+            self.circuit.abandon(gate, self.api)
+            raise  # the batch's lease brings it back
+        self.circuit.success(self.api)
         rejected = _rejected_indexes(result.status_code, result.body)
         for index, reason in rejected.items():
             if index < len(sendable):
@@ -258,6 +226,75 @@ class Batcher:
             **fields,
         )
 
+    def _failed(
+        self,
+        batch: TakenBatch,
+        sendable: list[BatchItem],
+        gate: Gate,
+        exc: DeliveryError,
+        task_id: str,
+        fields: dict[str, Any],
+    ) -> None:
+        """Carry out what fate.py decides for a batch that was not accepted."""
+        if classify(exc) == "transient":
+            sendable = self._dead_letter_out_of_time(batch, sendable, exc)
+        since = self.queue.enqueued_at_s(batch.shard, [item.job_id for item in sendable])
+        fate = self.judge.judge(
+            exc,
+            bucket=self.api,
+            gate=gate,
+            attempts_before=max((item.attempts for item in sendable), default=0),
+            enqueued_at_s=min(since, default=time.time()),
+            jobs=len(sendable),
+        )
+        failed = f"{type(exc).__name__}({exc.status_code})"
+        if fate.action == "dead":
+            attempts = max((item.attempts for item in sendable), default=0) + 1
+            for item in sendable:
+                self._dead_letter_one(batch.shard, item.job_id, attempts, fate.reason, fate.status)
+            self.queue.complete(batch, self.owner)
+            self._event("task-failed", uuid=task_id, exception=failed, traceback="")
+            return
+        if fate.rate_limited:
+            self.ledger.count(Family.TRACK, "rate_limited")
+            record_delivery(self.redis, family="track", kind="track", outcome="rate_limited",
+                            latency_s=None, limiter_wait_s=None)  # fmt: skip
+            log.warning("rate_limited", status=429, retry_after_s=getattr(
+                exc, "retry_after_seconds", None), **fields)  # fmt: skip
+        error_json = "" if fate.rate_limited else json.dumps(_error(exc, fate).to_dict())
+        if fate.action == "park":
+            # The family is down: back untouched (no hold: the circuit holds every shard).
+            self.queue.restore(batch, self.owner, hold_s=0, attempt=False, error_json=error_json)
+            self.ledger.count(Family.TRACK, "parked", len(sendable))
+            log.warning("batch_parked", status=fate.status, error=fate.reason, **fields)
+        elif not fate.attempt and not fate.split:
+            self.queue.restore(batch, self.owner, hold_s=fate.delay_s, attempt=False)
+            return  # the limiter's own wait: not worth a task event
+        else:
+            self.queue.restore(batch, self.owner, hold_s=fate.delay_s, attempt=fate.attempt,
+                               error_json=error_json, split=fate.split)  # fmt: skip
+            self.ledger.count(Family.TRACK, "retried", len(sendable))
+            log.warning("batch_retry_scheduled", status=fate.status, error=fate.reason,
+                        delay_s=round(fate.delay_s, 3), split=fate.split,
+                        attempt=max(item.attempts for item in sendable) + 1, **fields)  # fmt: skip
+        self._event("task-retried", uuid=task_id, exception=failed)
+
+    def _dead_letter_out_of_time(
+        self, batch: TakenBatch, sendable: list[BatchItem], exc: DeliveryError
+    ) -> list[BatchItem]:
+        """Dead-letter the jobs whose retry budget is spent; return the others."""
+        since = self.queue.enqueued_at_s(batch.shard, [item.job_id for item in sendable])
+        keep = []
+        for item, started in zip(sendable, since, strict=True):
+            if out_of_time(started, self.settings):
+                reason = out_of_time_reason(self.settings, exc)
+                self._dead_letter_one(
+                    batch.shard, item.job_id, item.attempts, reason, exc.status_code
+                )
+            else:
+                keep.append(item)
+        return keep
+
     def _event(self, event_type: str, **fields: Any) -> None:
         if self.events is not None:
             self.events(event_type, **fields)
@@ -287,18 +324,13 @@ class Batcher:
         log.error("dead_lettered", job_id=job_id, kind=entry.job.kind.value, family="track",
                   status=status, reason=reason, attempt=attempts)  # fmt: skip
 
-    def _dead_letter_all(self, batch: TakenBatch, items: list[Any], exc: DeliveryError) -> None:
-        reason = str(exc)
-        for item in items:
-            self._dead_letter_one(
-                batch.shard, item.job_id, item.attempts + 1, reason, exc.status_code
-            )
-        self.queue.complete(batch, self.owner)
 
-
-def _error(exc: DeliveryError) -> ErrorRecord:
+def _error(exc: DeliveryError, fate: Fate) -> ErrorRecord:
     return ErrorRecord(
-        reason=str(exc), status=exc.status_code, body_excerpt=exc.body_excerpt, at=time.time()
+        reason=fate.reason or str(exc),
+        status=exc.status_code,
+        body_excerpt=exc.body_excerpt,
+        at=time.time(),
     )
 
 

@@ -73,6 +73,19 @@ class Settings:
     backoff_max_s: float = 300.0
     http_timeout_s: float = 10.0
     ambiguous_messages: AmbiguousPolicy = "dead"
+    #: A job not delivered this long after its enqueue (or replay) is dead-lettered, seconds.
+    retry_for_s: float = 259_200.0
+    #: Transient failures in a row, fleet-wide, that open a family's circuit (circuit.py).
+    circuit_threshold: int = 5
+    #: A failure older than this no longer counts towards the threshold, seconds.
+    circuit_window_s: float = 30.0
+    #: First probe interval of an open circuit, seconds; it doubles after each failed probe...
+    circuit_probe_min_s: float = 1.0
+    #: ...up to this cap, seconds.
+    circuit_probe_max_s: float = 30.0
+    #: How long an enqueue waits for one replica to confirm it (Redis WAIT), ms; 0 = never wait.
+    #: Only used while the master reports attached replicas.
+    replica_wait_ms: float = 1000.0
     #: Track-family jobs go out in batch requests (batcher.py); off = one request per job.
     batch: bool = True
     #: How long a batch that is not full yet waits for more jobs, milliseconds.
@@ -129,6 +142,18 @@ class Settings:
             ambiguous_messages=env.choice(  # type: ignore[arg-type]
                 "CIO_WORKER_AMBIGUOUS_MESSAGES", ("retry", "dead"), "dead"
             ),
+            retry_for_s=env.number("CIO_WORKER_RETRY_FOR_S", 259_200, low=1, high=31_536_000),
+            circuit_threshold=int(
+                env.number("CIO_WORKER_CIRCUIT_THRESHOLD", 5, low=1, high=10_000, whole=True)
+            ),
+            circuit_window_s=env.number("CIO_WORKER_CIRCUIT_WINDOW_S", 30, low=0.01, high=86_400),
+            circuit_probe_min_s=env.number(
+                "CIO_WORKER_CIRCUIT_PROBE_MIN_S", 1, low=0.01, high=3600
+            ),
+            circuit_probe_max_s=env.number(
+                "CIO_WORKER_CIRCUIT_PROBE_MAX_S", 30, low=0.01, high=3600
+            ),
+            replica_wait_ms=env.number("CIO_WORKER_REPLICA_WAIT_MS", 1000, low=0, high=60_000),
             batch=env.choice("CIO_WORKER_BATCH", ("on", "off"), "on") == "on",
             batch_linger_ms=env.number("CIO_WORKER_BATCH_LINGER_MS", 200, low=0, high=60_000),
             dlq_retention_days=env.number(
@@ -147,6 +172,11 @@ class Settings:
             raise ConfigError(
                 "CIO_WORKER_BACKOFF_MAX_S: must be at least CIO_WORKER_BACKOFF_BASE_S "
                 f"({settings.backoff_base_s:g})"
+            )
+        if settings.circuit_probe_max_s < settings.circuit_probe_min_s:
+            raise ConfigError(
+                "CIO_WORKER_CIRCUIT_PROBE_MAX_S: must be at least CIO_WORKER_CIRCUIT_PROBE_MIN_S "
+                f"({settings.circuit_probe_min_s:g})"
             )
         return settings
 

@@ -1,14 +1,12 @@
-"""Deliver one job: ledger -> limiter -> client -> outcome. Plain code; tasks.py only wraps it.
+"""Deliver one job: ledger -> circuit -> limiter -> client -> outcome; tasks.py only wraps it.
 
-The outcome decides the job's fate and depends only on the error class (errors.py):
 - 2xx: the ledger forgets the job *before* the Celery message is acknowledged, so a redelivery
   after a crash finds no record and sends nothing (no second email).
-- RateLimitedError (bucket busy, limiter down, or 429): retry after the hinted delay; the job's
-  attempts are untouched, and a 429 pauses the bucket for every worker.
-- other RetryableError: count an attempt; back off with jitter, or dead-letter once attempts run
-  out. A transactional send or broadcast whose request may have reached Customer.io (a timeout
-  after writing) is dead-lettered when CIO_WORKER_AMBIGUOUS_MESSAGES=dead: it has no dedup key.
-- PermanentError (400/401/403/404/413/422...), or any unexpected exception: dead-letter at once.
+- The family's circuit is open (circuit.py): the job is parked until it closes, unsent, with no
+  attempt spent; unless this caller is the circuit's one probe.
+- Any failure: fate.py decides (rate limited, transient, permanent, a bug) and this module
+  carries the decision out: retry after a delay (with or without an attempt), park, or
+  dead-letter.
 """
 
 from __future__ import annotations
@@ -21,17 +19,12 @@ from typing import Literal, TypeVar, cast
 import redis
 import structlog
 
-from cio_worker.backoff import compute_backoff_s
+from cio_worker.circuit import Circuit
 from cio_worker.client import CustomerIoClient
 from cio_worker.config import Settings
 from cio_worker.deadletter import DeadLetterStore
-from cio_worker.errors import (
-    DeliveryError,
-    PermanentError,
-    RateLimitedError,
-    RetryableError,
-    TransportError,
-)
+from cio_worker.errors import DeliveryError
+from cio_worker.fate import FailureJudge, Fate, error_text
 from cio_worker.kinds import Family, Kind
 from cio_worker.leases import LeaseKeeper
 from cio_worker.ledger import ErrorRecord, JobLedger, LedgerEntry
@@ -41,7 +34,7 @@ from cio_worker.operations import build_operation
 
 log = structlog.get_logger("cio_worker.delivery")
 
-State = Literal["delivered", "retry", "dead", "gone", "busy", "delayed"]
+State = Literal["delivered", "retry", "parked", "dead", "gone", "busy", "delayed"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +56,12 @@ class Deliverer:
     limiter: Limiter
     client: CustomerIoClient
     leases: LeaseKeeper
+    circuit: Circuit | None = None
+
+    def __post_init__(self) -> None:
+        if self.circuit is None:
+            self.circuit = Circuit(self.settings, self.ledger.redis)
+        self.judge = FailureJudge(self.settings, self.limiter, self.circuit)
 
     def run(self, job_id: str, kind: Kind) -> Outcome:
         """Claim the job, deliver it, and leave it delivered, deferred or dead-lettered."""
@@ -100,31 +99,34 @@ class Deliverer:
             if outcome is not None:
                 return outcome
         op = build_operation(job, self.settings)
+        assert self.circuit is not None
+        gate = self.circuit.admit(op.bucket)
+        if not gate.may_send:
+            self.ledger.park(job.id, op.bucket, self.leases.owner)
+            log.info("parked", bucket=op.bucket, probe_in_s=round(gate.wait_s, 3), **fields)
+            return Outcome("parked")
         started = time.monotonic()
         try:
             waited = self.limiter.acquire(op.bucket)
             if message:
                 self.ledger.mark_sending(job.id)
             result = self.client.send(op, job_id=job.id)
-        except RateLimitedError as exc:
-            delay = exc.retry_after_seconds if exc.retry_after_seconds is not None else 1.0
-            if exc.status_code == 429:
-                self._measure(job.family, job.kind, "rate_limited")
-                until = self.limiter.report_429(op.bucket, exc.retry_after_seconds)
-                delay = max(delay, until - time.time())
-                self.ledger.count(job.family, "rate_limited")
-                log.warning(
-                    "rate_limited", status=429, retry_after_s=exc.retry_after_seconds, **fields
-                )
-            # Not an attempt: the job waits in Redis (not in this worker) for its slot.
-            return self._defer(job.id, min(delay, self.settings.backoff_max_s), exc.status_code)
-        except RetryableError as exc:
-            return self._retry_or_dead(entry.attempts, exc, fields)
-        except PermanentError as exc:
-            return self._dead(entry.attempts + 1, exc, fields, entry.first_error)
-        except Exception as exc:  # a bug must not lose the job: keep it for an operator
-            log.exception("delivery_crashed", **fields)
-            return self._dead(entry.attempts + 1, exc, fields, entry.first_error)
+        except redis.RedisError:
+            self.circuit.abandon(gate, op.bucket)
+            raise  # tasks.py puts the message back; the ledger still holds the job
+        except Exception as exc:
+            if not isinstance(exc, DeliveryError):  # a bug must not lose the job
+                log.exception("delivery_crashed", **fields)
+            fate = self.judge.judge(
+                exc,
+                bucket=op.bucket,
+                gate=gate,
+                attempts_before=entry.attempts,
+                enqueued_at_s=entry.enqueued_at_s,
+                message=message,
+            )
+            return self._carry_out(entry, op.bucket, fate, exc, fields)
+        self.circuit.success(op.bucket)
         complete_despite_outage(lambda: self.ledger.complete(job), job_id=job.id)
         self._measure(job.family, job.kind, "delivered", waited, enqueue_latency_s(job.id))
         log.info(
@@ -135,6 +137,46 @@ class Deliverer:
             **fields,
         )
         return Outcome("delivered", status=result.status_code)
+
+    def _carry_out(
+        self,
+        entry: LedgerEntry,
+        bucket: str,
+        fate: Fate,
+        exc: BaseException,
+        fields: dict[str, object],
+    ) -> Outcome:
+        """Leave the job as `fate` says: deferred, parked or dead-lettered."""
+        job = entry.job
+        if fate.action == "dead":
+            attempts = entry.attempts + 1 if fate.attempt else entry.attempts
+            return self._dead(attempts, exc, fields, entry.first_error, reason=fate.reason)
+        if fate.rate_limited:
+            self._measure(job.family, job.kind, "rate_limited")
+            self.ledger.count(job.family, "rate_limited")
+            log.warning("rate_limited", status=429, retry_after_s=getattr(
+                exc, "retry_after_seconds", None), **fields)  # fmt: skip
+        if fate.action == "retry" and not fate.attempt:
+            # Not an attempt: the job waits in Redis (not in this worker) for its slot.
+            return self._defer(job.id, fate.delay_s, fate.status)
+        error = _record(exc, fate.reason)
+        if fate.action == "park":
+            self.ledger.record_failure(job.id, error, attempt=False)
+            self.ledger.park(job.id, bucket, self.leases.owner)
+            self.ledger.count(job.family, "parked")
+            log.warning("parked", bucket=bucket, status=fate.status, error=fate.reason, **fields)
+            return Outcome("parked", status=fate.status)
+        self.ledger.record_failure(job.id, error)
+        self.ledger.count(job.family, "retried")
+        self._measure(job.family, job.kind, "retry")
+        log.warning(
+            "retry_scheduled",
+            status=fate.status,
+            error=fate.reason,
+            delay_s=round(fate.delay_s, 3),
+            **fields,
+        )
+        return self._defer(job.id, fate.delay_s, fate.status)
 
     def _worker_died_sending(self, entry: LedgerEntry, fields: dict[str, object]) -> Outcome | None:
         """A worker died with this message's request possibly on the wire: apply the policy."""
@@ -171,48 +213,10 @@ class Deliverer:
         self.ledger.defer(job_id, delay_s, self.leases.owner)
         return Outcome("retry", delay_s, status)
 
-    def _retry_or_dead(
-        self, attempts_before: int, exc: RetryableError, fields: dict[str, object]
-    ) -> Outcome:
-        job_id = str(fields["job_id"])
-        error = _record(exc)
-        attempts = self.ledger.record_failure(job_id, error)
-        family = Family(str(fields["family"]))
-        ambiguous = (
-            isinstance(exc, TransportError)
-            and exc.request_sent
-            and family in (Family.TRANSACTIONAL, Family.BROADCAST)
-        )
-        if ambiguous and self.settings.ambiguous_messages == "dead":
-            reason = (
-                f"ambiguous: {error.reason}; the request may have reached Customer.io and a "
-                "message has no dedup key (CIO_WORKER_AMBIGUOUS_MESSAGES=dead)"
-            )
-            return self._dead(attempts, exc, fields, None, reason=reason)
-        if attempts >= self.settings.max_attempts:
-            reason = f"gave up after {attempts} attempts: {error.reason}"
-            return self._dead(attempts, exc, fields, None, reason=reason)
-        delay = compute_backoff_s(
-            attempts,
-            base_s=self.settings.backoff_base_s,
-            max_s=self.settings.backoff_max_s,
-            retry_after_s=exc.retry_after_seconds,
-        )
-        self.ledger.count(family, "retried")
-        self._measure(family, Kind(str(fields["kind"])), "retry")
-        log.warning(
-            "retry_scheduled",
-            status=exc.status_code,
-            error=error.reason,
-            delay_s=round(delay, 3),
-            **fields,
-        )
-        return self._defer(job_id, delay, exc.status_code)
-
     def _dead(
         self,
         attempts: int,
-        exc: Exception,
+        exc: BaseException,
         fields: dict[str, object],
         first_error: dict[str, object] | None,
         *,
@@ -263,12 +267,9 @@ def complete_despite_outage(
             delay = min(delay * 2, 2.0)
 
 
-def _record(exc: Exception, reason: str | None = None) -> ErrorRecord:
+def _record(exc: BaseException, reason: str | None = None) -> ErrorRecord:
     status = exc.status_code if isinstance(exc, DeliveryError) else None
     excerpt = exc.body_excerpt if isinstance(exc, DeliveryError) else None
-    text = reason or (
-        f"{status}: {exc}" if status and not str(exc).startswith(str(status)) else str(exc)
-    )
     return ErrorRecord(
-        reason=text or type(exc).__name__, status=status, body_excerpt=excerpt, at=time.time()
+        reason=reason or error_text(exc), status=status, body_excerpt=excerpt, at=time.time()
     )

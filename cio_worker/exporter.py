@@ -121,6 +121,35 @@ def _families(snapshot: metrics.MetricsSnapshot) -> Iterator[Metric]:
         "Jobs in the dead-letter queue.",
         value=snapshot.dead_letters,
     )
+    yield from _circuit_families(snapshot)
+
+
+def _circuit_families(snapshot: metrics.MetricsSnapshot) -> Iterator[Metric]:
+    """The circuit breakers (circuit.py): state, transitions and the jobs they hold back."""
+    open_ = GaugeMetricFamily(
+        "cio_worker_circuit_open",
+        "1 while the family's circuit is open (Customer.io considered down), else 0.",
+        labels=["family"],
+    )
+    for bucket, value in sorted(snapshot.circuit_open.items()):
+        open_.add_metric([bucket], value)
+    yield open_
+    transitions = CounterMetricFamily(
+        "cio_worker_circuit_transitions",
+        "Times the family's circuit opened or closed, fleet-wide.",
+        labels=["family", "to"],
+    )
+    for (bucket, to), count in sorted(snapshot.circuit_transitions.items()):
+        transitions.add_metric([bucket, "open" if to == "opened" else "closed"], count)
+    yield transitions
+    parked = GaugeMetricFamily(
+        "cio_worker_parked_jobs",
+        "Jobs sent one per request that wait for their family's circuit to close.",
+        labels=["family"],
+    )
+    for bucket, count in sorted(snapshot.parked_jobs.items()):
+        parked.add_metric([bucket], count)
+    yield parked
 
 
 def _histogram(

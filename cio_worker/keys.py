@@ -44,6 +44,16 @@ def leases() -> str:
     return f"{PREFIX}leases"
 
 
+def parked(bucket: str) -> str:
+    """Sorted set: job ids waiting for the bucket's circuit to close, scored by park time (ms)."""
+    return f"{PREFIX}parked:{bucket}"
+
+
+def circuit(bucket: str) -> str:
+    """Hash: the bucket's circuit breaker (circuit_scripts.py lists its fields)."""
+    return f"{PREFIX}{{circuit:{bucket}}}"
+
+
 def unclaimed(family: str) -> str:
     """Sorted set: job ids pushed onto the family's queue and not yet claimed, scored by seq."""
     return f"{PREFIX}unclaimed:{family}"

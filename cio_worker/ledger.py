@@ -19,6 +19,7 @@ import redis
 from cio_worker import keys
 from cio_worker import ledger_scripts as scripts
 from cio_worker.envelope import task_message
+from cio_worker.ids import ulid_time_ms
 from cio_worker.kinds import Family, Kind, queue_name
 from cio_worker.payloads import Job
 
@@ -49,6 +50,13 @@ class LedgerEntry:
     last_error: dict[str, Any] | None
     #: Set while a request for this job may be on the wire (see `mark_sending`).
     sending: bool = False
+    #: Unix seconds the job was last replayed, if ever (its retry budget starts there).
+    requeued_at: float | None = None
+
+    @property
+    def enqueued_at_s(self) -> float:
+        """When the job's retry budget (CIO_WORKER_RETRY_FOR_S) started: enqueue or replay."""
+        return self.requeued_at or ulid_time_ms(self.job.id) / 1000
 
 
 class JobLedger:
@@ -57,8 +65,9 @@ class JobLedger:
     Each transition is one Lua script (ledger_scripts.py), so a worker dying between two Redis
     calls never leaves a job half-moved. The indexes are what the reaper (reaper.py) sweeps:
     `keys.unclaimed` (pushed, not yet claimed), `keys.leases` (claimed by a live worker) and
-    `keys.delayed` (waiting for a retry or a rate-limit slot). A job is in exactly one of them
-    until it ends, so a job can always be found and nothing is lost.
+    `keys.delayed` (waiting for a retry or a rate-limit slot) and `keys.parked` (waiting for its
+    family's circuit to close). A job is in exactly one of them until it ends, so a job can
+    always be found and nothing is lost.
     """
 
     def __init__(self, redis_client: redis.Redis) -> None:
@@ -83,6 +92,7 @@ class JobLedger:
             first_error=_json(raw.get(b"first_error")),
             last_error=_json(raw.get(b"last_error")),
             sending=b"sending" in raw,
+            requeued_at=float(raw[b"requeued_at"]) if b"requeued_at" in raw else None,
         )
 
     # -- producing -------------------------------------------------------------------------------
@@ -136,6 +146,19 @@ class JobLedger:
             )
         )
 
+    def park(self, job_id: str, bucket: str, owner: str) -> bool:
+        """Park the job until `bucket`'s circuit closes (circuit.py); the sweeper releases it.
+
+        Parked jobs wait in their own sorted set, not in `keys.delayed`, so an outage of hours
+        costs Redis nothing per job while it lasts; they are ordered by park time.
+        """
+        return bool(
+            self._defer(
+                keys=[keys.job(job_id), keys.leases(), keys.parked(bucket)],
+                args=[job_id, 0, owner],
+            )
+        )
+
     def mark_sending(self, job_id: str) -> None:
         """Note that a request for the job is about to go out.
 
@@ -149,14 +172,17 @@ class JobLedger:
     def clear_sending(self, job_id: str) -> None:
         self.redis.hdel(keys.job(job_id), "sending")
 
-    def record_failure(self, job_id: str, error: ErrorRecord) -> int:
-        """Count a failed attempt; return the attempts so far."""
+    def record_failure(self, job_id: str, error: ErrorRecord, *, attempt: bool = True) -> int:
+        """Record a failed try; count it as an attempt if `attempt`. Returns the attempts so far.
+
+        A failure during an outage (fate.py) is recorded for the operator but spends nothing.
+        """
         encoded = json.dumps(error.to_dict())
         pipe = self.redis.pipeline(transaction=True)
         pipe.hdel(keys.job(job_id), "sending")
         pipe.hsetnx(keys.job(job_id), "first_error", encoded)
         pipe.hset(keys.job(job_id), "last_error", encoded)
-        pipe.hincrby(keys.job(job_id), "attempts", 1)
+        pipe.hincrby(keys.job(job_id), "attempts", 1 if attempt else 0)
         return int(pipe.execute()[-1])
 
     def complete(self, job: Job) -> None:

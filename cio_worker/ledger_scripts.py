@@ -3,7 +3,8 @@
 Kept apart from ledger.py so the state machine reads as Python there and as Redis here. All
 times are Redis `TIME` in milliseconds, so hosts whose clocks disagree still agree on leases and
 due times. A job's hash (keys.job) holds `job` (JSON), `kind`, `attempts`, `state`
-(queued | running | delayed), `seq`, and while running `owner` and `lease_until`.
+(queued | running | delayed), `seq`, and while running `owner` and `lease_until`; a replayed
+job also `requeued_at` (Unix seconds), where its retry budget starts again.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ ENQUEUE = (
     + """
 if ARGV[6] == '1' then redis.call('DEL', KEYS[1]) end
 redis.call('HSET', KEYS[1], 'job', ARGV[2], 'kind', ARGV[3], 'attempts', 0)
+-- A replay starts the retry budget (CIO_WORKER_RETRY_FOR_S) again from now.
+if ARGV[6] == '1' then redis.call('HSET', KEYS[1], 'requeued_at', redis.call('TIME')[1]) end
 push(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1], ARGV[4])
 redis.call('HINCRBY', KEYS[5], ARGV[5], 1)
 return 1

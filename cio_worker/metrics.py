@@ -18,6 +18,7 @@ changing them means deleting those keys, or old and new buckets would disagree.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -29,6 +30,7 @@ import structlog
 
 from cio_worker import keys
 from cio_worker.batch_queue import BatchQueue
+from cio_worker.circuit import BUCKETS as CIRCUIT_BUCKETS
 from cio_worker.config import Settings
 from cio_worker.deadletter import DeadLetterStore
 from cio_worker.ids import is_ulid, ulid_time_ms
@@ -198,6 +200,9 @@ class MetricsSnapshot:
             None when its oldest message carries no job id we can read).
         delayed_jobs: retries and deferrals waiting for their time (cio:delayed).
         dead_letters: entries in the dead-letter queue.
+        circuit_open: bucket -> 1 while its circuit is open (circuit.py), else 0.
+        circuit_transitions: (bucket, "opened"|"closed") -> how many times, fleet-wide.
+        parked_jobs: bucket -> jobs parked until its circuit closes.
     """
 
     deliveries: dict[tuple[str, str, str], int]
@@ -208,6 +213,9 @@ class MetricsSnapshot:
     oldest_job_age_s: dict[str, float | None]
     delayed_jobs: int
     dead_letters: int
+    circuit_open: dict[str, int] = dataclasses.field(default_factory=dict)
+    circuit_transitions: dict[tuple[str, str], int] = dataclasses.field(default_factory=dict)
+    parked_jobs: dict[str, int] = dataclasses.field(default_factory=dict)
 
 
 def collect(
@@ -226,6 +234,9 @@ def collect(
         pipe.llen(queue_name(family))
         # kombu LPUSHes and workers BRPOP, so the tail is the message waiting longest.
         pipe.lindex(queue_name(family), -1)
+    for bucket in CIRCUIT_BUCKETS:
+        pipe.hget(keys.circuit(bucket), "state")
+        pipe.zcard(keys.parked(bucket))
     replies: list[Any] = pipe.execute()
     dead_letters = DeadLetterStore(redis_client, retention_days=settings.dlq_retention_days).count()
 
@@ -244,6 +255,17 @@ def collect(
     # Batched Track-family jobs wait in shards of their own (batch_queue.py), not in cio.track.
     batched, batched_age = BatchQueue(redis_client, batch_api(settings)).backlog(now)
     queue_depth["track"] += batched
+    circuit_replies = replies[3 + 4 * len(families) :]
+    circuit_open, parked = {}, {}
+    for index, bucket in enumerate(CIRCUIT_BUCKETS):
+        state, parked_count = circuit_replies[2 * index : 2 * index + 2]
+        circuit_open[bucket] = 1 if state == b"open" else 0
+        parked[bucket] = int(parked_count)
+    transitions = {
+        (bucket, to): int(raw_stats.get(f"circuit:{bucket}:{to}".encode(), 0))
+        for bucket in CIRCUIT_BUCKETS
+        for to in ("opened", "closed")
+    }
     oldest["track"] = max(oldest["track"] or 0.0, batched_age) if batched else oldest["track"]
     return MetricsSnapshot(
         deliveries=_deliveries(raw_deliveries),
@@ -254,6 +276,9 @@ def collect(
         oldest_job_age_s=oldest,
         delayed_jobs=int(delayed),
         dead_letters=dead_letters,
+        circuit_open=circuit_open,
+        circuit_transitions=transitions,
+        parked_jobs=parked,
     )
 
 

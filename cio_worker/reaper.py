@@ -3,6 +3,9 @@
 Every worker process runs one `Sweeper` thread; they share the work through Redis, so any number
 of them is safe (each re-push is a script that re-checks the job's state, so a job is pushed once).
 
+Parked jobs (circuit.py) are released with the due ones: every parked job of a family once its
+circuit closes, due at once, and one at a time as a probe while it is open.
+
 Three sweeps close the gaps that stock Celery on Redis leaves open (see
 ../shared/docs/celery-redis-notes.md):
 
@@ -35,6 +38,8 @@ import redis
 import structlog
 
 from cio_worker import keys
+from cio_worker.circuit import Circuit
+from cio_worker.config import Settings
 from cio_worker.kinds import Family
 from cio_worker.ledger import JobLedger
 
@@ -58,12 +63,14 @@ class Sweeper:
         redis_client: redis.Redis,
         *,
         families: list[Family] | None = None,
+        settings: Settings | None = None,
         stray_grace_s: float = STRAY_GRACE_S,
         sweep_interval_s: float = SWEEP_INTERVAL_S,
         due_interval_s: float = DUE_INTERVAL_S,
     ) -> None:
         self.redis = redis_client
         self.ledger = JobLedger(redis_client)
+        self.circuit = Circuit(settings or Settings(), redis_client)
         self.families = families or list(Family)
         self.stray_grace_s = stray_grace_s
         self.sweep_interval_s = sweep_interval_s
@@ -73,7 +80,12 @@ class Sweeper:
 
     # -- the sweeps ------------------------------------------------------------------------------
     def move_due(self) -> int:
-        """Push every delayed job whose time has come; return how many were pushed."""
+        """Push every delayed job whose time has come; return how many were pushed.
+
+        Parked jobs whose circuit closed (or one to serve as an open circuit's probe) join the
+        due jobs first.
+        """
+        self.circuit.release_parked()
         moved = 0
         while True:
             due = self.ledger.due()

@@ -7,6 +7,7 @@ from typing import Any
 
 from cio_worker import keys
 from cio_worker.batch_queue import BatchQueue
+from cio_worker.circuit import Circuit
 from cio_worker.config import Settings
 from cio_worker.connection import get_redis
 from cio_worker.deadletter import DeadLetterStore
@@ -63,6 +64,21 @@ def collect_status(settings: Settings) -> dict[str, Any]:
             "rate_fraction": round(state.rate_fraction, 3),
             "effective_per_s": round(state.effective_rps, 3),
         }
+    circuits = {}
+    for bucket, circuit in Circuit(settings, client).states(bucket_rates(settings)).items():
+        circuits[bucket] = {
+            "state": circuit.state,
+            "failures_in_a_row": circuit.failures,
+            "open_for_s": round(circuit.open_for_s, 3),
+            "next_probe_in_s": round(circuit.next_probe_in_s, 3),
+            "probe_interval_s": circuit.probe_interval_s,
+            "probing": circuit.probing,
+            # Jobs sent one per request that wait for the circuit to close (batched ones wait
+            # in their shards and are counted in `waiting`).
+            "parked": int(client.zcard(keys.parked(bucket))),
+            "opened": counters.get(f"circuit:{bucket}:opened", 0),
+            "closed": counters.get(f"circuit:{bucket}:closed", 0),
+        }
     return {
         "queues": queues,
         # Retries and rate-limit waits parked in Redis (ledger), plus any Celery ETA messages.
@@ -71,6 +87,7 @@ def collect_status(settings: Settings) -> dict[str, Any]:
         "oldest_batched_job_age_s": round(batched_age, 3),
         "dead_letters": {"total": store.count(), "by_kind": by_kind},
         "limiter": limiter,
+        "circuits": circuits,
         "jobs_pending": sum(1 for _ in client.scan_iter(match=keys.job("*"), count=1000)),
     }
 
@@ -106,15 +123,27 @@ def render_status(report: dict[str, Any]) -> None:
         )
     console = Console()
     console.print(table)
-    limits = Table("bucket", "limit/s", "now/s", "paused for (s)", title="limiter")
+    limits = Table(
+        "bucket", "limit/s", "now/s", "paused for (s)", "circuit", title="limiter and circuits"
+    )
     for bucket, row in report["limiter"].items():
         limits.add_row(
             bucket,
             f"{row['limit_per_s']:g}",
             f"{row['effective_per_s']:g}",
             f"{row['paused_for_s']:g}",
+            describe_circuit(report["circuits"][bucket]),
         )
     console.print(limits)
     dead = report["dead_letters"]
     console.print(f"dead letters: {dead['total']} {dead['by_kind'] or ''}")
     console.print(f"scheduled retries: {report['scheduled_retries']}")
+
+
+def describe_circuit(row: dict[str, Any]) -> str:
+    """One cell: `closed`, or `OPEN 42s, probe in 3s, 120 parked`."""
+    parked = f", {row['parked']} parked" if row["parked"] else ""
+    if row["state"] != "open":
+        return f"closed{parked}"
+    probe = "probing" if row["probing"] else f"probe in {row['next_probe_in_s']:.0f}s"
+    return f"OPEN {row['open_for_s']:.0f}s, {probe}{parked}"

@@ -376,10 +376,12 @@ class TestBatcher:
         assert letter is not None and letter.status == 207 and "invalid" in letter.reason
         assert stats(redis_client)["track:delivered"] == 3
 
-    def test_503_keeps_the_batch_in_place_with_an_attempt(
+    def test_503_keeps_the_batch_in_place_and_splits_it(
         self, make_batcher, producer, queue, redis_client
     ) -> None:
-        """Retryable: one attempt each; the shard is held for the backoff; order kept."""
+        """Transient while the family is healthy: the failure is no single job's, so no
+        attempt is spent; the batch keeps its place, the shard is held for the backoff, and its
+        jobs are next sent one per request (where a failure is their own)."""
         ids = [producer.enqueue_identify("u-1", {"i": i}) for i in range(3)]
         batcher, seen = make_batcher(answer(503), backoff_base_s=5.0, backoff_max_s=5.0)
         batcher.step()
@@ -388,10 +390,16 @@ class TestBatcher:
         assert redis_client.lrange(keys.batch_queue("track", shard), 0, -1)[::-1] == [
             i.encode() for i in ids
         ]
-        assert [batched(redis_client, i)["attempts"] for i in ids] == [1, 1, 1]
+        assert [batched(redis_client, i)["attempts"] for i in ids] == [0, 0, 0]
+        assert batched(redis_client, ids[0])["last_error"]["status"] == 503
+        assert redis_client.smembers(keys.batch_suspects("track", shard)) == {
+            i.encode() for i in ids
+        }
         assert stats(redis_client)["track:retried"] == 3
-        drain(batcher)
-        assert len(seen) == 1 or float(redis_client.get(keys.batch_hold("track", shard)) or 0) == 0
+        assert float(redis_client.get(keys.batch_hold("track", shard)) or 0) > 0
+        redis_client.delete(keys.batch_hold("track", shard))
+        solo = queue.take("w2", max_bytes=450_000, linger_ms=0)
+        assert isinstance(solo, TakenBatch) and [item.job_id for item in solo.items] == ids[:1]
 
     def test_429_pauses_without_using_attempts(self, make_batcher, producer, redis_client) -> None:
         ids = [producer.enqueue_track("u-1", "Viewed") for _ in range(3)]

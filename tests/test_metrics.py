@@ -20,6 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from structlog.testing import capture_logs
 
 from cio_worker import keys
+from cio_worker.circuit import Circuit
 from cio_worker.config import Settings
 from cio_worker.connection import create_redis
 from cio_worker.deadletter import DeadLetterStore
@@ -332,6 +333,28 @@ class TestExporter:
         assert value(samples, "cio_worker_queue_depth", family="track") == 1
         assert value(samples, "cio_worker_oldest_job_age_seconds", family="track") < 60
 
+    def test_circuit_state_transitions_and_parked_jobs(
+        self, redis_client: redis.Redis, settings: Settings, exporter_url: str
+    ) -> None:
+        circuit = Circuit(settings.replace(circuit_threshold=1), redis_client)
+        samples = scrape(exporter_url)
+        assert value(samples, "cio_worker_circuit_open", family="broadcast") == 0
+        assert value(samples, "cio_worker_circuit_transitions_total", family="broadcast",
+                     to="open") == 0  # fmt: skip
+        circuit.failure("broadcast")
+        redis_client.zadd(keys.parked("broadcast"), {"a": 1})
+        samples = scrape(exporter_url)
+        assert value(samples, "cio_worker_circuit_open", family="broadcast") == 1
+        assert value(samples, "cio_worker_circuit_open", family="track") == 0
+        assert value(samples, "cio_worker_parked_jobs", family="broadcast") == 1
+        assert value(samples, "cio_worker_circuit_transitions_total", family="broadcast",
+                     to="open") == 1  # fmt: skip
+        circuit.success("broadcast")
+        samples = scrape(exporter_url)
+        assert value(samples, "cio_worker_circuit_open", family="broadcast") == 0
+        assert value(samples, "cio_worker_circuit_transitions_total", family="broadcast",
+                     to="closed") == 1  # fmt: skip
+
     def test_every_series_is_named_cio_worker(self, exporter_url: str) -> None:
         """All families the brief names are served, and nothing outside the cio_worker_ prefix."""
         names = {
@@ -350,6 +373,9 @@ class TestExporter:
             "cio_worker_oldest_job_age_seconds",
             "cio_worker_delayed_jobs",
             "cio_worker_dead_letter_queue_size",
+            "cio_worker_circuit_open",
+            "cio_worker_circuit_transitions",
+            "cio_worker_parked_jobs",
         }
 
     def test_redis_down_still_answers(self, settings: Settings) -> None:

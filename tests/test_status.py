@@ -7,13 +7,15 @@ import json
 import pytest
 import redis
 
+from cio_worker import keys
+from cio_worker.circuit import Circuit
 from cio_worker.cli import main
 from cio_worker.config import Settings
 from cio_worker.deadletter import DeadLetterStore
 from cio_worker.ledger import ErrorRecord, JobLedger
 from cio_worker.limiter import Limiter
 from cio_worker.producer import Producer
-from cio_worker.status import collect_status
+from cio_worker.status import collect_status, describe_circuit
 
 
 class TestCollectStatus:
@@ -39,6 +41,22 @@ class TestCollectStatus:
         assert report["dead_letters"] == {"total": 1, "by_kind": {"send_sms": 1}}
         assert 25 < report["limiter"]["track"]["paused_for_s"] <= 30
         assert report["jobs_pending"] == 3
+
+    def test_shows_each_circuit_and_its_parked_jobs(
+        self, settings: Settings, redis_client: redis.Redis
+    ) -> None:
+        circuit = Circuit(
+            settings.replace(circuit_threshold=1, circuit_probe_min_s=30), redis_client
+        )
+        circuit.failure("transactional")
+        redis_client.zadd(keys.parked("transactional"), {"a": 1, "b": 2})
+        report = collect_status(settings)
+        row = report["circuits"]["transactional"]
+        assert row["state"] == "open" and row["parked"] == 2 and row["opened"] == 1
+        assert 25 < row["next_probe_in_s"] <= 30
+        assert report["circuits"]["track"]["state"] == "closed"
+        assert describe_circuit(row).startswith("OPEN 0s, probe in 30s, 2 parked")
+        assert describe_circuit(report["circuits"]["track"]) == "closed"
 
     def test_cli_prints_json(
         self, redis_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
