@@ -4,6 +4,9 @@ Run: .venv/bin/python bench/enqueue.py [--jobs 20000] [--bulk 200000]
 Starts its own redis-server (AOF on, as in production) in a temporary directory and prints
 p50/p99/max per kind for single calls, the same for `cio_worker.aio`, and jobs/s for
 `with producer.pipeline()` blocks (track events, batched delivery on).
+
+`--replica`: the single-enqueue latency against a master with one attached replica, with and
+without `WAIT 1` (CIO_WORKER_REPLICA_WAIT_MS 1000 vs 0): what replica confirmation costs.
 """
 
 from __future__ import annotations
@@ -13,17 +16,18 @@ import asyncio
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 
 from cio_worker.aio import AsyncProducer
 from cio_worker.config import Settings
-from cio_worker.embedded import RedisServer
+from cio_worker.embedded import RedisServer, replica_synced
 from cio_worker.producer import Producer
 
 
 def _line(name: str, samples: list[float], total: float) -> str:
     samples.sort()
     return (
-        f"{name:26s} n={len(samples):6d}  p50={statistics.median(samples) * 1e3:.3f} ms  "
+        f"{name:34s} n={len(samples):6d}  p50={statistics.median(samples) * 1e3:.3f} ms  "
         f"p99={samples[int(len(samples) * 0.99) - 1] * 1e3:.3f} ms  "
         f"max={samples[-1] * 1e3:.3f} ms  rate={len(samples) / total:,.0f} jobs/s"
     )
@@ -53,11 +57,64 @@ def _bulk(producer: Producer, jobs: int) -> float:
     return jobs / (time.perf_counter() - started)
 
 
+def _single_calls(producer: Producer) -> dict[str, Callable[[int], str]]:
+    return {
+        "enqueue_track": lambda i: producer.enqueue_track(
+            f"user-{i}", "Signed Up", {"plan": "pro", "n": i}
+        ),
+        "enqueue_send_email": lambda i: producer.enqueue_send_email(
+            1, identifiers={"id": f"user-{i}"}, to=f"user-{i}@example.com"
+        ),
+    }
+
+
+def _time_calls(call: Callable[[int], str], jobs: int) -> tuple[list[float], float]:
+    for i in range(500):  # warm up the connection and code paths
+        call(i)
+    samples = []
+    started = time.perf_counter()
+    for i in range(jobs):
+        t0 = time.perf_counter()
+        call(i)
+        samples.append(time.perf_counter() - t0)
+    return samples, time.perf_counter() - started
+
+
+def replica_cost(jobs: int) -> None:
+    """Single enqueues on a master with one replica attached, with and without WAIT."""
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        RedisServer(f"{tmp}/master") as master,
+        RedisServer(f"{tmp}/replica", replica_of=master.address) as replica,
+    ):
+        deadline = time.monotonic() + 30
+        while not replica_synced(replica):
+            if time.monotonic() > deadline:
+                raise SystemExit("the replica did not sync")
+            time.sleep(0.05)
+        for wait_ms in (0, 1000):
+            producer = Producer(Settings(redis_url=master.url, replica_wait_ms=wait_ms))
+            label = "WAIT 1 1000" if wait_ms else "no WAIT"
+            for name, call in _single_calls(producer).items():
+                samples, total = _time_calls(call, jobs)
+                print(_line(f"{name} ({label})", samples, total))
+            if wait_ms:
+                print(f"{'':26s} unconfirmed by the replica: {producer.replicas.unconfirmed}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--jobs", type=int, default=20_000)
     parser.add_argument("--bulk", type=int, default=200_000)
+    parser.add_argument(
+        "--replica",
+        action="store_true",
+        help="single enqueues against a master with one replica, with and without WAIT",
+    )
     args = parser.parse_args()
+    if args.replica:
+        replica_cost(args.jobs)
+        return
     with tempfile.TemporaryDirectory() as tmp, RedisServer(tmp) as server:
         settings = Settings(redis_url=server.url)
         producer = Producer(settings)

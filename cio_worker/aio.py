@@ -24,10 +24,9 @@ import httpx
 import redis
 import redis.asyncio
 import structlog
-from redis.asyncio.retry import Retry as AsyncRetry
-from redis.backoff import NoBackoff
+from redis.exceptions import NoScriptError
 
-from cio_worker import ledger_scripts
+from cio_worker import connection, ledger_scripts
 from cio_worker.app_client import (
     BROADCASTS,
     CAMPAIGNS,
@@ -70,7 +69,6 @@ from cio_worker.client import MAX_CONNECTIONS, USER_AGENT, Delivered, _outcome
 from cio_worker.config import Settings
 from cio_worker.connection import get_redis
 from cio_worker.errors import (
-    ConfigError,
     EnqueueError,
     RateLimitedError,
     RejectedError,
@@ -84,6 +82,7 @@ from cio_worker.limiter import Limiter
 from cio_worker.operations import HttpOperation
 from cio_worker.payloads import Job
 from cio_worker.producer import Producer
+from cio_worker.replication import ReplicaWait, queue_job_write, queue_wait, write_error
 from cio_worker.routing import batch_api, is_batched
 
 log = structlog.get_logger("cio_worker.aio")
@@ -291,18 +290,9 @@ class _Builder(Producer):
 
 
 def create_async_redis(settings: Settings) -> redis.asyncio.Redis:
-    """An asyncio client with the same bounded timeouts as the sync one (connection.py)."""
-    if settings.redis_url.startswith("sentinel"):
-        raise ConfigError(
-            "CIO_WORKER_REDIS_URL: cio_worker.aio does not support sentinel:// URLs yet; "
-            "use the sync producer (in a thread) with Sentinel"
-        )
-    return redis.asyncio.Redis.from_url(
-        settings.redis_url,
-        socket_connect_timeout=settings.redis_timeout_s,
-        socket_timeout=settings.redis_timeout_s,
-        retry=AsyncRetry(NoBackoff(), 1),
-    )
+    """An asyncio client with the same bounded timeouts as the sync one (connection.py); with a
+    `sentinel://` URL it follows the master through a failover."""
+    return connection.create_async_redis(settings.redis_url, timeout_s=settings.redis_timeout_s)
 
 
 def _awaitable(
@@ -335,10 +325,16 @@ class AsyncProducer:
         self.redis = redis_client or create_async_redis(self.settings)
         self._batch_api = batch_api(self.settings)
         self._ledger_script = self.redis.register_script(ledger_scripts.ENQUEUE)
+        #: Whether to WAIT for a replica after each write, and the jobs none confirmed.
+        self.replicas = ReplicaWait(self.settings.replica_wait_ms)
+        # As in Producer: writes followed by WAIT use a client whose reads may last that long.
+        self._waiting_redis: redis.asyncio.Redis | None = redis_client
 
     async def _store(self, job: Job) -> None:
         try:
-            if is_batched(job, self.settings):
+            if await self.replicas.check_async(self.redis):
+                await self._store_replicated(job)
+            elif is_batched(job, self.settings):
                 item = batch_item_json(job, self._batch_api)
                 pipe = self.redis.pipeline(transaction=True)
                 queue_enqueue(pipe, self._batch_api, [(job, item)])
@@ -351,8 +347,43 @@ class AsyncProducer:
                 f"Redis did not take {job.kind.value} job {job.id}: {exc.__class__.__name__}: {exc}"
             ) from exc
 
+    async def _store_replicated(self, job: Job) -> None:
+        """The write and `WAIT 1 <ms>` in one pipeline, as `Producer._store_replicated`."""
+        client = self._waiting_client()
+        for first_try in (True, False):
+            pipe = client.pipeline(transaction=False)
+            queue_job_write(pipe, job, self.settings, self._ledger_script.sha)
+            queue_wait(pipe, self.replicas)
+            try:
+                replies = await pipe.execute(raise_on_error=False)
+            except redis.TimeoutError as exc:
+                raise EnqueueError(
+                    f"Redis did not answer in time for {job.kind.value} job {job.id}: it may "
+                    f"or may not be stored: {exc}"
+                ) from exc
+            error = write_error(replies[:-1])
+            if isinstance(error, NoScriptError) and first_try:
+                await client.script_load(ledger_scripts.ENQUEUE)  # new master: not run, resend
+                continue
+            if error is not None:
+                raise error
+            self.replicas.record(replies[-1], [job])
+            return
+
+    def _waiting_client(self) -> redis.asyncio.Redis:
+        if self._waiting_redis is None:
+            self._waiting_redis = connection.create_async_redis(
+                self.settings.redis_url,
+                timeout_s=self.settings.redis_timeout_s,
+                read_timeout_s=self.settings.redis_timeout_s + self.replicas.wait_ms / 1000,
+                retry_on=(redis.ConnectionError,),  # a late write must not be sent twice
+            )
+        return self._waiting_redis
+
     async def aclose(self) -> None:
-        await self.redis.aclose()
+        if self._waiting_redis is not None and self._waiting_redis is not self.redis:
+            await connection.close_async_redis(self._waiting_redis)
+        await connection.close_async_redis(self.redis)
 
     enqueue_identify = _awaitable(Producer.enqueue_identify)
     enqueue_track = _awaitable(Producer.enqueue_track)

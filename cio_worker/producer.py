@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import redis
+from redis.exceptions import NoScriptError
 
 from cio_worker import payloads
 from cio_worker.config import Settings
@@ -23,6 +24,15 @@ from cio_worker.errors import EnqueueError
 from cio_worker.ids import new_ulid
 from cio_worker.kinds import Kind
 from cio_worker.payloads import Job
+from cio_worker.replication import (
+    ENQUEUE_SCRIPT,
+    ReplicaWait,
+    queue_exec,
+    queue_job_write,
+    queue_multi,
+    queue_wait,
+    write_error,
+)
 from cio_worker.routing import Router
 
 #: How long a bulk flush may wait for Redis's answer: one flush carries thousands of jobs.
@@ -44,6 +54,12 @@ class Producer:
         self.redis = redis_client or get_redis(self.settings)
         self._router = Router(self.settings, self.redis)
         self._bulk_redis: redis.Redis | None = redis_client if redis_client is not None else None
+        #: Whether to WAIT for a replica after each write, and the jobs none confirmed.
+        self.replicas = ReplicaWait(self.settings.replica_wait_ms)
+        # Writes followed by WAIT go through a client whose reads may last as long as the
+        # WAIT; a client given by the caller is used as it is.
+        self._waiting_redis: redis.Redis | None = redis_client
+        self._enqueue_script = self.redis.register_script(ENQUEUE_SCRIPT)
 
     def pipeline(self, *, flush_every: int = 10_000) -> BulkProducer:
         """A bulk producer: `with producer.pipeline() as bulk: bulk.enqueue_track(...)`.
@@ -225,15 +241,58 @@ class Producer:
 
     # -- storage ---------------------------------------------------------------------------------
     def _store(self, kind: Kind, payload: dict[str, Any]) -> str:
-        """Write the job record and queue it atomically (one script, one round trip)."""
+        """Write the job record and queue it atomically (one script or MULTI, one round trip);
+        where the master has replicas, wait for one of them too (replication.py)."""
         job = Job(id=new_ulid(), kind=kind, payload=payload, created_at=time.time())
         try:
-            self._router.store([job])
+            if self.replicas.check(self.redis):
+                self._store_replicated(job)
+            else:
+                self._router.store([job])
         except redis.RedisError as exc:
             raise EnqueueError(
                 f"Redis did not take {kind.value} job {job.id}: {exc.__class__.__name__}: {exc}"
             ) from exc
         return job.id
+
+    def _store_replicated(self, job: Job) -> None:
+        """Write `job` and `WAIT 1 <ms>` in one pipeline, on one connection (WAIT counts the
+        acknowledgements of its own connection's writes). A replica's silence does not fail
+        the enqueue: see replication.py for why."""
+        client = self._waiting_client()
+        for first_try in (True, False):
+            pipe = client.pipeline(transaction=False)
+            queue_job_write(pipe, job, self.settings, self._enqueue_script.sha)
+            queue_wait(pipe, self.replicas)
+            try:
+                replies = pipe.execute(raise_on_error=False)
+            except redis.TimeoutError as exc:
+                raise EnqueueError(
+                    f"Redis did not answer in time for {job.kind.value} job {job.id}: it may "
+                    f"or may not be stored: {exc}"
+                ) from exc
+            error = write_error(replies[:-1])
+            if isinstance(error, NoScriptError) and first_try:
+                # A new master (after a failover) may not have the script yet; the write did
+                # not happen, so sending it again is safe.
+                client.script_load(ENQUEUE_SCRIPT)
+                continue
+            if error is not None:
+                raise error
+            self.replicas.record(replies[-1], [job])
+            return
+
+    def _waiting_client(self) -> redis.Redis:
+        if self._waiting_redis is None:
+            self._waiting_redis = create_redis(
+                self.settings.redis_url,
+                timeout_s=self.settings.redis_timeout_s,
+                read_timeout_s=self.settings.redis_timeout_s + self.replicas.wait_ms / 1000,
+                # A write whose answer is only late must not be sent again: it would be
+                # stored twice. A refused or reset connection did not carry it.
+                retry_on=(redis.ConnectionError,),
+            )
+        return self._waiting_redis
 
 
 class BulkProducer(Producer):
@@ -254,6 +313,8 @@ class BulkProducer(Producer):
         self.redis = parent._bulk_redis
         self._router = Router(self.settings, self.redis)
         self._bulk_redis = None
+        # The bulk client's reads already allow far longer than any WAIT.
+        self.replicas = ReplicaWait(self.settings.replica_wait_ms)
         self._flush_every = max(1, flush_every)
         self._buffer: list[Job] = []
         self._writer: threading.Thread | None = None
@@ -308,11 +369,15 @@ class BulkProducer(Producer):
     def _write(self, jobs: list[Job]) -> int:
         if not jobs:
             return 0
-        pipe = self.redis.pipeline(transaction=True)
-        for start in range(0, len(jobs), self.CHUNK):
-            self._router.store(jobs[start : start + self.CHUNK], pipe=pipe)
         try:
-            pipe.execute()
+            replicated = self.replicas.check(self.redis)  # before any write: nothing stored
+        except redis.RedisError as exc:
+            raise EnqueueError(
+                f"Redis did not take a bulk write of {len(jobs)} jobs (none of them stored; "
+                f"{self.stored} stored by earlier flushes): {exc.__class__.__name__}: {exc}"
+            ) from exc
+        try:
+            replies = self._execute(jobs, replicated=replicated)
         except redis.TimeoutError as exc:
             # The request went out; Redis may have run it. Saying "not stored" could make the
             # caller enqueue everything twice.
@@ -326,7 +391,28 @@ class BulkProducer(Producer):
                 f"{self.stored} stored by earlier flushes): {exc.__class__.__name__}: {exc}"
             ) from exc
         self.stored += len(jobs)
+        if replicated:
+            self.replicas.record(replies[-1], jobs)
         return len(jobs)
+
+    def _execute(self, jobs: list[Job], *, replicated: bool) -> list[Any]:
+        """One MULTI/EXEC of every job; with `replicated`, followed by `WAIT 1 <ms>` on the
+        same connection, in the same round trip (MULTI and EXEC are then sent as commands of
+        a plain pipeline, since WAIT inside a transaction does not wait)."""
+        pipe = self.redis.pipeline(transaction=not replicated)
+        if replicated:
+            queue_multi(pipe)
+        for start in range(0, len(jobs), self.CHUNK):
+            self._router.store(jobs[start : start + self.CHUNK], pipe=pipe)
+        if not replicated:
+            return pipe.execute()
+        queue_exec(pipe)
+        queue_wait(pipe, self.replicas)
+        replies = pipe.execute(raise_on_error=False)
+        error = write_error(replies[:-1])
+        if error is not None:
+            raise error
+        return replies
 
 
 _default: Producer | None = None

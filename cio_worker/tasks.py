@@ -34,7 +34,7 @@ from kombu import Exchange, Queue
 from cio_worker.batcher import Batcher
 from cio_worker.client import get_client
 from cio_worker.config import Settings
-from cio_worker.connection import get_redis
+from cio_worker.connection import broker_transport_options, broker_url, get_redis
 from cio_worker.deadletter import DeadLetterStore
 from cio_worker.delivery import Deliverer
 from cio_worker.errors import ConfigError
@@ -73,12 +73,11 @@ def create_app(settings: Settings) -> Celery:
         "socket_connect_timeout": 5,
         "health_check_interval": 10,
     }
-    if settings.redis_url.startswith("sentinel"):
-        from cio_worker.connection import parse_sentinel_url
-
-        transport["master_name"] = parse_sentinel_url(settings.redis_url)[2]
+    # Sentinel: the master's name goes in the transport options and the URL loses its query,
+    # or kombu's failover switch crashes the worker (connection.broker_url explains).
+    transport.update(broker_transport_options(settings.redis_url, timeout_s=5))
     celery_app.conf.update(
-        broker_url=settings.redis_url,
+        broker_url=broker_url(settings.redis_url),
         broker_transport_options=transport,
         broker_connection_retry_on_startup=True,
         broker_connection_max_retries=None,
@@ -171,7 +170,7 @@ def _start_background(sender: Any = None, **_: Any) -> None:
     global _sweeper
     redis_client = get_redis(settings)
     families = sorted(_consumed_families(sender))
-    _sweeper = Sweeper(redis_client, families=[Family(f) for f in families])
+    _sweeper = Sweeper(redis_client, families=[Family(f) for f in families], settings=settings)
     _sweeper.start()
     watchdog.start(redis_client, [queue_name(Family(f)) for f in families])
     global _batcher
