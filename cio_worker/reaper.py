@@ -6,8 +6,9 @@ of them is safe (each re-push is a script that re-checks the job's state, so a j
 Parked jobs (circuit.py) are released with the due ones: every parked job of a family once its
 circuit closes, due at once, and one at a time as a probe while it is open.
 
-Three sweeps close the gaps that stock Celery on Redis leaves open (see
-../shared/docs/celery-redis-notes.md):
+Three sweeps close the gaps that stock Celery on Redis leaves open (kombu pops a message before
+it records it as unacknowledged; a dead worker's messages wait out the visibility timeout;
+countdowns wait in worker memory):
 
 1. **Due** (every `DUE_INTERVAL_S`): retries and rate-limit deferrals wait in `keys.delayed`, a
    sorted set of due times, not as Celery countdowns in a worker's memory. A delay therefore
