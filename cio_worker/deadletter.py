@@ -140,17 +140,36 @@ class DeadLetterStore:
         router = Router(settings or Settings.from_env(), self.redis)
         done: _List[str] = []
         for job_id in job_ids:
-            letter = self.get(job_id)
-            if letter is None:
-                continue
-            pipe = self.redis.pipeline(transaction=True)
-            router.store([letter.job], replace=True, pipe=pipe)
-            pipe.hdel(keys.dead_letters(), job_id)
-            pipe.zrem(keys.dead_letter_index(), job_id)
-            pipe.hincrby(keys.stats(), f"{letter.job.family.value}:replayed", 1)
-            pipe.execute()
-            done.append(job_id)
+            if self._replay_one(router, job_id):
+                done.append(job_id)
         return done
+
+    def _replay_one(self, router: Any, job_id: str) -> bool:
+        """Move one dead letter back to its queue, exactly once however many replay at once.
+
+        An optimistic transaction: WATCH the entries, read the letter, then queue the job and
+        delete the letter in one MULTI. If anything changed the entries meanwhile (another
+        replay of it, a purge, a new dead letter) the MULTI is refused and we look again, so
+        two concurrent replays never both queue it (which would send a message twice).
+        """
+        with self.redis.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    pipe.watch(keys.dead_letters())  # type: ignore[no-untyped-call]
+                    raw = pipe.hget(keys.dead_letters(), job_id)
+                    if raw is None:
+                        pipe.unwatch()
+                        return False
+                    letter = _decode(raw)
+                    pipe.multi()
+                    router.store([letter.job], replace=True, pipe=pipe)
+                    pipe.hdel(keys.dead_letters(), job_id)
+                    pipe.zrem(keys.dead_letter_index(), job_id)
+                    pipe.hincrby(keys.stats(), f"{letter.job.family.value}:replayed", 1)
+                    pipe.execute()
+                    return True
+                except redis.WatchError:
+                    continue
 
     def purge(self, job_ids: Iterable[str]) -> int:
         """Delete dead letters for good; return how many existed."""

@@ -65,14 +65,17 @@ class Deliverer:
 
     def run(self, job_id: str, kind: Kind) -> Outcome:
         """Claim the job, deliver it, and leave it delivered, deferred or dead-lettered."""
-        claim = self.ledger.claim(job_id, kind.family, self.leases.owner, self.leases.lease_s)
-        if claim.outcome != "ok":
-            # gone: already delivered or dead-lettered (a redelivery: sending again could
-            # duplicate a message with no dedup key); busy/delayed: a duplicate message.
-            log.info("job_not_claimed", job_id=job_id, kind=kind.value, outcome=claim.outcome)
-            return Outcome(cast(State, claim.outcome))
-        self.leases.hold(job_id)
+        if not self.leases.hold(job_id):
+            # Another thread of this process delivers it now: this message is a duplicate.
+            log.info("job_not_claimed", job_id=job_id, kind=kind.value, outcome="busy")
+            return Outcome("busy")
         try:
+            claim = self.ledger.claim(job_id, kind.family, self.leases.owner, self.leases.lease_s)
+            if claim.outcome != "ok":
+                # gone: already delivered or dead-lettered (a redelivery: sending again could
+                # duplicate a message with no dedup key); busy/delayed: a duplicate message.
+                log.info("job_not_claimed", job_id=job_id, kind=kind.value, outcome=claim.outcome)
+                return Outcome(cast(State, claim.outcome))
             return self._deliver_claimed(job_id)
         finally:
             self.leases.release(job_id)

@@ -42,14 +42,24 @@ class LeaseKeeper:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def hold(self, job_id: str) -> None:
+    def hold(self, job_id: str) -> bool:
+        """Start holding `job_id` for one delivery; False if a thread of this process already
+        does.
+
+        The ledger's claim tells processes apart (by owner id), not threads: without this
+        check, two threads of one worker given duplicate messages of a job would both claim
+        it, and a message would be sent twice.
+        """
         with self._lock:
+            if job_id in self._held:
+                return False
             self._held.add(job_id)
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(
                     target=self._renew_forever, name="cio-lease-keeper", daemon=True
                 )
                 self._thread.start()
+            return True
 
     def release(self, job_id: str) -> None:
         with self._lock:
