@@ -23,7 +23,12 @@ from cio_worker.config import (
 from cio_worker.errors import ConfigError
 from cio_worker.sandbox import SandboxConfig, create_app, run_sandbox
 from cio_worker.sandbox import server as sandbox_server
-from cio_worker.sandbox.faults import InjectedDropError, quiet_dropped_connections
+from cio_worker.sandbox.faults import (
+    FaultSpecError,
+    InjectedDropError,
+    parse_fault,
+    quiet_dropped_connections,
+)
 from cio_worker.sandbox.limits import RollingWindow
 from cio_worker.sandbox.recorder import max_in_window
 
@@ -1056,10 +1061,81 @@ class TestFaults:
             set_fault(client, {})
         assert identify(client).status_code == 200
 
+    def test_family_scope_leaves_other_families_alone(self, client: TestClient) -> None:
+        """{"family": "transactional"} fails transactional sends only; Track, broadcasts and App
+        reads answer normally meanwhile, and the scope is part of the description."""
+        set_fault(client, {"status": 503, "family": "transactional"})
+        expected = {"status": 503, "family": "transactional"}
+        assert client.get("/_sandbox/faults").json() == {"fault": expected}
+        send = client.post("/v1/send/email", json=email(), headers=APP)
+        assert send.status_code == 503
+        assert identify(client).status_code == 200
+        trigger = client.post("/v1/campaigns/9/triggers", json={"data": {}}, headers=APP)
+        assert trigger.status_code == 200
+        assert client.get("/v1/segments", headers=APP).status_code == 200
+        assert client.post("/v1/send/email", json=email(), headers=APP).status_code == 503
+        logged = [(r["family"], r["status"], r["fault"]) for r in records(client)]
+        assert logged == [
+            ("transactional", 503, "status"),
+            ("track", 200, None),
+            ("broadcast", 200, None),
+            ("app", 200, None),
+            ("transactional", 503, "status"),
+        ]
+
+    def test_other_families_count_neither_every_nor_count(self, client: TestClient) -> None:
+        """Out-of-scope requests neither fire nor advance `every`/`count`."""
+        set_fault(client, {"status": 500, "family": "track", "every": 2, "count": 2})
+        sends = [
+            client.post("/v1/send/email", json=email(), headers=APP).status_code for _ in range(3)
+        ]
+        assert sends == [200, 200, 200]
+        assert [identify(client).status_code for _ in range(6)] == [200, 500, 200, 500, 200, 200]
+        assert client.get("/_sandbox/faults").json() == {"fault": None}
+
+    def test_family_list_and_pipelines(self, client: TestClient) -> None:
+        """A list names several families; Pipelines is a family of its own."""
+        set_fault(client, {"drop": True, "family": ["pipelines", "broadcast"]})
+        assert client.get("/_sandbox/faults").json() == {
+            "fault": {"drop": True, "family": ["pipelines", "broadcast"]}
+        }
+        assert identify(client).status_code == 200
+        with pytest.raises(InjectedDropError):
+            client.post("/v1/identify", json={"userId": "u"}, auth=PIPELINES)
+        assert last_record(client)["fault"] == "drop"
+
+    @pytest.mark.parametrize(
+        ("family", "message"),
+        [
+            ("email", "unknown family 'email': must be one of track, pipelines, transactional"),
+            ("Track", "unknown family 'Track'"),
+            ([], "family must be a family name or a non-empty list of them"),
+            (7, "family must be a family name or a non-empty list of them"),
+            (["app", 1], "family must be a family name or a non-empty list of them"),
+            (["app", "app"], "family lists a name twice"),
+        ],
+    )
+    def test_invalid_family_names_the_problem(
+        self, client: TestClient, family: Any, message: str
+    ) -> None:
+        """A bad `family` answers 400 with a message saying what is accepted."""
+        response = client.post("/_sandbox/faults", json={"status": 503, "family": family})
+        assert response.status_code == 400
+        assert message in response.json()["error"]
+        assert client.get("/_sandbox/faults").json() == {"fault": None}
+
+    def test_parse_fault_raises_fault_spec_error(self) -> None:
+        """parse_fault raises FaultSpecError (a ValueError) for a bad scope."""
+        with pytest.raises(FaultSpecError, match="unknown family 'trackk'"):
+            parse_fault({"status": 503, "family": "trackk"})
+        fault = parse_fault({"status": 503, "family": ["track", "pipelines"]})
+        assert fault is not None and fault.hits("pipelines") and not fault.hits("app")
+
     @pytest.mark.parametrize(
         "spec",
         [
             {"count": 2},
+            {"family": "track"},
             {"status": "500"},
             {"status": 99},
             {"status": 500, "drop": True},

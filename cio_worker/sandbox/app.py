@@ -128,7 +128,7 @@ async def _handle(request: Request) -> Response:
     if exchange.auth != "ok":
         return exchange.answer(unauthorized(endpoint.api, strict=strict))
 
-    fault = state.faults.take()
+    fault = state.faults.take(endpoint.family)
     if fault is not None:
         if fault.delay_s > 0:
             exchange.fault = "delay"

@@ -59,7 +59,11 @@ async def get_fault(request: Request) -> JSONResponse:
 
 
 async def set_fault(request: Request) -> JSONResponse:
-    """POST /_sandbox/faults: replace the active fault; `{}` clears it."""
+    """POST /_sandbox/faults: replace the active fault; `{}` clears it.
+
+    E.g. `{"status": 503}` for every API request, `{"status": 503, "family": "transactional"}`
+    for transactional sends only (faults.py lists the keys); an invalid description answers 400.
+    """
     try:
         fault = parse_fault(json.loads(await request.body() or b"{}"))
     except (ValueError, FaultSpecError) as exc:

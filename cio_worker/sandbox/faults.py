@@ -1,7 +1,10 @@
 """Fault injection for retry tests: answer a given status, answer late, or drop the connection.
 
 One fault is active at a time. It applies to API requests that passed auth, before limits and body
-checks, and ends after `count` firings (or lasts until cleared when there is no count).
+checks, and ends after `count` firings (or lasts until cleared when there is no count). A fault
+may be scoped to some endpoint families (`"family": "transactional"` or a list of them): requests
+of other families pass untouched and count neither towards `every` nor towards `count`, so one
+family can be down while the others deliver normally.
 """
 
 from __future__ import annotations
@@ -14,11 +17,12 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from cio_worker.errors import CioWorkerError
+from cio_worker.sandbox.limits import FAMILIES
 
 #: Longest injectable delay, seconds: long enough for any client timeout, short of a hung test.
 MAX_DELAY_S = 600.0
 
-_KEYS = frozenset({"status", "count", "every", "delay_s", "drop", "retry_after"})
+_KEYS = frozenset({"status", "count", "every", "delay_s", "drop", "retry_after", "family"})
 
 
 class FaultSpecError(CioWorkerError, ValueError):
@@ -40,6 +44,9 @@ class Fault:
         retry_after: `Retry-After` header for `status`, whole seconds.
         count: how many requests to hit; None for until cleared.
         every: hit only every n-th request (the n-th, 2n-th, ...).
+        family: hit only requests of these endpoint families (limits.FAMILIES: track,
+            pipelines, transactional, broadcast, app); None for every request. Given as one
+            name, it is described as one name.
     """
 
     status: int | None = None
@@ -48,12 +55,21 @@ class Fault:
     retry_after: int | None = None
     count: int | None = None
     every: int | None = None
+    family: str | tuple[str, ...] | None = None
+
+    def hits(self, family: str | None) -> bool:
+        """Whether a request of endpoint family `family` is in the fault's scope."""
+        if self.family is None:
+            return True
+        if isinstance(self.family, str):
+            return family == self.family
+        return family in self.family
 
     def describe(self) -> dict[str, object]:
         """The fault as JSON, without unset fields."""
         unset = {"delay_s": 0.0, "drop": False}
         return {
-            key: value
+            key: list(value) if isinstance(value, tuple) else value
             for key, value in asdict(self).items()
             if value is not None and (key not in unset or value != unset[key])
         }
@@ -91,7 +107,25 @@ def parse_fault(spec: object) -> Fault | None:
         retry_after=retry_after,
         count=_int_or_none(spec, "count", 1, None),
         every=_int_or_none(spec, "every", 1, None),
+        family=_family(spec.get("family")),
     )
+
+
+def _family(value: object) -> str | tuple[str, ...] | None:
+    """The `family` scope: None, one family name, or a non-empty list of distinct names."""
+    if value is None:
+        return None
+    names = [value] if isinstance(value, str) else value
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+        raise FaultSpecError("family must be a family name or a non-empty list of them")
+    unknown = sorted(set(names) - set(FAMILIES))
+    if unknown:
+        raise FaultSpecError(
+            f"unknown family {', '.join(map(repr, unknown))}: must be one of {', '.join(FAMILIES)}"
+        )
+    if len(set(names)) != len(names):
+        raise FaultSpecError("family lists a name twice")
+    return value if isinstance(value, str) else tuple(names)
 
 
 def _int_or_none(spec: Mapping[str, object], key: str, low: int, high: int | None) -> int | None:
@@ -125,10 +159,11 @@ class FaultInjector:
         self._seen = 0
         self._fired = 0
 
-    def take(self) -> Fault | None:
-        """The fault that hits this request, or None; counts the request and the firing."""
+    def take(self, family: str | None = None) -> Fault | None:
+        """The fault that hits this request of endpoint family `family`, or None; counts the
+        request and the firing (a request outside the fault's scope counts for nothing)."""
         fault = self._fault
-        if fault is None:
+        if fault is None or not fault.hits(family):
             return None
         self._seen += 1
         if fault.every is not None and self._seen % fault.every != 0:
