@@ -28,14 +28,17 @@ from cio_worker.app_models import (
     Person,
     PersonRef,
     Segment,
+    Trigger,
     delivery_status,
     parse_broadcasts,
     parse_campaigns,
     parse_delivery,
+    parse_messages_page,
     parse_metrics,
     parse_person,
     parse_search_page,
     parse_segments,
+    parse_triggers,
 )
 from cio_worker.app_requests import (
     BROADCASTS,
@@ -49,12 +52,14 @@ from cio_worker.app_requests import (
     ReadAttempts,
     Resolution,
     T,
+    broadcast_triggers_request,
     check_app_key,
     delivery_request,
     is_not_found,
     metrics_request,
     next_page,
     people_filter,
+    person_messages_request,
     person_request,
     search_request,
 )
@@ -171,6 +176,25 @@ class AppClient:
         """One delivery (a message sent to one person) and its status; None if unknown."""
         return self._one(delivery_request(delivery_id), parse_delivery)
 
+    # What was sent (reconcile.py asks these after an ambiguous send) -----------------------------
+    def list_person_messages(
+        self,
+        person_id: str,
+        *,
+        id_type: IdType = "id",
+        start_ts: int | None = None,
+        end_ts: int | None = None,
+    ) -> list[Delivery]:
+        """Deliveries to one person created in [start_ts, end_ts] (Unix seconds), every page."""
+        request = person_messages_request(
+            person_id, id_type=id_type, start_ts=start_ts, end_ts=end_ts
+        )
+        return list(self._pages(request, parse_messages_page))
+
+    def list_broadcast_triggers(self, broadcast_id: int) -> list[Trigger]:
+        """Every trigger of an API broadcast, with the time each was created."""
+        return list(self._pages(broadcast_triggers_request(broadcast_id), parse_triggers))
+
     # Plumbing -------------------------------------------------------------------------------------
     def _one(self, request: AppRequest, parse: Callable[[Any], T]) -> T | None:
         try:
@@ -237,6 +261,7 @@ __all__ = [
     "Resolution",
     "SEGMENTS",
     "Segment",
+    "Trigger",
     "UnexpectedResponseError",
     "check_app_key",
     "delivery_request",

@@ -130,6 +130,20 @@ class Delivery:
     metrics: dict[str, int]
     failure_message: str | None
     forgotten: bool
+    #: The transactional message (template) it was sent from, if any.
+    template_id: int | None = None
+    #: The person's identifiers as Customer.io recorded them (`id`, `email`, `cio_id`).
+    identifiers: dict[str, str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Trigger:
+    """One trigger of an API broadcast; times in Unix seconds."""
+
+    id: str
+    broadcast_id: int | None
+    created_at: int | None
+    processed_at: int | None
 
 
 def delivery_status(metrics: Mapping[str, int]) -> str | None:
@@ -297,7 +311,34 @@ def parse_metrics(body: object, campaign_id: int, res: str) -> CampaignMetrics:
 
 def parse_delivery(body: object) -> Delivery:
     """`GET /v1/messages/{id}`: `{"message": {...}}`."""
-    message = _object(_object(body, "message").get("message"), "GET /v1/messages: message")
+    return _message(_object(_object(body, "message").get("message"), "GET /v1/messages: message"))
+
+
+def parse_messages_page(body: object) -> tuple[list[Delivery], str | None]:
+    """A page of `GET /v1/customers/{id}/messages` or `/v1/transactional/{id}/messages`:
+    `{"messages": [...], "next": "<cursor>"}`."""
+    items = _items(body, "messages", "messages listing")
+    return [_message(item) for item in items], _cursor(body)
+
+
+def parse_triggers(body: object) -> tuple[list[Trigger], str | None]:
+    """`GET /v1/broadcasts/{id}/triggers`: `{"triggers": [{id, broadcast_id, created_at, ...}]}`."""
+    triggers = []
+    for item in _items(body, "triggers", "broadcast triggers"):
+        if item.get("id") is None:
+            raise UnexpectedResponseError("broadcast triggers: a trigger without an id")
+        triggers.append(
+            Trigger(
+                id=str(item["id"]),
+                broadcast_id=_int(item.get("broadcast_id")),
+                created_at=_int(item.get("created_at")),
+                processed_at=_int(item.get("processed_at")),
+            )
+        )
+    return triggers, None
+
+
+def _message(message: Mapping[str, Any]) -> Delivery:
     raw_metrics = message.get("metrics") or {}
     metrics = {str(name): int(t) for name, t in raw_metrics.items() if _int(t) is not None}
     return Delivery(
@@ -313,4 +354,10 @@ def parse_delivery(body: object) -> Delivery:
         metrics=metrics,
         failure_message=_text(message.get("failure_message")),
         forgotten=bool(message.get("forgotten")),
+        template_id=_int(message.get("message_template_id")),
+        identifiers={
+            str(k): str(v)
+            for k, v in (message.get("customer_identifiers") or {}).items()
+            if v is not None
+        },
     )

@@ -166,6 +166,28 @@ def delivery_request(delivery_id: str) -> AppRequest:
     return AppRequest("GET", f"/v1/messages/{segment(text)}")
 
 
+def person_messages_request(
+    person_id: str,
+    *,
+    id_type: IdType = "id",
+    start_ts: int | None = None,
+    end_ts: int | None = None,
+    limit: int = 100,
+) -> AppRequest:
+    """`GET /v1/customers/{id}/messages`: deliveries to one person, newest first."""
+    text = validation.identifier("person_id", person_id, max_bytes=1000)
+    query = [("id_type", id_type), ("limit", str(limit))]
+    query += [(k, str(v)) for k, v in (("start_ts", start_ts), ("end_ts", end_ts)) if v is not None]
+    return AppRequest("GET", f"/v1/customers/{segment(text)}/messages", tuple(query))
+
+
+def broadcast_triggers_request(broadcast_id: int) -> AppRequest:
+    """`GET /v1/broadcasts/{id}/triggers`: the triggers of one API broadcast."""
+    if not _is_int(broadcast_id) or broadcast_id < 1:
+        raise ValidationError("broadcast_id", f"must be a positive integer, got {broadcast_id!r}")
+    return AppRequest("GET", f"/v1/broadcasts/{broadcast_id}/triggers")
+
+
 SEGMENTS = AppRequest("GET", "/v1/segments")
 CAMPAIGNS = AppRequest("GET", "/v1/campaigns")
 BROADCASTS = AppRequest("GET", "/v1/broadcasts")

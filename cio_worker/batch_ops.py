@@ -7,8 +7,11 @@ thousands of events a second. Two targets (customerio-api.md §3 and §5):
 - Track API v2 `POST /api/v2/batch`: `{"type": "person", "identifiers": {...}, "action": ...}`.
   A person is named by exactly one identifier; like Track v1's path, the kind is inferred from
   the value: `cio_<id>` is a `cio_id`, a value with `@` an `email`, anything else an `id`.
-- Data Pipelines `POST /v1/batch`: the single call's body plus `"type"` (identify, track, page,
-  alias), `messageId` = job id, ISO-8601 timestamps.
+- Data Pipelines `POST /v1/batch`: the single call's body, which carries its `"type"` (identify,
+  track, page, alias), `messageId` = job id, ISO-8601 timestamps. Merges travel as `alias` items,
+  keeping their place in the person's order: the published batch schema does not list alias, but
+  Customer.io's own Pipelines libraries send every alias inside `/v1/batch`
+  (docs/customerio-api-notes.md, "Merges in a Pipelines batch").
 
 Anonymous events have no Track v2 person operation, so they are not batched (BATCHABLE).
 """
@@ -91,10 +94,10 @@ def track_v2_item(job: Job) -> dict[str, Any]:
 
 
 def pipelines_item(job: Job) -> dict[str, Any]:
-    """The Data Pipelines batch call for `job`: the single call's body plus its `type`."""
+    """The Data Pipelines batch call for `job`: the single call's body, `type` included."""
     op = _pipelines(job)
-    assert op.json is not None
-    return {"type": op.path.rsplit("/", 1)[1], **op.json}
+    assert op.json is not None and op.json["type"] == op.path.rsplit("/", 1)[1]
+    return dict(op.json)
 
 
 def batch_item_json(job: Job, data_api: str) -> str:

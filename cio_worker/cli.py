@@ -75,6 +75,12 @@ def _parser() -> argparse.ArgumentParser:
     sandbox.add_argument("--app-rps", type=float, default=10)
     sandbox.add_argument("--transactional-rps", type=float, default=100)
     sandbox.add_argument("--broadcast-interval-s", type=float, default=10)
+    sandbox.add_argument(
+        "--listing-lag-s",
+        type=float,
+        default=0,
+        help="seconds before an accepted send or broadcast trigger shows in the App API's reads",
+    )
     sandbox.set_defaults(handler=_sandbox)
 
     demo = sub.add_parser("demo", help="the embedded default behind `make run`")
@@ -176,6 +182,7 @@ def _sandbox(args: argparse.Namespace, _: list[str]) -> int:
         app_rps=args.app_rps,
         transactional_rps=args.transactional_rps,
         broadcast_interval_s=args.broadcast_interval_s,
+        listing_lag_s=args.listing_lag_s,
     )
     print(f"sandbox listening on http://{args.host}:{args.port}", flush=True)
     run_sandbox(host=args.host, port=args.port, config=config)

@@ -14,10 +14,13 @@ import json
 import sys
 import time
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cio_worker.config import Settings
 from cio_worker.errors import ValidationError
+
+if TYPE_CHECKING:
+    from cio_worker.webhooks import WebhookStore
 
 #: Periods of a campaign's metrics shown in the table (the newest); --json has all of them.
 TABLE_PERIODS = 7
@@ -196,23 +199,46 @@ def _campaign_metrics(args: argparse.Namespace, _: list[str]) -> int:
 
 
 def _webhooks(args: argparse.Namespace, _: list[str]) -> int:
-    settings = _settings()
-    if args.webhooks_command == "serve":
-        from cio_worker.webhook_server import serve_webhooks
+    import redis
 
-        # Checked before the banner, so a missing key is the only thing printed.
-        from cio_worker.webhooks import signing_key
-
-        signing_key(settings)
-        print(f"webhook receiver listening on http://{args.host}:{args.port}/", flush=True)
-        serve_webhooks(settings, host=args.host, port=args.port)
-        return 0
     from cio_worker.connection import get_redis
     from cio_worker.webhooks import WebhookStore
 
-    if args.limit < 1:
+    settings = _settings()
+    if args.webhooks_command != "serve" and args.limit < 1:
         raise ValidationError("--limit", "must be at least 1")
     store = WebhookStore(get_redis(settings))
+    try:
+        if args.webhooks_command == "serve":
+            return _serve_webhooks(args, settings, store)
+        return _list_webhooks(args, store)
+    except redis.RedisError as exc:
+        # One line, not a traceback: the receiver and the listing both need Redis.
+        from cio_worker.config import redact_url
+
+        where = redact_url(settings.redis_url)
+        print(
+            f"cio-worker: webhooks {args.webhooks_command}: Redis at {where} does not answer "
+            f"({type(exc).__name__}: {exc})",
+            file=sys.stderr,
+        )
+        return 2
+
+
+def _serve_webhooks(args: argparse.Namespace, settings: Settings, store: WebhookStore) -> int:
+    from cio_worker.webhook_server import serve_webhooks
+    from cio_worker.webhooks import signing_key
+
+    # Checked before the banner, so a missing key or an absent Redis is the only thing printed.
+    # Once serving, a Redis outage is answered 503 (Customer.io retries) and /healthz says so.
+    signing_key(settings)
+    store.ping()
+    print(f"webhook receiver listening on http://{args.host}:{args.port}/", flush=True)
+    serve_webhooks(settings, host=args.host, port=args.port)
+    return 0
+
+
+def _list_webhooks(args: argparse.Namespace, store: WebhookStore) -> int:
     events = [event.summary() for event in store.recent(args.limit, metric=args.metric)]
     if args.json:
         _print_json(events)

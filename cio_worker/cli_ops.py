@@ -41,7 +41,11 @@ def _metrics(args: argparse.Namespace, _: list[str]) -> int:
     settings = Settings.from_env()
     configure_logging(settings)
     server, thread = serve(get_redis(settings), settings, host=args.host, port=args.port)
-    print(f"metrics exporter listening on http://{args.host}:{args.port}/metrics", flush=True)
+    auth = "basic auth" if settings.metrics_basic_auth else "no auth"
+    print(
+        f"metrics exporter listening on http://{args.host}:{args.port}/metrics ({auth})",
+        flush=True,
+    )
     try:
         thread.join()
     finally:  # Ctrl-C: stop serving and free the port before exiting

@@ -1,7 +1,8 @@
 """Customer.io over httpx: one pooled client per process, each response mapped to one outcome.
 
 Only this module catches httpx errors; it re-raises ours (errors.py) `from` them. Credentials go
-into headers here and nowhere else, and never into a message or a log line.
+into headers here and nowhere else, and never into a message or a log line. Neither do the ids in
+a path: messages (and so dead-letter reasons) name the route template, `/api/v1/customers/{id}`.
 """
 
 from __future__ import annotations
@@ -76,11 +77,12 @@ class CustomerIoClient:
         headers = {**op.headers, "Authorization": self._authorization(op.api)}
         if op.content is not None:
             headers["Content-Type"] = "application/json"
+        url = _exact_url(self._base[op.api], op, job_id)
         started = time.monotonic()
         try:
             response = self._http.request(
                 op.method,
-                self._base[op.api] + op.path,
+                url,
                 json=op.json if op.content is None else None,
                 content=op.content,
                 headers=headers,
@@ -121,6 +123,24 @@ class CustomerIoClient:
         return _basic(s.site_id, s.track_api_key)
 
 
+def _exact_url(base: str, op: HttpOperation, job_id: str | None) -> httpx.URL:
+    """The URL to request, refused if httpx would send another path than `op.path`.
+
+    httpx removes dot segments (`/customers/victim/devices/..` becomes `/customers/victim`), so an
+    id of `.` or `..` would turn a request on one resource into a request on another. Enqueue
+    refuses such ids (validation.py); this catches any other way one could reach a path, e.g. a
+    job stored before that rule: it is dead-lettered, and nothing is sent.
+    """
+    url = httpx.URL(base + op.path)
+    if not url.raw_path.decode("ascii").split("?", 1)[0].endswith(op.path.split("?", 1)[0]):
+        raise RejectedError(
+            f"not sent: {op.method} {op.api}:{op.route} has an id the URL would not carry "
+            "literally ('.' or '..' as a path segment)",
+            job_id=job_id,
+        )
+    return url
+
+
 def _basic(user: str, password: str) -> str:
     return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
 
@@ -132,7 +152,7 @@ def _outcome(
     if 200 <= status < 300:
         return Delivered(status, _json_or_none(response), elapsed)
     excerpt = response.text[:BODY_EXCERPT_CHARS]
-    where = f"{op.method} {op.api}:{op.path.split('?')[0]}"
+    where = f"{op.method} {op.api}:{op.route}"  # the template: no person's id in a dead letter
     info: dict[str, Any] = {"job_id": job_id, "status_code": status, "body_excerpt": excerpt}
     if status == 429:
         raise RateLimitedError(

@@ -8,16 +8,17 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from cio_worker.errors import ConfigError
 
 Region = Literal["us", "eu"]
 DataApi = Literal["track", "pipelines"]
-AmbiguousPolicy = Literal["retry", "dead"]
+AmbiguousPolicy = Literal["reconcile", "retry", "dead"]
 
 #: Hosts per region (customerio-api.md §1). Pipelines paths start with /v1, added by the client.
 REGION_HOSTS: dict[str, dict[str, str]] = {
@@ -43,6 +44,26 @@ SANDBOX_WEBHOOK_SIGNING_KEY = "sandbox-webhook-signing-key"
 
 #: Default Redis URL: a local server, database 0.
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
+
+#: `scheme://user:password@` or `scheme://secret@` anywhere in a text, up to the last `@` before
+#: the host (a password may hold an unescaped `@`); each `;`-separated Sentinel alternate alone.
+_URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)(?:([^\s:@/?#;]*):)?[^\s/?#;]+@")
+#: A `password=` query parameter (redis-py reads one from a URL's query).
+_URL_PASSWORD_PARAM = re.compile(r"(?i)([?&;](?:password|pass|pwd)=)[^\s&#;]*")
+
+
+def redact_url(text: str) -> str:
+    """`text` with every URL's password (userinfo or `?password=`) replaced by `***`.
+
+    For printing and logging a Redis URL, Sentinel URLs included: the user name, hosts, ports,
+    database and other query parameters (`ssl_ca_certs`, `master_name`) stay readable.
+    """
+
+    def userinfo(match: re.Match[str]) -> str:
+        scheme, user = match.group(1), match.group(2)
+        return f"{scheme}{user}:***@" if user is not None else f"{scheme}***@"
+
+    return _URL_PASSWORD_PARAM.sub(r"\1***", _URL_USERINFO.sub(userinfo, text))
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +93,12 @@ class Settings:
     backoff_base_s: float = 1.0
     backoff_max_s: float = 300.0
     http_timeout_s: float = 10.0
-    ambiguous_messages: AmbiguousPolicy = "dead"
+    ambiguous_messages: AmbiguousPolicy = "reconcile"
+    #: After an ambiguous send, how long to wait before asking Customer.io whether it happened
+    #: (its listings are not instantly consistent), seconds.
+    reconcile_settle_s: float = 60.0
+    #: How long a sent message's receipt (delivery or trigger id) is kept, days.
+    receipt_retention_days: float = 7.0
     #: A job not delivered this long after its enqueue (or replay) is dead-lettered, seconds.
     retry_for_s: float = 259_200.0
     #: Transient failures in a row, fleet-wide, that open a family's circuit (circuit.py).
@@ -92,10 +118,29 @@ class Settings:
     batch_linger_ms: float = 200.0
     dlq_retention_days: float = 30.0
     webhook_signing_key: str | None = field(default=None, repr=False)
+    #: Largest reporting-webhook body the receiver reads, bytes (webhook_server.py says why 1 MiB).
+    webhook_max_body_bytes: int = 1024 * 1024
+    #: How long a webhook body may take to arrive once its headers have, seconds.
+    webhook_body_timeout_s: float = 5.0
+    #: Webhook bodies read at once; a quarter of them (at least one) may be over 64 KiB.
+    webhook_max_concurrent_bodies: int = 32
+    #: Stored webhook events older than this are trimmed from the stream, days.
+    webhook_retention_days: float = 7.0
     #: Start even on a Redis whose maxmemory-policy may evict jobs (not recommended).
     allow_eviction: bool = False
     log_level: str = "INFO"
     log_format: Literal["json", "console"] = "json"
+    #: `user:password` the exporter (`cio-worker metrics`) requires; None = no auth.
+    metrics_basic_auth: str | None = field(default=None, repr=False)
+
+    def __repr__(self) -> str:
+        """The dataclass's repr, keys left out and the Redis URL's password masked."""
+        shown = []
+        for f in dataclasses.fields(self):
+            if f.repr:
+                value = getattr(self, f.name)
+                shown.append(f"{f.name}={redact_url(value) if f.name == 'redis_url' else value!r}")
+        return f"{type(self).__name__}({', '.join(shown)})"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -140,7 +185,11 @@ class Settings:
             backoff_max_s=env.number("CIO_WORKER_BACKOFF_MAX_S", 300, low=0.001, high=86_400),
             http_timeout_s=env.number("CIO_WORKER_HTTP_TIMEOUT_S", 10, low=0.1, high=600),
             ambiguous_messages=env.choice(  # type: ignore[arg-type]
-                "CIO_WORKER_AMBIGUOUS_MESSAGES", ("retry", "dead"), "dead"
+                "CIO_WORKER_AMBIGUOUS_MESSAGES", ("reconcile", "retry", "dead"), "reconcile"
+            ),
+            reconcile_settle_s=env.number("CIO_WORKER_RECONCILE_SETTLE_S", 60, low=0, high=86_400),
+            receipt_retention_days=env.number(
+                "CIO_WORKER_RECEIPT_RETENTION_DAYS", 7, low=0.001, high=3650
             ),
             retry_for_s=env.number("CIO_WORKER_RETRY_FOR_S", 259_200, low=1, high=31_536_000),
             circuit_threshold=int(
@@ -162,11 +211,32 @@ class Settings:
             webhook_signing_key=credential(
                 "CUSTOMERIO_WEBHOOK_SIGNING_KEY", SANDBOX_WEBHOOK_SIGNING_KEY
             ),
+            webhook_max_body_bytes=int(
+                env.number(
+                    "CIO_WORKER_WEBHOOK_MAX_BODY_BYTES",
+                    1024 * 1024,
+                    low=1024,
+                    high=64 * 1024 * 1024,
+                    whole=True,
+                )
+            ),
+            webhook_body_timeout_s=env.number(
+                "CIO_WORKER_WEBHOOK_BODY_TIMEOUT_S", 5, low=0.1, high=300
+            ),
+            webhook_max_concurrent_bodies=int(
+                env.number(
+                    "CIO_WORKER_WEBHOOK_MAX_CONCURRENT_BODIES", 32, low=1, high=10_000, whole=True
+                )
+            ),
+            webhook_retention_days=env.number(
+                "CIO_WORKER_WEBHOOK_RETENTION_DAYS", 7, low=0.001, high=3650
+            ),
             allow_eviction=env.flag("CIO_WORKER_ALLOW_EVICTION"),
             log_level=env.choice(
                 "CIO_WORKER_LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR"), "INFO", upper=True
             ),
             log_format=env.choice("CIO_WORKER_LOG_FORMAT", ("json", "console"), "json"),  # type: ignore[arg-type]
+            metrics_basic_auth=env.basic_auth("CIO_WORKER_METRICS_BASIC_AUTH"),
         )
         if settings.backoff_max_s < settings.backoff_base_s:
             raise ConfigError(
@@ -243,6 +313,16 @@ class _Env:
             raise ConfigError(f"{name}: must be between {low:g} and {high:g}, got {raw!r}")
         return value
 
+    def basic_auth(self, name: str) -> str | None:
+        """`user:password`, both parts non-empty; the value is never echoed in an error."""
+        raw = self.text(name)
+        if raw is None:
+            return None
+        user, sep, password = raw.partition(":")
+        if not (user and sep and password):
+            raise ConfigError(f"{name}: must be user:password (both non-empty)")
+        return raw
+
     def base_url(self, name: str) -> str | None:
         raw = self.text(name)
         if raw is None:
@@ -277,4 +357,24 @@ class _Env:
                 f"{name}: must start with redis://, rediss://, unix:// or sentinel://, got scheme "
                 f"{scheme!r}"
             )
+        if scheme == "sentinels":
+            # redis-py would talk to the sentinels and the master in plain text, and kombu has
+            # no `sentinels` transport: refuse rather than run without the TLS asked for.
+            raise ConfigError(
+                f"{name}: sentinels:// (Sentinel over TLS) is not supported; use sentinel:// on a "
+                "private network, or rediss:// to a TLS endpoint"
+            )
+        _check_tls_query(name, raw, scheme)
         return raw
+
+
+def _check_tls_query(name: str, raw: str, scheme: str) -> None:
+    """TLS options in the URL's query (`?ssl_ca_certs=/path`, read by redis-py and kombu alike)
+    are only meaningful with rediss://, and a CA file must be readable now, not at first use."""
+    query = parse_qs(urlsplit(raw.split(";")[-1].strip()).query)
+    tls_options = sorted(key for key in query if key.startswith("ssl_"))
+    if tls_options and scheme != "rediss":
+        raise ConfigError(f"{name}: {', '.join(tls_options)} needs a rediss:// URL (TLS)")
+    for path in query.get("ssl_ca_certs", []):
+        if not os.access(path, os.R_OK) or not os.path.isfile(path):
+            raise ConfigError(f"{name}: ssl_ca_certs file {path!r} is not a readable file")

@@ -8,6 +8,7 @@ failover the same client object reaches the new master (docs/failover.md).
 
 from __future__ import annotations
 
+import ssl
 import threading
 from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
@@ -153,6 +154,19 @@ def broker_transport_options(url: str, *, timeout_s: float) -> dict[str, Any]:
         "master_name": parse_sentinel_url(url)[2],
         "sentinel_kwargs": sentinel_socket_options(timeout_s),
     }
+
+
+def broker_ssl_options(url: str) -> dict[str, Any] | None:
+    """kombu's `broker_use_ssl` for `url`: verify the server's certificate on rediss://.
+
+    Given rediss:// and no TLS options, kombu connects with `ssl_cert_reqs=CERT_NONE` (it only
+    logs a warning): no certificate check at all, where redis-py checks by default. This turns
+    the check on, against the system's CAs. TLS options in the URL's query (`?ssl_ca_certs=
+    /path/ca.crt` for a private CA) take the place of these in kombu, as they do in redis-py.
+    """
+    if urlsplit(url).scheme != "rediss":
+        return None
+    return {"ssl_cert_reqs": ssl.CERT_REQUIRED}
 
 
 def get_redis(settings: Settings) -> redis.Redis:

@@ -24,13 +24,16 @@ from cio_worker.client import CustomerIoClient
 from cio_worker.config import Settings
 from cio_worker.deadletter import DeadLetterStore
 from cio_worker.errors import DeliveryError
-from cio_worker.fate import FailureJudge, Fate, error_text
+from cio_worker.fate import FailureJudge, Fate, error_text, out_of_time
 from cio_worker.kinds import Family, Kind
 from cio_worker.leases import LeaseKeeper
 from cio_worker.ledger import ErrorRecord, JobLedger, LedgerEntry
 from cio_worker.limiter import Limiter
 from cio_worker.metrics import enqueue_latency_s, record_delivery
 from cio_worker.operations import build_operation
+from cio_worker.payloads import Job
+from cio_worker.receipts import Receipt, remote_id_of
+from cio_worker.reconcile import Reconciler
 
 log = structlog.get_logger("cio_worker.delivery")
 
@@ -57,10 +60,13 @@ class Deliverer:
     client: CustomerIoClient
     leases: LeaseKeeper
     circuit: Circuit | None = None
+    reconciler: Reconciler | None = None
 
     def __post_init__(self) -> None:
         if self.circuit is None:
             self.circuit = Circuit(self.settings, self.ledger.redis)
+        if self.reconciler is None:
+            self.reconciler = Reconciler(self.settings, self.ledger.redis, self.client)
         self.judge = FailureJudge(self.settings, self.limiter, self.circuit)
 
     def run(self, job_id: str, kind: Kind) -> Outcome:
@@ -91,16 +97,18 @@ class Deliverer:
             "family": job.family.value,
             "attempt": entry.attempts + 1,
         }
+        message = job.family in (Family.TRANSACTIONAL, Family.BROADCAST)
+        if message and entry.sending:
+            # An earlier attempt may have reached Customer.io: settle that first (it may end the
+            # job as delivered, whatever its attempts).
+            outcome = self._after_ambiguous(entry, fields)
+            if outcome is not None:
+                return outcome
         if entry.attempts >= self.settings.max_attempts:
             # Attempts ran out without a recorded failure: workers died holding it (a poison job).
             last = (entry.last_error or {}).get("reason", "unknown")
             reason = f"gave up after {entry.attempts} attempts: {last}"
             return self._dead(entry.attempts, RuntimeError(reason), fields, entry.first_error)
-        message = job.family in (Family.TRANSACTIONAL, Family.BROADCAST)
-        if message and entry.sending:
-            outcome = self._worker_died_sending(entry, fields)
-            if outcome is not None:
-                return outcome
         op = build_operation(job, self.settings)
         assert self.circuit is not None
         gate = self.circuit.admit(op.bucket)
@@ -130,16 +138,23 @@ class Deliverer:
             )
             return self._carry_out(entry, op.bucket, fate, exc, fields)
         self.circuit.success(op.bucket)
-        complete_despite_outage(lambda: self.ledger.complete(job), job_id=job.id)
+        remote_id = remote_id_of(job.family.value, result.body) if message else None
+        receipt = None if remote_id is None else self._receipt(job, remote_id, "send")
+        complete_despite_outage(lambda: self.ledger.complete(job, receipt), job_id=job.id)
         self._measure(job.family, job.kind, "delivered", waited, enqueue_latency_s(job.id))
         log.info(
             "delivered",
             status=result.status_code,
             duration_ms=round((time.monotonic() - started) * 1000, 1),
             limiter_wait_ms=round(waited * 1000, 1),
+            **({"remote_id": remote_id} if remote_id else {}),
             **fields,
         )
         return Outcome("delivered", status=result.status_code)
+
+    @staticmethod
+    def _receipt(job: Job, remote_id: str, via: str) -> Receipt:
+        return Receipt(job.id, job.kind.value, job.family.value, remote_id, time.time(), via)
 
     def _carry_out(
         self,
@@ -163,6 +178,14 @@ class Deliverer:
             # Not an attempt: the job waits in Redis (not in this worker) for its slot.
             return self._defer(job.id, fate.delay_s, fate.status)
         error = _record(exc, fate.reason)
+        if fate.action == "reconcile":
+            # The message may have been sent: keep the mark, ask Customer.io after the settle
+            # delay (the next claim does, in _after_ambiguous).
+            self.ledger.record_failure(job.id, error, attempt=fate.attempt, keep_sending=True)
+            self.ledger.defer(job.id, fate.delay_s, self.leases.owner, keep_sending=True)
+            log.warning("reconcile_scheduled", status=fate.status, error=fate.reason,
+                        in_s=round(fate.delay_s, 3), **fields)  # fmt: skip
+            return Outcome("retry", fate.delay_s, fate.status)
         if fate.action == "park":
             self.ledger.record_failure(job.id, error, attempt=False)
             self.ledger.park(job.id, bucket, self.leases.owner)
@@ -181,15 +204,49 @@ class Deliverer:
         )
         return self._defer(job.id, fate.delay_s, fate.status)
 
-    def _worker_died_sending(self, entry: LedgerEntry, fields: dict[str, object]) -> Outcome | None:
-        """A worker died with this message's request possibly on the wire: apply the policy."""
-        if self.settings.ambiguous_messages == "retry":
-            self.ledger.clear_sending(entry.job.id)
+    def _after_ambiguous(self, entry: LedgerEntry, fields: dict[str, object]) -> Outcome | None:
+        """An earlier attempt of this message may have reached Customer.io (a timeout after
+        writing, a dropped answer, a worker that died mid-request): apply the policy.
+
+        Returns None when the job should be sent (again) now.
+        """
+        job = entry.job
+        policy = self.settings.ambiguous_messages
+        if policy == "retry":
+            self.ledger.clear_sending(job.id)
             return None
+        if policy == "dead":
+            reason = (
+                "ambiguous: a worker died while the request was in flight (or could not record "
+                "the answer before Redis came back), so it may have reached Customer.io, and a "
+                "message has no dedup key (CIO_WORKER_AMBIGUOUS_MESSAGES=dead)"
+            )
+            return self._dead(entry.attempts, RuntimeError(reason), fields, entry.first_error)
+        since = entry.sending_since or entry.enqueued_at_s
+        wait = since + self.settings.reconcile_settle_s - time.time()
+        if wait > 0:  # Customer.io's listings may not show it yet
+            self.ledger.defer(job.id, wait, self.leases.owner, keep_sending=True)
+            return Outcome("retry", wait)
+        assert self.reconciler is not None
+        finding = self.reconciler.check(job, since)
+        log.info("reconciled", verdict=finding.verdict, detail=finding.detail,
+                 **({"remote_id": finding.remote_id} if finding.remote_id else {}),
+                 **fields)  # fmt: skip
+        if finding.verdict == "found" and finding.remote_id is not None:
+            receipt = self._receipt(job, finding.remote_id, "reconciled")
+            complete_despite_outage(lambda: self.ledger.complete(job, receipt), job_id=job.id)
+            self._measure(job.family, job.kind, "delivered", None, enqueue_latency_s(job.id))
+            return Outcome("delivered")
+        if finding.verdict == "not_found":
+            self.ledger.clear_sending(job.id)
+            return None
+        if finding.verdict == "unavailable" and not out_of_time(entry.enqueued_at_s, self.settings):
+            # Never resend blindly: wait and ask again.
+            delay = max(1.0, min(self.settings.reconcile_settle_s, self.settings.backoff_max_s))
+            self.ledger.defer(job.id, delay, self.leases.owner, keep_sending=True)
+            return Outcome("retry", delay)
         reason = (
-            "ambiguous: a worker died while the request was in flight (or could not record the "
-            "answer before Redis came back), so it may have reached Customer.io, and a message "
-            "has no dedup key (CIO_WORKER_AMBIGUOUS_MESSAGES=dead)"
+            f"ambiguous: {finding.detail}; not sent again (CIO_WORKER_AMBIGUOUS_MESSAGES=reconcile)"
         )
         return self._dead(entry.attempts, RuntimeError(reason), fields, entry.first_error)
 

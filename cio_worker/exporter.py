@@ -6,22 +6,32 @@ anywhere shows the whole fleet, and restarting it loses nothing. Each exporter h
 
 If Redis cannot be read, a scrape still answers 200 with `cio_worker_redis_up 0` and nothing
 else, so an alert can tell "Redis is down" from "the exporter is down".
+
+With `CIO_WORKER_METRICS_BASIC_AUTH=user:password` every request needs those credentials (401
+otherwise). The series carry counts, ages and family/kind names only, never a job id or anything
+personal; still, queue depths and throughput are nobody else's business off a private network.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hmac
+import socket
 import threading
-from collections.abc import Iterator
-from wsgiref.simple_server import WSGIServer
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import redis
 import structlog
-from prometheus_client import start_http_server
+from prometheus_client import make_wsgi_app
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
     HistogramMetricFamily,
 )
+from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
@@ -172,6 +182,46 @@ def build_registry(redis_client: redis.Redis, settings: Settings) -> CollectorRe
     return registry
 
 
+WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+
+def require_basic_auth(app: WsgiApp, credentials: str) -> WsgiApp:
+    """`app` behind HTTP basic auth: `credentials` is `user:password`; anything else gets 401."""
+    expected = credentials.encode()
+
+    def guarded(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        if _authorized(environ.get("HTTP_AUTHORIZATION", ""), expected):
+            return app(environ, start_response)
+        start_response(
+            "401 Unauthorized",
+            [
+                ("Content-Type", "text/plain; charset=utf-8"),
+                ("WWW-Authenticate", 'Basic realm="cio-worker metrics", charset="UTF-8"'),
+            ],
+        )
+        return [b"401 Unauthorized\n"]
+
+    return guarded
+
+
+def _authorized(header: str, expected: bytes) -> bool:
+    scheme, _, encoded = header.partition(" ")
+    if scheme.lower() != "basic":
+        return False
+    try:
+        given = base64.b64decode(encoded.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    return hmac.compare_digest(given, expected)
+
+
+class _QuietHandler(WSGIRequestHandler):
+    """No access log on stderr: Prometheus scrapes every few seconds."""
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's name
+        pass
+
+
 def serve(
     redis_client: redis.Redis,
     settings: Settings,
@@ -179,6 +229,19 @@ def serve(
     host: str = DEFAULT_HOST,
     port: int = DEFAULT_PORT,
 ) -> tuple[WSGIServer, threading.Thread]:
-    """Serve `/metrics` on host:port from a daemon thread; stop with `server.shutdown()`."""
-    registry = build_registry(redis_client, settings)
-    return start_http_server(port, addr=host, registry=registry)
+    """Serve `/metrics` on host:port from a daemon thread; stop with `server.shutdown()`.
+
+    Behind basic auth when `settings.metrics_basic_auth` is set."""
+    app: WsgiApp = make_wsgi_app(build_registry(redis_client, settings))
+    if settings.metrics_basic_auth:
+        app = require_basic_auth(app, settings.metrics_basic_auth)
+
+    class Server(ThreadingWSGIServer):
+        """One class per server: the address family is set on it for an IPv6 host."""
+
+    family = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM)[0][0]
+    Server.address_family = family
+    server = make_server(host, port, app, Server, handler_class=_QuietHandler)
+    thread = threading.Thread(target=server.serve_forever, name="cio-metrics", daemon=True)
+    thread.start()
+    return server, thread

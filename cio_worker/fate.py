@@ -12,8 +12,10 @@ The rules, in order:
    circuit (circuit.py), then
    - a job older than `CIO_WORKER_RETRY_FOR_S` (since its enqueue or replay) is dead-lettered:
      nothing retries forever;
-   - a transactional send or broadcast trigger whose request may have reached Customer.io is
-     dead-lettered under `CIO_WORKER_AMBIGUOUS_MESSAGES=dead` (it has no dedup key);
+   - a transactional send or broadcast trigger whose request may have reached Customer.io (it
+     has no dedup key) follows `CIO_WORKER_AMBIGUOUS_MESSAGES`: `reconcile` (the default) waits
+     `CIO_WORKER_RECONCILE_SETTLE_S`, then asks Customer.io whether it was sent (reconcile.py)
+     before sending again; `dead` dead-letters it; `retry` sends it again like an event;
    - **family unhealthy** (the circuit is open, or this failure opened it): the job is *parked*
      until the circuit closes, and no attempt is spent: the outage is not the job's fault;
    - **family healthy** (others succeed): the failure is the job's own: one attempt, exponential
@@ -44,7 +46,7 @@ from cio_worker.errors import (
 from cio_worker.limiter import Limiter
 
 Failure = Literal["rate_limited", "transient", "permanent", "crash"]
-Action = Literal["retry", "park", "dead"]
+Action = Literal["retry", "park", "reconcile", "dead"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +136,14 @@ def decide(
     if out_of_time(enqueued_at_s, settings, now_s):
         return Fate("dead", reason=out_of_time_reason(settings, exc), status=status)
     ambiguous = isinstance(exc, TransportError) and exc.request_sent and message
+    if ambiguous and settings.ambiguous_messages == "reconcile":
+        return Fate(
+            "reconcile",
+            settings.reconcile_settle_s,
+            attempt=health.healthy,
+            reason=f"ambiguous: {text}; Customer.io will be asked whether it was sent",
+            status=status,
+        )
     if ambiguous and settings.ambiguous_messages == "dead":
         reason = (
             f"ambiguous: {text}; the request may have reached Customer.io and a message has no "

@@ -49,6 +49,21 @@ def parked(bucket: str) -> str:
     return f"{PREFIX}parked:{bucket}"
 
 
+def receipts() -> str:
+    """Hash: job id -> what Customer.io returned for a sent message (receipts.py)."""
+    return f"{PREFIX}receipts"
+
+
+def receipt_index() -> str:
+    """Sorted set: job ids of receipts scored by when they were recorded (for retention)."""
+    return f"{PREFIX}receipts:index"
+
+
+def receipt_owners() -> str:
+    """Hash: `<family>:<delivery or trigger id>` -> the job it was recorded for."""
+    return f"{PREFIX}receipts:owners"
+
+
 def circuit(bucket: str) -> str:
     """Hash: the bucket's circuit breaker (circuit_scripts.py lists its fields)."""
     return f"{PREFIX}{{circuit:{bucket}}}"

@@ -11,6 +11,7 @@ before it records, a worker dies holding it) is found again by the reaper from t
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +23,7 @@ from cio_worker.envelope import task_message
 from cio_worker.ids import ulid_time_ms
 from cio_worker.kinds import Family, Kind, queue_name
 from cio_worker.payloads import Job
+from cio_worker.receipts import Receipt
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +52,8 @@ class LedgerEntry:
     last_error: dict[str, Any] | None
     #: Set while a request for this job may be on the wire (see `mark_sending`).
     sending: bool = False
+    #: When that request's attempt began, Unix seconds (None: unknown, an older mark).
+    sending_since: float | None = None
     #: Unix seconds the job was last replayed, if ever (its retry budget starts there).
     requeued_at: float | None = None
 
@@ -92,6 +96,7 @@ class JobLedger:
             first_error=_json(raw.get(b"first_error")),
             last_error=_json(raw.get(b"last_error")),
             sending=b"sending" in raw,
+            sending_since=_since(raw.get(b"sending")),
             requeued_at=float(raw[b"requeued_at"]) if b"requeued_at" in raw else None,
         )
 
@@ -137,12 +142,16 @@ class JobLedger:
             )
         )
 
-    def defer(self, job_id: str, delay_s: float, owner: str) -> bool:
-        """Park the job until `delay_s` from now (Redis time); the mover re-queues it then."""
+    def defer(self, job_id: str, delay_s: float, owner: str, *, keep_sending: bool = False) -> bool:
+        """Park the job until `delay_s` from now (Redis time); the mover re-queues it then.
+
+        `keep_sending`: keep the mark that a message may have been sent (reconcile.py asks
+        Customer.io about it when the job comes back).
+        """
         return bool(
             self._defer(
                 keys=[keys.job(job_id), keys.leases(), keys.delayed()],
-                args=[job_id, max(0, int(delay_s * 1000)), owner],
+                args=[job_id, max(0, int(delay_s * 1000)), owner, "1" if keep_sending else ""],
             )
         )
 
@@ -155,7 +164,7 @@ class JobLedger:
         return bool(
             self._defer(
                 keys=[keys.job(job_id), keys.leases(), keys.parked(bucket)],
-                args=[job_id, 0, owner],
+                args=[job_id, 0, owner, ""],
             )
         )
 
@@ -165,38 +174,45 @@ class JobLedger:
         A message (transactional send, broadcast trigger) has no dedup key at Customer.io. If
         the worker dies before it records the answer, the next claim finds this mark and knows
         the message may already have been sent: an ambiguous failure, handled by
-        CIO_WORKER_AMBIGUOUS_MESSAGES like a timeout after the request was written.
+        CIO_WORKER_AMBIGUOUS_MESSAGES like a timeout after the request was written. The mark
+        holds the attempt's start (Unix ms): reconciliation looks for deliveries since then.
         """
-        self.redis.hset(keys.job(job_id), "sending", "1")
+        self.redis.hset(keys.job(job_id), "sending", str(int(time.time() * 1000)))
 
     def clear_sending(self, job_id: str) -> None:
         self.redis.hdel(keys.job(job_id), "sending")
 
-    def record_failure(self, job_id: str, error: ErrorRecord, *, attempt: bool = True) -> int:
+    def record_failure(
+        self, job_id: str, error: ErrorRecord, *, attempt: bool = True, keep_sending: bool = False
+    ) -> int:
         """Record a failed try; count it as an attempt if `attempt`. Returns the attempts so far.
 
         A failure during an outage (fate.py) is recorded for the operator but spends nothing.
+        `keep_sending`: the message may have gone out; leave the mark for reconciliation.
         """
         encoded = json.dumps(error.to_dict())
         pipe = self.redis.pipeline(transaction=True)
-        pipe.hdel(keys.job(job_id), "sending")
+        if not keep_sending:
+            pipe.hdel(keys.job(job_id), "sending")
         pipe.hsetnx(keys.job(job_id), "first_error", encoded)
         pipe.hset(keys.job(job_id), "last_error", encoded)
         pipe.hincrby(keys.job(job_id), "attempts", 1 if attempt else 0)
         return int(pipe.execute()[-1])
 
-    def complete(self, job: Job) -> None:
-        """The job was accepted by Customer.io: forget it and count it."""
-        self._complete(
-            keys=[
-                keys.job(job.id),
-                keys.leases(),
-                keys.unclaimed(job.family.value),
-                keys.delayed(),
-                keys.stats(),
-            ],
-            args=[job.id, f"{job.family.value}:delivered"],
-        )
+    def complete(self, job: Job, receipt: Receipt | None = None) -> None:
+        """The job was accepted by Customer.io: forget it and count it, keeping its receipt."""
+        script_keys = [
+            keys.job(job.id),
+            keys.leases(),
+            keys.unclaimed(job.family.value),
+            keys.delayed(),
+            keys.stats(),
+        ]
+        args: list[str | float] = [job.id, f"{job.family.value}:delivered"]
+        if receipt is not None:
+            script_keys += [keys.receipts(), keys.receipt_index(), keys.receipt_owners()]
+            args += [receipt.to_json(), receipt.owner_field(), receipt.at]
+        self._complete(keys=script_keys, args=args)
 
     def count(self, family: Family, outcome: str, amount: int = 1) -> None:
         self.redis.hincrby(keys.stats(), f"{family.value}:{outcome}", amount)
@@ -285,6 +301,16 @@ def stats(redis_client: redis.Redis) -> dict[str, int]:
     """All counters `<family>:<outcome>` (enqueued, delivered, retried, rate_limited, dead)."""
     raw: dict[bytes, bytes] = redis_client.hgetall(keys.stats())  # type: ignore[assignment]
     return {k.decode(): int(v) for k, v in raw.items()}
+
+
+def _since(raw: bytes | str | None) -> float | None:
+    """The `sending` mark's attempt start (ms -> s); None for an older mark of "1"."""
+    if raw is None or raw in (b"1", "1"):
+        return None
+    try:
+        return int(raw) / 1000
+    except ValueError:
+        return None
 
 
 def _json(raw: bytes | str | None) -> dict[str, Any] | None:

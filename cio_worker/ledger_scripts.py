@@ -98,8 +98,9 @@ return renewed
 """
 )
 
-# KEYS: job, leases, delayed; ARGV: job id, delay (ms), owner
-# Park a claimed job in keys.delayed until now + delay; the mover re-queues it then.
+# KEYS: job, leases, delayed; ARGV: job id, delay (ms), owner, keep the `sending` mark ('1'|'')
+# Park a claimed job in keys.delayed until now + delay; the mover re-queues it then. The mark
+# that a message may be on its way stays only when reconciliation will look for it.
 DEFER = (
     _NOW_MS
     + """
@@ -107,14 +108,16 @@ if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 local owner = redis.call('HGET', KEYS[1], 'owner')
 if owner and owner ~= ARGV[3] then return 0 end
 redis.call('HSET', KEYS[1], 'state', 'delayed')
-redis.call('HDEL', KEYS[1], 'owner', 'lease_until', 'sending')
+redis.call('HDEL', KEYS[1], 'owner', 'lease_until')
+if ARGV[4] ~= '1' then redis.call('HDEL', KEYS[1], 'sending') end
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('ZADD', KEYS[3], now + tonumber(ARGV[2]), ARGV[1])
 return 1
 """
 )
 
-# KEYS: job, leases, unclaimed, delayed, stats; ARGV: job id, stats field
+# KEYS: job, leases, unclaimed, delayed, stats[, receipts, receipt index, receipt owners]
+# ARGV: job id, stats field[, receipt JSON, `<family>:<remote id>`, now (Unix s)]
 # The job was accepted by Customer.io: forget it and every index entry, and count it.
 COMPLETE = """
 redis.call('DEL', KEYS[1])
@@ -122,6 +125,13 @@ redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('ZREM', KEYS[3], ARGV[1])
 redis.call('ZREM', KEYS[4], ARGV[1])
 redis.call('HINCRBY', KEYS[5], ARGV[2], 1)
+if ARGV[3] then
+  -- A message's receipt (receipts.py), kept with the job's end in one step: a delivery id is
+  -- never recorded for a job that is still pending, nor a job ended without its receipt.
+  redis.call('HSET', KEYS[6], ARGV[1], ARGV[3])
+  redis.call('ZADD', KEYS[7], ARGV[5], ARGV[1])
+  redis.call('HSET', KEYS[8], ARGV[4], ARGV[1])
+end
 return 1
 """
 

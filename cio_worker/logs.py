@@ -1,6 +1,7 @@
 """structlog set-up: JSON lines in production, readable console output in development.
 
-A last processor drops any key that could carry a secret, whatever a caller passes by mistake.
+The last processors drop any key that could carry a secret, whatever a caller passes by mistake,
+and mask the password of any URL written in a value (a Redis URL in an exception message, say).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any
 
 import structlog
 
-from cio_worker.config import Settings
+from cio_worker.config import Settings, redact_url
 
 #: Keys never written to a log line, whatever their value.
 SECRET_KEYS = frozenset(
@@ -24,6 +25,8 @@ SECRET_KEYS = frozenset(
         "pipelines_api_key",
         "password",
         "webhook_signing_key",
+        "metrics_basic_auth",
+        "basic_auth",
         "headers",
         "payload",
         "traits",
@@ -37,6 +40,14 @@ SECRET_KEYS = frozenset(
 def drop_secrets(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     for key in [key for key in event if key.lower() in SECRET_KEYS]:
         event[key] = "[redacted]"
+    return event
+
+
+def redact_urls(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """Mask `scheme://user:password@` (and `?password=`) in every text value of the event."""
+    for key, value in event.items():
+        if isinstance(value, str) and ("://" in value or "password=" in value):
+            event[key] = redact_url(value)
     return event
 
 
@@ -55,6 +66,7 @@ def configure_logging(settings: Settings) -> None:
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
             drop_secrets,
+            redact_urls,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),

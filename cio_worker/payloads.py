@@ -7,7 +7,7 @@ independent of which Customer.io API will carry it (operations.py decides that a
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,8 +20,16 @@ from cio_worker.kinds import Family, Kind
 MAX_MESSAGE_BYTES = 3 * 1024 * 1024
 #: Recipients across to, cc and bcc of one transactional email.
 MAX_EMAIL_RECIPIENTS = 15
-#: Broadcast `ids` and `per_user_data` entries.
+#: Broadcast `ids`, `emails` and `per_user_data` entries (Customer.io's API-triggered broadcast
+#: limits: 10,000 recipients, 10,000 per-user entries).
 MAX_BROADCAST_AUDIENCE = 10_000
+#: A broadcast's `data` as JSON: Customer.io's "Trigger Data" limit, 50,000 bytes.
+MAX_BROADCAST_DATA_BYTES = 50_000
+#: A whole broadcast trigger body as JSON: Customer.io's "Trigger Payload" limit, 25 MB (read as
+#: 25,000,000 bytes, the stricter meaning). Bulk audiences belong in `data_file_url`.
+MAX_BROADCAST_BYTES = 25_000_000
+#: Broadcast and transactional message ids are JSON integers; none exceeds a signed 64 bits.
+MAX_OBJECT_ID = 2**63 - 1
 
 _COMMON_MESSAGE_FIELDS = frozenset(
     {"send_at", "language", "disable_message_retention", "send_to_unsubscribed", "queue_draft"}
@@ -192,10 +200,12 @@ def message(
         transactional_message_id, int | str
     ):
         raise ValidationError("transactional_message_id", "must be an int id or a trigger name")
-    if isinstance(transactional_message_id, str) and not transactional_message_id.strip():
-        raise ValidationError("transactional_message_id", "must not be empty")
-    if isinstance(transactional_message_id, int) and transactional_message_id <= 0:
-        raise ValidationError("transactional_message_id", "must be a positive int")
+    if isinstance(transactional_message_id, str):
+        if not transactional_message_id.strip():
+            raise ValidationError("transactional_message_id", "must not be empty")
+        v.text_size("transactional_message_id", transactional_message_id)
+    elif not 0 < transactional_message_id <= MAX_OBJECT_ID:
+        raise ValidationError("transactional_message_id", "must be a positive int (64 bits)")
     if identifiers is None or identifiers == {}:
         raise ValidationError(
             "identifiers", "is required: one of id, email, cio_id of the recipient"
@@ -219,6 +229,8 @@ def message(
         if value is not None:
             v.json_value(key, value)
             body[key] = value
+    if "headers" in body:
+        body["headers"] = email_headers(body["headers"])
     if kind is Kind.SEND_EMAIL:
         if "to" not in body:
             raise ValidationError("to", "is required for a transactional email (/v1/send/email)")
@@ -229,6 +241,55 @@ def message(
             "payload", f"must be at most {MAX_MESSAGE_BYTES} bytes as JSON, got {size}"
         )
     return body
+
+
+def email_headers(value: object) -> str:
+    """An email's `headers` as Customer.io's schema asks: a JSON string of `[{name, value}]`.
+
+    Accepts `{name: value}`, a list of `{"name", "value"}` objects, or that list already as a
+    JSON string. Names and values must be non-empty ASCII strings without spaces (Customer.io's
+    published rule for `/v1/send/email` `headers`).
+    """
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            value = None
+        if not isinstance(value, list):
+            raise ValidationError(
+                "headers", "a string must be a JSON array of {name, value} objects"
+            )
+    pairs: list[tuple[object, object]] = []
+    if isinstance(value, Mapping):
+        pairs = list(value.items())
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            if not isinstance(item, Mapping) or set(item) != {"name", "value"}:
+                raise ValidationError(
+                    f"headers[{index}]", "must be an object with exactly `name` and `value`"
+                )
+            pairs.append((item["name"], item["value"]))
+    else:
+        raise ValidationError(
+            "headers", "must be a dict of header names to values (or a list of {name, value})"
+        )
+    for name, text in pairs:
+        for part in (name, text):
+            if not isinstance(part, str) or not part.isascii() or part.split() != [part]:
+                raise ValidationError(
+                    f"headers.{name}",
+                    "header names and values must be non-empty ASCII strings without spaces",
+                )
+    return _headers_string(pairs)
+
+
+def email_headers_json(headers: Mapping[str, Any]) -> str:
+    """`{name: value}` as the JSON string `[{"name": ..., "value": ...}]`, unchecked."""
+    return _headers_string(headers.items())
+
+
+def _headers_string(pairs: Iterable[tuple[object, object]]) -> str:
+    return jsonutil.dumps([{"name": name, "value": text} for name, text in pairs])
 
 
 def _check_recipients(body: Mapping[str, Any]) -> None:
@@ -249,8 +310,12 @@ def broadcast(
     broadcast_id: object, data: object, audience: Mapping[str, object], flags: Mapping[str, object]
 ) -> dict[str, Any]:
     """An API-triggered broadcast: at most one audience key, plus optional data and flags."""
-    if isinstance(broadcast_id, bool) or not isinstance(broadcast_id, int) or broadcast_id <= 0:
-        raise ValidationError("broadcast_id", "must be a positive int")
+    if (
+        isinstance(broadcast_id, bool)
+        or not isinstance(broadcast_id, int)
+        or not 0 < broadcast_id <= MAX_OBJECT_ID
+    ):
+        raise ValidationError("broadcast_id", "must be a positive int (64 bits)")
     given = {key: value for key, value in audience.items() if value is not None}
     if len(given) > 1:
         raise ValidationError(
@@ -258,9 +323,8 @@ def broadcast(
         )
     body: dict[str, Any] = {}
     if data is not None:
-        body["data"] = v.json_object("data", data)
+        body["data"] = v.json_object("data", data, max_bytes=MAX_BROADCAST_DATA_BYTES)
     for key, value in given.items():
-        v.json_value(key, value)
         if key in ("ids", "per_user_data", "emails"):
             if not isinstance(value, list | tuple) or not value:
                 raise ValidationError(key, "must be a non-empty list")
@@ -269,19 +333,41 @@ def broadcast(
                     key, f"at most {MAX_BROADCAST_AUDIENCE} entries, got {len(value)}"
                 )
             value = list(value)
-        if key == "recipients" and (not isinstance(value, Mapping) or not value):
-            raise ValidationError(
-                key, "must be a non-empty filter dict (and/or/not, segment, attribute)"
-            )
-        if key == "per_user_data":
-            entries: list[object] = list(value)  # type: ignore[call-overload]
-            for index, item in enumerate(entries):
-                if not isinstance(item, Mapping) or not (item.get("id") or item.get("email")):
-                    raise ValidationError(f"per_user_data[{index}]", "needs an id or an email")
+            if key == "per_user_data":
+                v.json_value(key, value)
+                for index, item in enumerate(value):
+                    _per_user_entry(f"per_user_data[{index}]", item)
+            else:  # each one a person's id or email: the person id rules (150 bytes...)
+                for index, item in enumerate(value):
+                    v.identifier(f"{key}[{index}]", item)
+        elif key == "recipients":
+            if not isinstance(value, Mapping) or not value:
+                raise ValidationError(
+                    key, "must be a non-empty filter dict (and/or/not, segment, attribute)"
+                )
+            value = v.json_object(key, value)
+        else:  # data_file_url: Customer.io fetches it
+            value = v.http_url(key, value)
         body[key] = value
     for key, value in flags.items():
         if value is not None:
             if not isinstance(value, bool):
                 raise ValidationError(key, "must be a bool")
             body[key] = value
+    size = v.encoded_len(body)
+    if size > MAX_BROADCAST_BYTES:
+        raise ValidationError(
+            "payload", f"must be at most {MAX_BROADCAST_BYTES} bytes as JSON, got {size}"
+        )
     return {"broadcast_id": broadcast_id, "body": body}
+
+
+def _per_user_entry(field: str, item: object) -> None:
+    """One `per_user_data` entry: an object naming its person by `id` or `email`."""
+    if isinstance(item, Mapping):
+        present = [key for key in ("id", "email") if item.get(key) not in (None, "")]
+        for key in present:
+            v.identifier(f"{field}.{key}", item[key])
+        if present:
+            return
+    raise ValidationError(field, "needs an id or an email")

@@ -299,8 +299,14 @@ class BulkProducer(Producer):
     """Collects jobs and writes them in large atomic flushes (see `Producer.pipeline`).
 
     While one flush is on its way to Redis, the caller goes on building the next one: the write
-    runs in a helper thread (the wait for Redis releases the GIL), at most one at a time. An error
-    from a background flush is raised by the next call that flushes, or when the block ends.
+    runs in a helper thread (the wait for Redis releases the GIL), at most one at a time.
+
+    No failure is silent. Whatever a flush meets (a Redis error, a value Redis cannot encode, a
+    bug), it becomes an `EnqueueError` raised by the next call that flushes, or when the block
+    ends, saying how many jobs that flush held and whether they were stored (none, or unknown
+    when Redis may have run the write before failing to answer), how many earlier flushes stored
+    (`stored`), and how many jobs collected since were discarded. If the block itself raises,
+    its exception wins and carries the flush failure as a note.
     """
 
     #: Jobs per script call inside a flush: big enough to amortise the round trip, small enough
@@ -318,6 +324,7 @@ class BulkProducer(Producer):
         self._flush_every = max(1, flush_every)
         self._buffer: list[Job] = []
         self._writer: threading.Thread | None = None
+        #: A background flush's failure, kept for the caller (see `_wait_for_writer`).
         self._writer_error: EnqueueError | None = None
         #: Jobs written so far by this bulk producer.
         self.stored = 0
@@ -325,21 +332,22 @@ class BulkProducer(Producer):
     def __enter__(self) -> BulkProducer:
         return self
 
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        if exc_type is None:
+    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
+        if exc is None:
             self.flush()
             return
-        self._buffer.clear()
-        if self._writer is not None:  # let it finish; the block's own exception wins
-            self._writer.join()
-            self._writer = None
+        self._buffer.clear()  # the block failed: its unflushed jobs are discarded (documented)
+        try:
+            self._wait_for_writer()  # let a running flush finish
+        except EnqueueError as error:  # the block's own exception wins, but says this too
+            exc.add_note(f"Also, a background bulk flush failed: {error}")
 
     def _store(self, kind: Kind, payload: dict[str, Any]) -> str:
         job = Job(id=new_ulid(), kind=kind, payload=payload, created_at=time.time())
         self._buffer.append(job)
         if len(self._buffer) >= self._flush_every:
+            self._wait_for_writer()  # a failure is raised here, buffer and this job counted
             jobs, self._buffer = self._buffer, []
-            self._wait_for_writer()
             self._writer = threading.Thread(
                 target=self._write_in_background, args=(jobs,), name="cio-bulk-writer"
             )
@@ -348,67 +356,89 @@ class BulkProducer(Producer):
 
     def flush(self) -> int:
         """Write the collected jobs now, in one MULTI/EXEC; return how many were written."""
-        jobs, self._buffer = self._buffer, []
         self._wait_for_writer()
+        jobs, self._buffer = self._buffer, []
         return self._write(jobs)
 
     def _wait_for_writer(self) -> None:
+        """Wait for the background flush; if it failed, raise its error, discarding the jobs
+        collected since (a caller who goes on after the error starts from an empty buffer)."""
         if self._writer is not None:
             self._writer.join()
             self._writer = None
-        if self._writer_error is not None:
-            error, self._writer_error = self._writer_error, None
-            raise error
+        if self._writer_error is None:
+            return
+        error, self._writer_error = self._writer_error, None
+        discarded, self._buffer = len(self._buffer), []
+        if discarded:
+            raise EnqueueError(
+                f"{error}; the {discarded} job(s) enqueued after that flush (ids already "
+                "returned, or this call's) were discarded, not stored"
+            ) from error
+        raise error
 
     def _write_in_background(self, jobs: list[Job]) -> None:
+        # Catch everything: an exception escaping here would end the thread with a line on
+        # stderr and the caller would never know these jobs were lost.
         try:
             self._write(jobs)
         except EnqueueError as exc:
             self._writer_error = exc
+        except BaseException as exc:  # not an Exception (SystemExit...): _write let it through
+            self._writer_error = self._flush_error(jobs, exc, "they may or may not be stored")
+            self._writer_error.__cause__ = exc
+
+    def _flush_error(self, jobs: list[Job], exc: BaseException, outcome: str) -> EnqueueError:
+        return EnqueueError(
+            f"bulk flush of {len(jobs)} jobs ({jobs[0].id}..{jobs[-1].id}) failed, {outcome} "
+            f"({self.stored} stored by earlier flushes): {exc.__class__.__name__}: {exc}"
+        )
 
     def _write(self, jobs: list[Job]) -> int:
         if not jobs:
             return 0
         try:
             replicated = self.replicas.check(self.redis)  # before any write: nothing stored
-        except redis.RedisError as exc:
-            raise EnqueueError(
-                f"Redis did not take a bulk write of {len(jobs)} jobs (none of them stored; "
-                f"{self.stored} stored by earlier flushes): {exc.__class__.__name__}: {exc}"
-            ) from exc
+            pipe = self._prepare(jobs, replicated=replicated)  # nothing sent yet
+        except Exception as exc:
+            raise self._flush_error(jobs, exc, "none of them stored") from exc
         try:
-            replies = self._execute(jobs, replicated=replicated)
+            replies = self._execute(pipe, replicated=replicated)
         except redis.TimeoutError as exc:
             # The request went out; Redis may have run it. Saying "not stored" could make the
             # caller enqueue everything twice.
-            raise EnqueueError(
-                f"Redis did not answer a bulk write of {len(jobs)} jobs in time: they may or "
-                f"may not be stored ({self.stored} stored by earlier flushes): {exc}"
-            ) from exc
-        except redis.RedisError as exc:
-            raise EnqueueError(
-                f"Redis did not take a bulk write of {len(jobs)} jobs (none of them stored; "
-                f"{self.stored} stored by earlier flushes): {exc.__class__.__name__}: {exc}"
-            ) from exc
+            raise self._flush_error(jobs, exc, "they may or may not be stored") from exc
+        except (redis.RedisError, UnicodeError) as exc:
+            # Refused by Redis (the transaction did not run), or not sent: redis-py encodes
+            # the whole MULTI..EXEC before writing a byte (DataError and UnicodeError come
+            # from there).
+            raise self._flush_error(jobs, exc, "none of them stored") from exc
+        except Exception as exc:  # unforeseen: do not claim either way
+            raise self._flush_error(jobs, exc, "they may or may not be stored") from exc
         self.stored += len(jobs)
         if replicated:
             self.replicas.record(replies[-1], jobs)
         return len(jobs)
 
-    def _execute(self, jobs: list[Job], *, replicated: bool) -> list[Any]:
-        """One MULTI/EXEC of every job; with `replicated`, followed by `WAIT 1 <ms>` on the
-        same connection, in the same round trip (MULTI and EXEC are then sent as commands of
-        a plain pipeline, since WAIT inside a transaction does not wait)."""
+    def _prepare(self, jobs: list[Job], *, replicated: bool) -> Any:
+        """A pipeline holding one MULTI/EXEC of every job; with `replicated`, followed by
+        `WAIT 1 <ms>` on the same connection, in the same round trip (MULTI and EXEC are then
+        sent as commands of a plain pipeline, since WAIT inside a transaction does not wait)."""
         pipe = self.redis.pipeline(transaction=not replicated)
         if replicated:
             queue_multi(pipe)
         for start in range(0, len(jobs), self.CHUNK):
             self._router.store(jobs[start : start + self.CHUNK], pipe=pipe)
+        if replicated:
+            queue_exec(pipe)
+            queue_wait(pipe, self.replicas)
+        return pipe
+
+    def _execute(self, pipe: Any, *, replicated: bool) -> list[Any]:
         if not replicated:
-            return pipe.execute()
-        queue_exec(pipe)
-        queue_wait(pipe, self.replicas)
-        replies = pipe.execute(raise_on_error=False)
+            result: list[Any] = pipe.execute()
+            return result
+        replies: list[Any] = pipe.execute(raise_on_error=False)
         error = write_error(replies[:-1])
         if error is not None:
             raise error

@@ -43,6 +43,7 @@ from cio_worker.circuit import Circuit
 from cio_worker.config import Settings
 from cio_worker.kinds import Family
 from cio_worker.ledger import JobLedger
+from cio_worker.receipts import ReceiptBook
 
 #: How often due retries are moved to their queues: the resolution of every delay.
 DUE_INTERVAL_S = 0.2
@@ -72,6 +73,9 @@ class Sweeper:
         self.redis = redis_client
         self.ledger = JobLedger(redis_client)
         self.circuit = Circuit(settings or Settings(), redis_client)
+        self.receipts = ReceiptBook(
+            redis_client, retention_days=(settings or Settings()).receipt_retention_days
+        )
         self.families = families or list(Family)
         self.stray_grace_s = stray_grace_s
         self.sweep_interval_s = sweep_interval_s
@@ -119,6 +123,7 @@ class Sweeper:
         if self.redis.set(keys.reaper_lock(), "1", nx=True, px=lock_ms):
             self.reclaim_expired()
             self.recover_strays()
+            self.receipts.trim()  # sent messages' receipts past their retention
 
     # -- the thread ------------------------------------------------------------------------------
     def start(self) -> None:

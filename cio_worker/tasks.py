@@ -33,8 +33,13 @@ from kombu import Exchange, Queue
 
 from cio_worker.batcher import Batcher
 from cio_worker.client import get_client
-from cio_worker.config import Settings
-from cio_worker.connection import broker_transport_options, broker_url, get_redis
+from cio_worker.config import Settings, redact_url
+from cio_worker.connection import (
+    broker_ssl_options,
+    broker_transport_options,
+    broker_url,
+    get_redis,
+)
 from cio_worker.deadletter import DeadLetterStore
 from cio_worker.delivery import Deliverer
 from cio_worker.errors import ConfigError
@@ -79,6 +84,8 @@ def create_app(settings: Settings) -> Celery:
     celery_app.conf.update(
         broker_url=broker_url(settings.redis_url),
         broker_transport_options=transport,
+        # rediss://: verify the certificate (kombu alone would not); connection.py explains.
+        broker_use_ssl=broker_ssl_options(settings.redis_url),
         broker_connection_retry_on_startup=True,
         broker_connection_max_retries=None,
         task_queues=queues,
@@ -252,8 +259,5 @@ def _preflight(sender: Any = None, **_: Any) -> None:
 
 
 def _safe_url(url: str) -> str:
-    """The Redis URL without its password."""
-    if "@" in url:
-        scheme, rest = url.split("://", 1)
-        return f"{scheme}://***@{rest.split('@', 1)[1]}"
-    return url
+    """The Redis URL without its password (every Sentinel alternate's too)."""
+    return redact_url(url)

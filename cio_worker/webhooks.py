@@ -5,7 +5,10 @@
   It is compared in constant time, and a timestamp more than 5 minutes away from now is refused,
   so a captured request cannot be replayed later.
 - Storage: one Redis stream; an event is appended once per `event_id` (Customer.io retries a
-  delivery it did not see acknowledged, for up to seven days), under AOF like every job.
+  delivery it did not see acknowledged, for up to seven days), under AOF like every job. Events
+  older than the retention (CIO_WORKER_WEBHOOK_RETENTION_DAYS) are trimmed: approximately by
+  every append itself, so the stream stays bounded even when nobody reads it, and exactly by the
+  receiver's timer (`WebhookStore.trim`), so old events go even when no new ones come.
 - Reading: Redis consumer groups, at least once. `read(group, consumer)` hands out new events and
   re-hands those another consumer took but did not `ack` within `claim_idle_s`; `ack` them once
   handled. A new group starts from the oldest stored event, so none is missed.
@@ -41,19 +44,29 @@ DEFAULT_TOLERANCE_S = 300
 DEDUP_TTL_S = 8 * 86_400
 #: A handed-out event not acknowledged for this long goes to the next consumer that reads, s.
 DEFAULT_CLAIM_IDLE_S = 60.0
-#: Longest accepted event_id, characters (Customer.io's are 26-character ULIDs).
+#: Longest accepted event_id, object_type and metric, characters (event ids are 26-char ULIDs).
 MAX_EVENT_ID_CHARS = 200
+#: How long stored events are kept by default, s (CIO_WORKER_WEBHOOK_RETENTION_DAYS).
+DEFAULT_RETENTION_S = 7 * 86_400
 
-# KEYS[1] = seen marker of the event_id, KEYS[2] = stream; ARGV[1] = marker TTL (s),
-# ARGV[2..] = the entry's field/value pairs. Returns the new entry's id, or false if the event_id
-# was stored already. XADD comes before the marker: if Redis refuses a write half-way, the worst
-# case is an event stored twice (at least once), never an event marked seen but not stored.
+# KEYS[1] = seen marker of the event_id, KEYS[2] = stream; ARGV[1] = marker TTL (s), ARGV[2] =
+# retention (ms), ARGV[3..] = the entry's field/value pairs. Returns the new entry's id, or false
+# if the event_id was stored already. XADD comes before the marker: if Redis refuses a write
+# half-way, the worst case is an event stored twice (at least once), never an event marked seen
+# but not stored. Then entries older than the retention are trimmed, measured from the new entry's
+# id (Redis's clock, not this host's); `~` drops only whole stream nodes, so it costs next to
+# nothing per append and keeps the stream bounded however long nobody reads it.
 _APPEND = """
 if redis.call('EXISTS', KEYS[1]) == 1 then
   return false
 end
-local id = redis.call('XADD', KEYS[2], '*', unpack(ARGV, 2))
+local id = redis.call('XADD', KEYS[2], '*', unpack(ARGV, 3))
 redis.call('SET', KEYS[1], id, 'EX', ARGV[1])
+local ms = tonumber(string.match(id, '^(%d+)-'))
+local oldest = ms - tonumber(ARGV[2])
+if oldest > 0 then
+  redis.call('XTRIM', KEYS[2], 'MINID', '~', string.format('%d', oldest))
+end
 return id
 """
 
@@ -69,8 +82,48 @@ def signing_key(settings: Settings) -> str:
 
 def sign(key: str, timestamp: int | str, body: bytes) -> str:
     """The X-CIO-Signature Customer.io sends with `body` at `timestamp`."""
-    message = b"v0:" + str(timestamp).encode("ascii") + b":" + body
-    return hmac.new(key.encode(), message, hashlib.sha256).hexdigest()
+    signer = start_signature(key, str(timestamp))
+    signer.update(body)
+    return signer.hexdigest()
+
+
+def start_signature(key: str, timestamp: str) -> hmac.HMAC:
+    """An HMAC fed `v0:<timestamp>:`; `update()` it with the body as it arrives, then compare
+    with `signature_matches`: a body is verified without being held twice."""
+    return hmac.new(key.encode(), b"v0:" + timestamp.encode("ascii") + b":", hashlib.sha256)
+
+
+def check_signature_headers(
+    timestamp: str | None,
+    signature: str | None,
+    *,
+    now: float | None = None,
+    tolerance_s: float = DEFAULT_TOLERANCE_S,
+) -> str:
+    """What can be refused before reading the body: both headers present, a timestamp of Unix
+    seconds within `tolerance_s` of now. Returns the timestamp as signed (stripped).
+
+    Raises WebhookSignatureError (reason missing, malformed or stale).
+    """
+    if not timestamp or not signature:
+        raise WebhookSignatureError("missing", "X-CIO-Timestamp and X-CIO-Signature are required")
+    text = timestamp.strip()
+    if not text.isascii() or not text.isdigit() or len(text) > 12:
+        raise WebhookSignatureError("malformed", "X-CIO-Timestamp must be Unix seconds")
+    current = time.time() if now is None else now
+    if abs(current - int(text)) > tolerance_s:
+        raise WebhookSignatureError(
+            "stale", f"X-CIO-Timestamp is more than {tolerance_s:g}s away from now"
+        )
+    return text
+
+
+def signature_matches(signer: hmac.HMAC, signature: str) -> bool:
+    """Whether `signature` (hex, any case) is the digest of what `signer` was fed; compared in
+    constant time, so there is no byte-by-byte oracle."""
+    expected = signer.hexdigest().encode()
+    given = signature.strip().lower().encode("utf-8", "replace")
+    return hmac.compare_digest(expected, given)
 
 
 def verify_signature(
@@ -86,38 +139,40 @@ def verify_signature(
 
     Raises WebhookSignatureError (reason missing, malformed, stale or mismatch).
     """
-    if not timestamp or not signature:
-        raise WebhookSignatureError("missing", "X-CIO-Timestamp and X-CIO-Signature are required")
-    text = timestamp.strip()
-    if not text.isascii() or not text.isdigit() or len(text) > 12:
-        raise WebhookSignatureError("malformed", "X-CIO-Timestamp must be Unix seconds")
-    sent_at = int(text)
-    current = time.time() if now is None else now
-    if abs(current - sent_at) > tolerance_s:
-        raise WebhookSignatureError(
-            "stale", f"X-CIO-Timestamp is more than {tolerance_s:g}s away from now"
-        )
-    expected = sign(key, text, body).encode()
-    given = signature.strip().lower().encode("utf-8", "replace")
-    if not hmac.compare_digest(expected, given):  # constant time: no byte-by-byte oracle
+    text = check_signature_headers(timestamp, signature, now=now, tolerance_s=tolerance_s)
+    signer = start_signature(key, text)
+    signer.update(body)
+    if not signature_matches(signer, signature or ""):
         raise WebhookSignatureError("mismatch", "X-CIO-Signature does not match the body")
-    return sent_at
+    return int(text)
 
 
 def parse_event(raw: bytes) -> dict[str, Any]:
-    """The event in a verified body: a JSON object with event_id, object_type and metric."""
+    """The event in a verified body: a UTF-8 JSON object with event_id, object_type and metric.
+
+    Anything else is a ValidationError (the receiver's 400), never another exception: a body that
+    is not UTF-8 (json.loads would guess UTF-16/32, which the stream cannot hold as sent), nested
+    deeper than the parser's recursion limit, or whose ids hold lone surrogates (`"\\ud800"` is
+    valid JSON but no UTF-8 string, so Redis could not store it).
+    """
     try:
-        event = json.loads(raw)
-    except (UnicodeDecodeError, ValueError):
+        event = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ValidationError("body", "must be UTF-8") from None
+    except RecursionError:
+        raise ValidationError("body", "is nested too deeply") from None
+    except ValueError:
         raise ValidationError("body", "must be JSON") from None
     if not isinstance(event, dict):
         raise ValidationError("body", "must be a JSON object")
-    event_id = event.get("event_id")
-    if not isinstance(event_id, str) or not 0 < len(event_id) <= MAX_EVENT_ID_CHARS:
-        raise ValidationError("event_id", f"must be a string of 1 to {MAX_EVENT_ID_CHARS} chars")
-    for field in ("object_type", "metric"):
-        if not isinstance(event.get(field), str) or not event[field]:
-            raise ValidationError(field, "must be a non-empty string")
+    for field in ("event_id", "object_type", "metric"):
+        value = event.get(field)
+        if not isinstance(value, str) or not 0 < len(value) <= MAX_EVENT_ID_CHARS:
+            raise ValidationError(field, f"must be a string of 1 to {MAX_EVENT_ID_CHARS} chars")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValidationError(field, "must be valid Unicode (no lone surrogates)") from None
     return event
 
 
@@ -187,14 +242,22 @@ def _entries(reply: Any) -> list[tuple[Any, Any]]:
 class WebhookStore:
     """The stream of verified events, its dedup markers, its counters, and consumer groups."""
 
-    def __init__(self, redis_client: redis.Redis, *, dedup_ttl_s: int = DEDUP_TTL_S) -> None:
+    def __init__(
+        self,
+        redis_client: redis.Redis,
+        *,
+        dedup_ttl_s: int = DEDUP_TTL_S,
+        retention_s: float = DEFAULT_RETENTION_S,
+    ) -> None:
         self._redis = redis_client
         self._dedup_ttl_s = dedup_ttl_s
+        self.retention_s = retention_s
         self._append = redis_client.register_script(_APPEND)
         self._groups: set[str] = set()
 
     def append(self, event: Mapping[str, Any], raw: bytes) -> str | None:
-        """Store a verified event unless its event_id is stored already; the new entry's id."""
+        """Store a verified event unless its event_id is stored already; the new entry's id.
+        Entries older than `retention_s` are trimmed on the way (approximately: whole nodes)."""
         timestamp = event.get("timestamp")
         fields = {
             "event_id": event["event_id"],
@@ -204,15 +267,29 @@ class WebhookStore:
             "received_at_ms": str(int(time.time() * 1000)),
             "body": raw.decode("utf-8"),
         }
-        args = [self._dedup_ttl_s, *(item for pair in fields.items() for item in pair)]
+        retention_ms = max(1, int(self.retention_s * 1000))
+        args = [
+            self._dedup_ttl_s,
+            retention_ms,
+            *(item for pair in fields.items() for item in pair),
+        ]
         stream_id = self._append(
             keys=[keys.webhook_seen(str(event["event_id"])), keys.webhook_events()], args=args
         )
         return None if stream_id is None else _text(stream_id)
 
-    def count(self, name: str) -> None:
-        """Add one to counter `name` (stored, duplicate, rejected_<reason>, invalid)."""
-        self._redis.hincrby(keys.webhook_counts(), name, 1)
+    def count(self, name: str, amount: int = 1) -> None:
+        """Add to counter `name` (stored, duplicate, rejected_<reason>, invalid, ...)."""
+        self._redis.hincrby(keys.webhook_counts(), name, amount)
+
+    def add_counts(self, deltas: Mapping[str, int]) -> None:
+        """Add several counters in one round trip."""
+        if not deltas:
+            return
+        pipe = self._redis.pipeline(transaction=False)
+        for name, amount in deltas.items():
+            pipe.hincrby(keys.webhook_counts(), name, amount)
+        pipe.execute()
 
     def counts(self) -> dict[str, int]:
         raw: Mapping[Any, Any] = self._redis.hgetall(keys.webhook_counts())
@@ -317,10 +394,30 @@ class WebhookStore:
             return 0
         return int(self._redis.xack(keys.webhook_events(), group, *stream_ids))
 
-    def trim(self, max_age_s: float) -> int:
-        """Drop events stored more than `max_age_s` ago (read or not); returns how many."""
-        oldest_ms = int((time.time() - max_age_s) * 1000)
-        return int(self._redis.xtrim(keys.webhook_events(), minid=f"{oldest_ms}-0"))
+    def trim(self, max_age_s: float | None = None) -> int:
+        """Drop events stored more than `max_age_s` (default: `retention_s`) ago, read or not,
+        exactly; returns how many. The age is measured on Redis's clock, as stream ids are.
+
+        Whole nodes go first, in approximate XTRIMs that Redis caps at 10,000 entries each, so a
+        stream grown huge is cut down without blocking Redis for long; then one exact XTRIM
+        takes the old entries left in the first remaining node."""
+        age_ms = int((self.retention_s if max_age_s is None else max_age_s) * 1000)
+        seconds, micros = self._redis.time()
+        oldest_ms = int(seconds) * 1000 + int(micros) // 1000 - age_ms
+        if oldest_ms <= 0:
+            return 0
+        stream, minid = keys.webhook_events(), f"{oldest_ms}-0"
+        removed = 0
+        while True:
+            step = int(self._redis.xtrim(stream, minid=minid, approximate=True))
+            removed += step
+            if not step:
+                break
+        return removed + int(self._redis.xtrim(stream, minid=minid, approximate=False))
+
+    def ping(self) -> None:
+        """Raise redis.RedisError unless Redis answers."""
+        self._redis.ping()
 
 
 def _check_name(field: str, value: object) -> None:

@@ -1,21 +1,23 @@
 """Customer.io's published OpenAPI specs, turned into request validators for contract tests.
 
-The specs live in the `shared` checkout beside the repository (`../shared/specs`; in CI the repo is
-cloned fresh with `../shared` beside it). If they are missing the calling test FAILS: a contract
-test that silently skips checks nothing.
+The specs are copies kept in the repository, in `tests/specs/` (its README says where each one is
+published). If one is missing the calling test FAILS: a contract test that silently skips checks
+nothing. For the App API, `tests/specs` holds the published request schemas of the operations
+cio_worker sends (sends, broadcast triggers, people search), wrapped unchanged in a minimal
+OpenAPI 3.1 document (`customerio-app-api.requests.openapi.json`), so one validator reads every API.
 
-Both specs are OpenAPI 3.1, whose schemas are JSON Schema 2020-12; `$ref`s are resolved inside the
-document through a `referencing` registry. OpenAPI 3.0's `nullable` is translated too, should a spec
-ever fall back to 3.0. On top of plain JSON Schema this module enforces two OpenAPI rules:
+All the specs are OpenAPI 3.1, whose schemas are JSON Schema 2020-12; `$ref`s are resolved inside
+the document through a `referencing` registry. OpenAPI 3.0's `nullable` is translated too, should a
+spec ever fall back to 3.0. On top of plain JSON Schema this module enforces two OpenAPI rules:
 
 - `readOnly` properties must not be sent in a request (OpenAPI 3.1 §4.8.24.1 / JSON Schema
   validation §9.4);
 - the few `format`s the specs use for our fields are checked: `date-time` (RFC 3339), `ulid`,
-  `unix timestamp`, `email`.
+  `unix timestamp`, `email`, `json` (a string holding a JSON document).
 
-Where a published schema is wrong or unsatisfiable, `_PATCHES` narrows it, each patch with its
-reason, and each checking first that the flaw is still there: once Customer.io fixes the spec, the
-patch fails loudly and should be deleted.
+Where a published schema is wrong or unsatisfiable, `_PATCHES` adjusts it, each patch with its
+reason and evidence, and each checking first that the flaw is still there: once Customer.io fixes
+the spec, the patch fails loudly and should be deleted.
 """
 
 from __future__ import annotations
@@ -35,10 +37,12 @@ from jsonschema import Draft202012Validator, FormatChecker, ValidationError, val
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
-#: `shared/specs` beside the repository: tests/ -> repo -> its parent.
-SPECS_DIR = Path(__file__).parents[2] / "shared" / "specs"
+#: The in-repo copies of Customer.io's published documents (tests/specs/README.md).
+SPECS_DIR = Path(__file__).parent / "specs"
 TRACK_SPEC = "customerio-track-api.openapi.json"
 PIPELINES_SPEC = "customerio-pipelines-api.openapi.json"
+APP_SPEC = "customerio-app-api.requests.openapi.json"
+WEBHOOKS_SPEC = "customerio-reporting-webhooks.openapi.json"
 
 _METHODS = ("get", "put", "post", "delete", "patch", "head", "options")
 _RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
@@ -70,6 +74,17 @@ def _is_ulid(value: object) -> bool:
 def _is_unix_seconds(value: object) -> bool:
     # Ten digits at most: milliseconds would be a silent 50,000-year error.
     return not isinstance(value, int) or 0 <= value <= 9_999_999_999
+
+
+@_FORMATS.checks("json")
+def _is_json(value: object) -> bool:
+    if not isinstance(value, str):
+        return True
+    try:
+        json.loads(value)
+    except ValueError:
+        return False
+    return True
 
 
 @_FORMATS.checks("email")
@@ -287,17 +302,12 @@ def _patch_merge_customers(document: dict[str, Any]) -> None:
 
 
 def _patch_pipelines_track(document: dict[str, Any]) -> None:
-    """Pipelines /track: `type` is not the caller's to send; custom events exclude semantic names.
+    """Pipelines /track: custom events exclude the semantic event names.
 
-    1. The three "Custom event" branches list `type` in `required`, yet allOf the same branch with
-       `common_fields`, where `type` is `readOnly` and "set by Customer.io based on the endpoint";
-       the branch's own description says "set automatically by the request method/endpoint", and
-       the operation's own curl example sends no `type`. Required-and-read-only cannot be satisfied
-       by a request, so `type` is dropped from `required` there (it stays read-only).
-    2. With 1., a custom event accepts any `event` name, so a semantic event (`User Deleted`...)
-       would match both "Custom event" and its own branch and fail the top-level `oneOf`. The spec
-       clearly means the semantic branches to own their names: the custom branches get
-       `not: {event in <the semantic names listed by the spec's own branches>}`.
+    A custom event accepts any `event` name, so a semantic event (`User Deleted`...) matches both
+    "Custom event" and its own branch and fails the top-level `oneOf`. The spec clearly means the
+    semantic branches to own their names: the custom branches get
+    `not: {event in <the semantic names listed by the spec's own branches>}`.
     """
     schemas = document["components"]["schemas"]
     branches = schemas["track"]["oneOf"]
@@ -307,17 +317,118 @@ def _patch_pipelines_track(document: dict[str, Any]) -> None:
         if "$ref" in branch:
             semantic += _resolve(document, branch["$ref"][1:])["properties"]["event"]["enum"]
     _expect(bool(semantic), "Pipelines track lists no semantic events any more")
-    _expect(
-        schemas["common_fields"]["properties"]["type"].get("readOnly") is True,
-        "Pipelines common_fields.type is no longer readOnly",
-    )
-    for user_kind in custom["oneOf"]:
-        own = user_kind["allOf"][0]
-        _expect(
-            "type" in own["required"], f"Pipelines track {user_kind['title']}: type not required"
-        )
-        own["required"] = [name for name in own["required"] if name != "type"]
+    _expect("not" not in custom, "Pipelines custom events now exclude names themselves")
     custom["not"] = {"required": ["event"], "properties": {"event": {"enum": semantic}}}
+
+
+def _patch_pipelines_type(document: dict[str, Any]) -> None:
+    """Pipelines `type`: required by the call schemas, yet marked `readOnly` in two places.
+
+    `/track`'s custom events and every item of `/batch` list `type` in `required` (enum: the
+    call's own type), while `common_fields.type` (mixed into the single calls) and `alias.type`
+    say `readOnly`, "set by Customer.io based on the endpoint". A request cannot satisfy both. We
+    follow `required`: every call carries `type` = its endpoint's own type, exactly what
+    Customer.io's own Pipelines libraries send (customerio/cdp-analytics-python `client.py` puts
+    `type` in every message). Sending the value the server would set modifies nothing, which is
+    all `readOnly` forbids (JSON Schema validation §9.4). So `readOnly` is dropped from those two
+    `type`s only; every other read-only property (receivedAt, version...) stays enforced, and the
+    `enum`s still refuse a `type` that contradicts the endpoint.
+    """
+    schemas = document["components"]["schemas"]
+    for owner in (schemas["common_fields"], schemas["alias"]):
+        prop = owner["properties"]["type"]
+        _expect(prop.get("readOnly") is True, "Pipelines `type` is no longer readOnly")
+        del prop["readOnly"]
+    custom = next(b for b in schemas["track"]["oneOf"] if b.get("title") == "Custom event")
+    for user_kind in custom["oneOf"]:
+        _expect("type" in user_kind["allOf"][0]["required"], "Pipelines track: type not required")
+
+
+def _patch_pipelines_batch_alias(document: dict[str, Any]) -> None:
+    """Pipelines /batch: the published item list omits `alias`; Customer.io accepts it.
+
+    The batch item `anyOf` lists identify, track, page, screen and group, not alias. Yet both of
+    Customer.io's own server-side Pipelines libraries send *every* call, alias included, inside
+    `/v1/batch`: customerio/cdp-analytics-python (`client.py` `alias()` builds
+    `{"type": "alias", "userId", "previousId", ...}`, `request.py` posts it as
+    `{"batch": [msg]}` to `/v1/batch`) and customerio/cdp-analytics-js (its node publisher posts
+    every queued event, alias included, to `/v1/batch`). So an alias item is read as the single
+    `/alias` call's schema plus its `type`.
+    """
+    items = document["components"]["schemas"]["batch"]["properties"]["batch"]["items"]
+    titles = [branch.get("title") for branch in items["anyOf"]]
+    _expect("Alias" not in titles, "the Pipelines batch schema now lists alias")
+    items["anyOf"].append(
+        {
+            "title": "Alias",
+            "allOf": [
+                {"$ref": "#/components/schemas/alias"},
+                {"type": "object", "required": ["type"]},
+            ],
+        }
+    )
+
+
+def _patch_pipelines_batch_anonymous(document: dict[str, Any]) -> None:
+    """Pipelines /batch: the "Anonymous User" branches forget to require `anonymousId`.
+
+    Inside `batch.items`, track/page/screen/group each offer `oneOf` "Known User" (requires
+    `userId`) and "Anonymous User", whose `required` lacks `anonymousId` (the single calls'
+    "Anonymous User" branches do require it). So every known-user item matches both branches
+    and `oneOf` refuses it: the schema would refuse any batch of identified events. The
+    anonymous branches get `anonymousId` in `required`, as in the single calls.
+    """
+    items = document["components"]["schemas"]["batch"]["properties"]["batch"]["items"]
+    patched = 0
+    for branch in items["anyOf"]:
+        for alternative in branch.get("oneOf", ()):
+            if alternative.get("title") != "Anonymous User":
+                continue
+            own = alternative["allOf"][0]
+            if "anonymousId" in own["properties"] and "anonymousId" not in own["required"]:
+                own["required"] = [*own["required"], "anonymousId"]
+                patched += 1
+    _expect(patched > 0, "Pipelines batch anonymous branches now require anonymousId")
+
+
+def _patch_app_one_of(document: dict[str, Any]) -> None:
+    """App API: alternatives under `oneOf` overlap, so they are read as `anyOf`.
+
+    E.g. a broadcast trigger's "Default audience" branch accepts any object, so a body with `ids`
+    matches it and "IDs" both; an email with a template and subject matches "With template" and
+    "Without template". `oneOf` would refuse the spec's own examples.
+    """
+    count = 0
+
+    def walk(node: Any) -> None:
+        nonlocal count
+        if isinstance(node, dict):
+            if "oneOf" in node:
+                node["anyOf"] = node.pop("oneOf")
+                count += 1
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(document["paths"])
+    _expect(count > 0, "the App API request schemas no longer use oneOf")
+
+
+def _patch_app_push_to(document: dict[str, Any]) -> None:
+    """App /v1/send/push `to`: the enum's `$device_token` is a placeholder, not a value.
+
+    The description reads "One of `all`, `last_used`, or a custom device token"; the enum lists
+    `all`, `last_used` and the literal `$device_token`. It is read as: `all`, `last_used` or any
+    non-empty token. (`to` is also `required` though it "defaults to `all`": we always send it.)
+    """
+    schema = _resolve(document, _p("paths", "/v1/send/push", "post", *_JSON_SCHEMA))
+    (branch,) = [part for part in schema["allOf"] if "to" in part.get("properties", {})]
+    to = branch["properties"]["to"]
+    _expect("$device_token" in to.get("enum", ()), "push `to` enum changed")
+    del to["enum"]
+    to["minLength"] = 1
 
 
 def _resolve(document: dict[str, Any], pointer: str) -> Any:
@@ -332,9 +443,36 @@ def _expect(condition: bool, flaw_gone: str) -> None:
         raise SpecError(f"spec changed ({flaw_gone}): re-check the patch in openapi_contract.py")
 
 
+def _patch_app_default_audience(document: dict[str, Any]) -> None:
+    """App broadcast triggers: "Default audience" means *no* audience key.
+
+    Its description is "the default set of recipients defined in the UI", but the branch accepts
+    any object, so (read as `anyOf`) it would let any `ids`, `emails`... through unchecked. It gets
+    `not` any of the audience keys the other branches require, making the branches exclusive.
+    """
+    schema = _resolve(
+        document, _p("paths", "/v1/campaigns/{broadcast_id}/triggers", "post", *_JSON_SCHEMA)
+    )
+    branches = schema.get("anyOf") or schema["oneOf"]
+    (default,) = [b for b in branches if b.get("title") == "Default audience"]
+    _expect("not" not in default, "broadcast Default audience now excludes audience keys")
+    keys = [b["allOf"][0]["required"][0] for b in branches if b is not default]
+    _expect(
+        sorted(keys) == sorted(["recipients", "emails", "ids", "per_user_data", "data_file_url"]),
+        "broadcast audience branches changed",
+    )
+    default["not"] = {"anyOf": [{"required": [key]} for key in keys]}
+
+
 _PATCHES: dict[str, tuple[Callable[[dict[str, Any]], None], ...]] = {
     TRACK_SPEC: (_patch_merge_customers,),
-    PIPELINES_SPEC: (_patch_pipelines_track,),
+    PIPELINES_SPEC: (
+        _patch_pipelines_track,
+        _patch_pipelines_type,
+        _patch_pipelines_batch_anonymous,
+        _patch_pipelines_batch_alias,
+    ),
+    APP_SPEC: (_patch_app_one_of, _patch_app_push_to, _patch_app_default_audience),
 }
 
 
@@ -354,7 +492,7 @@ def load_document(name: str) -> dict[str, Any]:
     if not SPECS_DIR.is_dir():
         pytest.fail(
             f"Customer.io OpenAPI specs not found: {SPECS_DIR} does not exist. The contract tests "
-            "need the `shared` directory beside the repository (../shared/specs); clone it there.",
+            "read the copies kept in the repository (tests/specs, see its README).",
             pytrace=False,
         )
     if not path.is_file():
@@ -374,6 +512,25 @@ def track_spec() -> OpenApiSpec:
 
 def pipelines_spec() -> OpenApiSpec:
     return load_spec(PIPELINES_SPEC)
+
+
+def app_spec() -> OpenApiSpec:
+    """The App API's published request schemas for sends, broadcast triggers, people search."""
+    return load_spec(APP_SPEC)
+
+
+def spec_for(api: str) -> OpenApiSpec:
+    """The spec of one of cio_worker's APIs: `track`, `pipelines` or `app`."""
+    return {"track": track_spec, "pipelines": pipelines_spec, "app": app_spec}[api]()
+
+
+def request_errors(
+    api: str, method: str, path: str, body: object, headers: Mapping[str, str] | None = None
+) -> list[str]:
+    """Every way one request breaks its API's published contract (empty: it conforms)."""
+    spec_op = spec_for(api).operation(method, path)
+    problems = spec_op.body_errors(body) + spec_op.header_errors(headers or {})
+    return [f"{spec_op}: {problem}" for problem in problems]
 
 
 def path_segment(value: str) -> str:

@@ -271,3 +271,27 @@ def _wait_healthy(url: str, process: subprocess.Popen[bytes]) -> None:
         except httpx.HTTPError:
             time.sleep(0.1)
     raise AssertionError("the webhook receiver did not start")
+
+
+class TestWebhooksWithoutRedis:
+    @pytest.mark.parametrize(
+        "argv",
+        [["webhooks", "list"], ["webhooks", "list", "--json"], ["webhooks", "serve"]],
+    )
+    def test_redis_away_is_one_clear_line(
+        self, argv: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """No traceback and no banner: exit 2 and one line naming Redis (password redacted);
+        `serve` does not start a receiver that could store nothing."""
+        nobody = free_port()
+        monkeypatch.setenv("CIO_WORKER_REDIS_URL", f"redis://:s3cret@127.0.0.1:{nobody}/0")
+        monkeypatch.setenv("CUSTOMERIO_WEBHOOK_SIGNING_KEY", "k")
+        if argv[-1] == "serve":
+            argv = [*argv, "--port", str(free_port())]
+        code = main(argv)
+        out, err = capsys.readouterr()
+        assert (code, out) == (2, "")
+        (line,) = err.strip().splitlines()
+        assert line.startswith(f"cio-worker: webhooks {argv[1]}: Redis at redis://")
+        assert f"127.0.0.1:{nobody}" in line and "does not answer (ConnectionError" in line
+        assert "s3cret" not in err

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import io
+import json
+import logging
+from pathlib import Path
+
 import pytest
+import structlog
 
 from cio_worker.config import (
     SANDBOX_APP_API_KEY,
@@ -10,8 +16,10 @@ from cio_worker.config import (
     SANDBOX_SITE_ID,
     SANDBOX_TRACK_API_KEY,
     Settings,
+    redact_url,
 )
 from cio_worker.errors import CioWorkerError, ConfigError
+from cio_worker.logs import configure_logging
 
 # Hosts from customerio-api.md §1 (the client adds Pipelines' /v1 path itself).
 US_HOSTS = {
@@ -111,6 +119,7 @@ class TestParsing:
                 "CIO_WORKER_ALLOW_EVICTION": "yes",
                 "CIO_WORKER_LOG_LEVEL": "debug",
                 "CIO_WORKER_LOG_FORMAT": "console",
+                "CIO_WORKER_METRICS_BASIC_AUTH": "prom:scrape-pw",
             }
         )
         assert settings.redis_url == "rediss://:pw@redis.example.com:6380/3"
@@ -139,6 +148,7 @@ class TestParsing:
         assert settings.allow_eviction is True
         assert settings.log_level == "DEBUG"
         assert settings.log_format == "console"
+        assert settings.metrics_basic_auth == "prom:scrape-pw"
 
     def test_blank_values_count_as_unset(self) -> None:
         """An empty or whitespace-only variable falls back to the default."""
@@ -317,6 +327,34 @@ class TestInvalid:
             Settings.from_env({"CIO_WORKER_REDIS_URL": value})
         assert "CIO_WORKER_REDIS_URL" in str(info.value)
 
+    @pytest.mark.parametrize("value", ["prom", "prom:", ":pw", "prompw"])
+    def test_bad_metrics_basic_auth_is_refused_without_echoing_it(self, value: str) -> None:
+        """CIO_WORKER_METRICS_BASIC_AUTH must be user:password; the error never shows the value."""
+        with pytest.raises(ConfigError) as info:
+            Settings.from_env({"CIO_WORKER_METRICS_BASIC_AUTH": value})
+        assert "CIO_WORKER_METRICS_BASIC_AUTH" in str(info.value)
+        assert value not in str(info.value)
+
+    def test_sentinel_over_tls_is_refused(self) -> None:
+        """sentinels:// would reach Redis in plain text (redis-py) or not at all (kombu has no such
+        transport): refused, rather than run without the TLS the URL asks for."""
+        with pytest.raises(ConfigError, match="sentinels:// .* not supported"):
+            Settings.from_env(
+                {"CIO_WORKER_REDIS_URL": "sentinels://s1:26379;sentinels://s2:26379/0"}
+            )
+
+    def test_tls_options_need_rediss_and_a_readable_ca(self, tmp_path: Path) -> None:
+        """?ssl_ca_certs= (read by redis-py and kombu) needs rediss:// and a file that exists."""
+        ca = tmp_path / "ca.crt"
+        ca.write_text("-----BEGIN CERTIFICATE-----\n")
+        good = f"rediss://:pw@r.internal:6380/0?ssl_ca_certs={ca}"
+        assert Settings.from_env({"CIO_WORKER_REDIS_URL": good}).redis_url == good
+        with pytest.raises(ConfigError, match="needs a rediss:// URL"):
+            Settings.from_env({"CIO_WORKER_REDIS_URL": good.replace("rediss:", "redis:")})
+        with pytest.raises(ConfigError, match="not a readable file") as info:
+            Settings.from_env({"CIO_WORKER_REDIS_URL": f"{good}.missing"})
+        assert ":pw@" not in str(info.value)
+
     def test_backoff_max_below_base(self) -> None:
         """A backoff cap below the base raises ConfigError naming the cap variable."""
         with pytest.raises(ConfigError) as info:
@@ -426,6 +464,56 @@ class TestSecrets:
             for secret in self.SECRETS.values():
                 assert secret not in text
         assert "site-9" in repr(settings)
+
+    @pytest.mark.parametrize(
+        ("url", "shown"),
+        [
+            ("redis://:hunter2-pw@redis.internal:6379/0", "redis://:***@redis.internal:6379/0"),
+            ("rediss://default:hunter2-pw@r:6380/1", "rediss://default:***@r:6380/1"),
+            ("redis://r:6379/0?password=hunter2-pw&db=2", "redis://r:6379/0?password=***&db=2"),
+            ("unix://:hunter2-pw@/run/redis.sock?db=1", "unix://:***@/run/redis.sock?db=1"),
+            ("redis://:p@ss-hunter2-pw@r:6379/0", "redis://:***@r:6379/0"),
+            (
+                "sentinel://:hunter2-pw@s1:26379;sentinel://:hunter2-pw@s2:26379/0?master_name=m",
+                "sentinel://:***@s1:26379;sentinel://:***@s2:26379/0?master_name=m",
+            ),
+        ],
+    )
+    def test_redis_password_never_in_repr(self, url: str, shown: str) -> None:
+        """repr(Settings) shows the Redis URL with its password masked (every Sentinel host's,
+        and a ?password= parameter too), keeping host, port, database and other parameters."""
+        settings = Settings.from_env({"CIO_WORKER_REDIS_URL": url})
+        assert settings.redis_url == url  # the real URL is still what connections use
+        for text in (repr(settings), str(settings), repr(settings.replace())):
+            assert "hunter2-pw" not in text
+            assert f"redis_url={shown!r}" in text
+        assert redact_url(url) == shown
+
+    def test_repr_keeps_the_dataclass_shape(self) -> None:
+        """Every non-secret field appears, in order, as the generated repr would show it."""
+        text = repr(Settings(site_id="site-9", metrics_basic_auth="prom:hunter2-pw"))
+        assert text.startswith("Settings(redis_url='redis://localhost:6379/0', redis_timeout_s=")
+        assert "site_id='site-9'" in text and "log_format='json')" in text
+        assert "hunter2-pw" not in text and "metrics_basic_auth" not in text
+
+    def test_urls_in_log_lines_lose_their_password(self) -> None:
+        """Whatever a log call carries (an error message naming the URL, say), a Redis URL's
+        password and the exporter's credentials never reach the log line."""
+        out = io.StringIO()
+        configure_logging(Settings())
+        structlog.configure(logger_factory=structlog.WriteLoggerFactory(file=out))
+        log = structlog.get_logger("test")
+        log.error(
+            "redis_down",
+            error="Error connecting to sentinel://:hunter2-pw@s1:26379;sentinel://:hunter2-pw@s2",
+            url="rediss://u:hunter2-pw@r:6380/0?ssl_ca_certs=/etc/ca.crt",
+            metrics_basic_auth="prom:hunter2-pw",
+        )
+        line = json.loads(out.getvalue())
+        assert "hunter2-pw" not in out.getvalue()
+        assert line["url"] == "rediss://u:***@r:6380/0?ssl_ca_certs=/etc/ca.crt"
+        assert line["error"].endswith("sentinel://:***@s1:26379;sentinel://:***@s2")
+        logging.getLogger("httpx").setLevel(logging.NOTSET)
 
     def test_keys_still_readable_as_attributes(self) -> None:
         """Hiding keys from repr does not hide them from code that needs them."""

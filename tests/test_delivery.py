@@ -130,13 +130,13 @@ class TestRetry:
         assert wait > 2.0  # every worker now waits for the pause
 
     def test_ambiguous_message_timeout_is_dead_lettered(self, make_deliverer, producer) -> None:
-        """A read timeout on an email (no dedup key) dead-letters by default: no resend."""
+        """A read timeout on an email (no dedup key) dead-letters under `dead`: no resend."""
 
         def timeout(request: httpx.Request) -> httpx.Response:
             raise httpx.ReadTimeout("slow", request=request)
 
         job_id = producer.enqueue_send_email(3, identifiers={"id": "u1"}, to="a@example.com")
-        deliverer, _ = make_deliverer(timeout)
+        deliverer, _ = make_deliverer(timeout, ambiguous_messages="dead")
         assert run(deliverer, job_id).state == "dead"
         letter = deliverer.dead_letters.get(job_id)
         assert letter is not None and "ambiguous" in letter.reason
@@ -262,12 +262,14 @@ class TestWorkerDiedWhileSending:
         deliverer.ledger.mark_sending(job_id)
         redis_client.hset(keys.job(job_id), "lease_until", 0)
 
-    def test_an_email_that_may_have_been_sent_is_dead_lettered_by_default(
+    def test_an_email_that_may_have_been_sent_is_dead_lettered_under_dead(
         self, make_deliverer, producer, redis_client
     ) -> None:
         """No second email: the dead letter says why, and nothing is sent."""
         job_id = producer.enqueue_send_email(3, identifiers={"id": "u1"}, to="a@example.com")
-        deliverer, seen = make_deliverer(answer(200, {"delivery_id": "d1"}))
+        deliverer, seen = make_deliverer(
+            answer(200, {"delivery_id": "d1"}), ambiguous_messages="dead"
+        )
         self._died_mid_request(deliverer, redis_client, job_id)
         assert run(deliverer, job_id).state == "dead"
         letter = deliverer.dead_letters.get(job_id)

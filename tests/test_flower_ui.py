@@ -31,6 +31,7 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 from cio_worker.config import Settings
 from cio_worker.embedded import RedisServer, SandboxProcess, free_port, stop_processes
@@ -337,6 +338,71 @@ class TestFlowerAuth:
         response = httpx.get(stack["base"] + "/healthcheck", timeout=5)
         assert response.status_code == 200
         assert response.text == "OK"
+
+
+#: Paths Flower (2.x) serves without auth whatever --basic_auth says: its probe, its Prometheus
+#: metrics, its static files and the login/logout pages (views only, no data).
+OPEN_IN_FLOWER = {"/healthcheck", "/metrics", "/static/x", "/login", "/logout"}
+#: What Flower's /metrics carries: its own series, and the process/platform collectors of
+#: prometheus_client's default registry (nothing else registers there in a Flower process).
+FLOWER_SERIES = ("flower_", "process_", "python_")
+FLOWER_LABELS = {"worker", "task", "type", "le", "implementation", "major", "minor", "patchlevel",
+                 "version", "generation"}  # fmt: skip
+
+
+def _flower_paths() -> list[str]:
+    """One concrete path per route in Flower's URL table (a group becomes `x`)."""
+    from flower.urls import handlers  # installed with the [embedded] extra
+
+    paths = []
+    for handler in handlers:
+        pattern = handler.regex.pattern if hasattr(handler, "regex") else handler[0]
+        path = re.sub(r"\([^)]*\)", "x", pattern).replace("/?", "").rstrip("$")
+        if path not in (".*", "x"):
+            paths.append(path)
+    return paths
+
+
+class TestFlowerOpenPaths:
+    def test_only_the_documented_paths_answer_without_auth(self, stack: dict[str, Any]) -> None:
+        """Every route of Flower's own URL table is asked without credentials: all but the
+        documented open ones answer 401 (or 405 for a POST-only API)."""
+        opened = set()
+        for path in _flower_paths():
+            status = httpx.get(stack["base"] + path, timeout=10).status_code
+            if status not in (401, 405):
+                opened.add(path)
+        assert opened == OPEN_IN_FLOWER
+
+    def test_metrics_carry_worker_and_task_names_only(self, stack: dict[str, Any]) -> None:
+        """/metrics answers without auth (Flower serves it so since 2.0): Flower's counters by
+        worker node and task name, no job id, no argument, nothing personal."""
+        response = httpx.get(stack["base"] + "/metrics", timeout=10)
+        assert response.status_code == 200
+        text = response.text
+        tasks = set()
+        for family in text_string_to_metric_families(text):
+            assert family.name.startswith(FLOWER_SERIES), family.name
+            for sample in family.samples:
+                assert set(sample.labels) <= FLOWER_LABELS, sample
+                if "task" in sample.labels:
+                    tasks.add(sample.labels["task"])
+                if "worker" in sample.labels:
+                    assert sample.labels["worker"] == f"celery@{stack['host']}", sample
+        assert tasks and all(re.fullmatch(r"cio_worker\.[a-z_]+", task) for task in tasks), tasks
+        for job_id in stack["jobs"]:
+            assert job_id not in text
+        for value in PERSONAL:
+            assert value not in text
+
+    def test_readme_says_what_is_open(self) -> None:
+        """README.md's Flower section names both open paths and what /metrics shows."""
+        readme = (ROOT / "README.md").read_text()
+        section = readme.split("\n## Flower\n", 1)[1].split("\n## ", 1)[0]
+        bullet = next(line for line in section.split("\n- ") if "/healthcheck" in line)
+        assert "`/metrics`" in bullet, bullet
+        assert "only `/healthcheck` is open" not in section
+        assert "task names" in bullet and "no task id" in bullet, bullet
 
 
 class TestFlowerApi:

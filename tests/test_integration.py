@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -27,6 +28,27 @@ from cio_worker.producer import Producer
 pytestmark = pytest.mark.integration
 
 WAIT_S = 60
+#: A person whose id is an email address, and one with a plain id: both travel in URL paths
+#: (PUT /api/v1/customers/<id>), where a rejected request's reason used to carry them.
+PERSON_EMAIL = "pii-path@example.com"
+PERSON_ID = "pii-person-93f1c7"
+
+
+def _personal_forms(*values: str) -> set[str]:
+    """Each value as written and as it appears percent-encoded in a URL path or query."""
+    forms = set()
+    for value in values:
+        forms |= {value, quote(value, safe=""), quote(value, safe="@"), quote(value)}
+    return forms | {"@example.com", "%40example.com"}
+
+
+def _warning_or_worse(line: str) -> bool:
+    """A structlog JSON line at warning level or above, or a Celery/stdlib line that says so."""
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return any(level in line for level in ("WARNING", "ERROR", "CRITICAL"))
+    return isinstance(record, dict) and record.get("level") in ("warning", "error", "critical")
 
 
 def _wait_until(predicate: Any, timeout_s: float = WAIT_S, what: str = "condition") -> Any:
@@ -167,7 +189,8 @@ class TestEveryKind:
             "to": "a@example.com", "message_data": {"n": 1},
         }  # fmt: skip
         assert body("POST", "/v1/send/push") == {
-            "transactional_message_id": 4, "identifiers": {"id": "u/1"}, "title": "Hi"
+            "transactional_message_id": 4, "identifiers": {"id": "u/1"}, "title": "Hi",
+            "to": "all",  # required by the published schema; its documented default
         }  # fmt: skip
         assert body("POST", "/v1/send/sms")["message_data"] == {"c": 2}
         assert body("POST", "/v1/campaigns/7/triggers") == {"data": {"h": "x"}, "ids": ["u/1"]}
@@ -230,14 +253,53 @@ class TestDeadLetters:
 
 
 class TestLogs:
+    def test_dead_letters_and_error_lines_carry_no_personal_value(
+        self, stack: dict[str, Any]
+    ) -> None:
+        """Rejected requests whose URL path names a person (an email as the id, a plain id):
+        neither the dead letters' reasons (`dlq list`, meant to show no personal data) nor any
+        warning- or error-level log line holds the id or email, plain or percent-encoded."""
+        base = stack["sandbox"]
+        httpx.post(f"{base}/_sandbox/reset")
+        httpx.post(f"{base}/_sandbox/faults", json={"status": 422, "count": 2, "family": "track"})
+        producer = Producer(stack["settings"])
+        ids = {
+            producer.enqueue_identify(PERSON_EMAIL, {"email": PERSON_EMAIL}),
+            producer.enqueue_track(PERSON_ID, "Viewed pricing", {"contact": PERSON_EMAIL}),
+        }
+        cli = [sys.executable, "-m", "cio_worker", "dlq"]
+
+        def listing() -> str:
+            out = subprocess.run([*cli, "list", "--json"], env=stack["env"], capture_output=True,
+                                 text=True, check=True).stdout  # fmt: skip
+            return out if ids <= {letter["id"] for letter in json.loads(out)} else ""
+
+        listed = _wait_until(listing, what="the two dead letters")
+        httpx.delete(f"{base}/_sandbox/faults")
+        worker_log = Path(stack["worker_log"])
+        _wait_until(
+            lambda: all(job_id in worker_log.read_text() for job_id in ids),
+            what="the dead letters in the worker's log",
+        )
+        reasons = [letter["reason"] for letter in json.loads(listed) if letter["id"] in ids]
+        assert all(reason.startswith("422 ") for reason in reasons), reasons
+        serious = [line for line in worker_log.read_text().splitlines() if _warning_or_worse(line)]
+        assert any("dead_lettered" in line for line in serious)
+        for form in _personal_forms(PERSON_EMAIL, PERSON_ID):
+            assert form not in listed, (form, reasons)
+            assert not [line for line in serious if form in line], form
+        subprocess.run([*cli, "purge", "--all"], env=stack["env"], check=True, capture_output=True)
+
     def test_worker_logs_no_key_and_no_email(self, stack: dict[str, Any]) -> None:
-        """After the deliveries above, the worker's DEBUG log holds no key and no email address."""
+        """After the deliveries above, the worker's DEBUG log holds no key and no email address,
+        written plainly or percent-encoded (as in a URL path)."""
         text = Path(stack["worker_log"]).read_text()
         assert "delivered" in text
         settings: Settings = stack["settings"]
         for secret in (settings.track_api_key, settings.app_api_key, settings.pipelines_api_key):
             assert secret and secret not in text
         assert "@example.com" not in text
+        assert "%40example.com" not in text
 
 
 class TestFlower:

@@ -432,6 +432,72 @@ class TestExporter:
                 process.stdout.close()
 
 
+class TestExporterAuth:
+    def test_basic_auth_when_configured(
+        self, redis_client: redis.Redis, settings: Settings
+    ) -> None:
+        """With CIO_WORKER_METRICS_BASIC_AUTH every path answers 401 (with a Basic challenge)
+        unless the request carries exactly those credentials."""
+        port = free_port()
+        guarded = settings.replace(metrics_basic_auth="prom:scrape-pw")
+        server, thread = serve(redis_client, guarded, host="127.0.0.1", port=port)
+        url = f"http://127.0.0.1:{port}/metrics"
+        try:
+            for path in ("/metrics", "/", "/anything"):
+                refused = httpx.get(f"http://127.0.0.1:{port}{path}", timeout=5)
+                assert refused.status_code == 401, path
+                assert refused.headers["www-authenticate"].startswith("Basic ")
+                assert "cio_worker" not in refused.text
+            for auth in (("prom", "wrong"), ("other", "scrape-pw"), ("prom", "scrape-pw-x")):
+                assert httpx.get(url, auth=auth, timeout=5).status_code == 401, auth
+            for header in ("Basic !!!", "Bearer scrape-pw", "Basic", "Basic cHJvbQ=="):
+                response = httpx.get(url, headers={"Authorization": header}, timeout=5)
+                assert response.status_code == 401, header
+            response = httpx.get(url, auth=("prom", "scrape-pw"), timeout=5)
+            assert response.status_code == 200
+            assert value(parse(response.text), "cio_worker_redis_up") == 1
+        finally:
+            server.shutdown()
+            server.server_close()
+            thread.join(timeout=10)
+
+    def test_cli_takes_the_credentials_from_the_environment(
+        self, redis_url: str, tmp_path: Path
+    ) -> None:
+        """`cio-worker metrics` reads CIO_WORKER_METRICS_BASIC_AUTH, says so, never prints it."""
+        port = free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("CIO_", "CUSTOMERIO_"))}
+        env["CIO_WORKER_REDIS_URL"] = redis_url
+        env["CIO_WORKER_METRICS_BASIC_AUTH"] = "prom:scrape-pw"
+        log = tmp_path / "out.log"
+        with open(log, "wb") as out:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "cio_worker", "metrics", "--port", str(port)],
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        url = f"http://127.0.0.1:{port}/metrics"
+        try:
+            deadline = time.monotonic() + 20
+            while True:
+                try:
+                    refused = httpx.get(url, timeout=5)
+                    break
+                except httpx.TransportError:
+                    assert process.poll() is None, log.read_text()
+                    assert time.monotonic() < deadline, "the exporter did not start"
+                    time.sleep(0.1)
+            assert refused.status_code == 401
+            assert httpx.get(url, auth=("prom", "scrape-pw"), timeout=5).status_code == 200
+        finally:
+            process.terminate()
+            process.wait(timeout=10)
+        output = log.read_text()
+        assert f"127.0.0.1:{port}/metrics (basic auth)" in output
+        assert "scrape-pw" not in output
+
+
 class TestDashboard:
     def load(self) -> dict[str, Any]:
         dashboard: dict[str, Any] = json.loads(DASHBOARD.read_text())

@@ -7,6 +7,7 @@ test reads it back from `cio:job:<id>` with `Job.from_json`.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -340,6 +341,7 @@ class TestPipelinesOperations:
         )
         assert op.path == "/v1/identify"
         assert op.json == {
+            "type": "identify",
             "messageId": job.id,
             "userId": "u-1",
             "traits": {"plan": "pro"},
@@ -369,6 +371,7 @@ class TestPipelinesOperations:
         )
         assert op.path == "/v1/track"
         assert op.json == {
+            "type": "track",
             "messageId": job.id,
             "userId": "u-1",
             "event": "purchase",
@@ -381,6 +384,7 @@ class TestPipelinesOperations:
         job, op = op_for(producer, producer.enqueue_track_anonymous("anon-7", "viewed"), PIPELINES)
         assert op.path == "/v1/track"
         assert op.json == {
+            "type": "track",
             "messageId": job.id,
             "anonymousId": "anon-7",
             "event": "viewed",
@@ -393,6 +397,7 @@ class TestPipelinesOperations:
         job, op = op_for(producer, producer.enqueue_page("u-1", url, {"title": "A"}), PIPELINES)
         assert op.path == "/v1/page"
         assert op.json == {
+            "type": "page",
             "messageId": job.id,
             "userId": "u-1",
             "name": url,
@@ -403,7 +408,12 @@ class TestPipelinesOperations:
         """merge is /v1/alias: the primary's id is userId, the secondary's is previousId."""
         job, op = op_for(producer, producer.enqueue_merge("u-1", "u-2"), PIPELINES)
         assert op.path == "/v1/alias"
-        assert op.json == {"messageId": job.id, "userId": "u-1", "previousId": "u-2"}
+        assert op.json == {
+            "type": "alias",
+            "messageId": job.id,
+            "userId": "u-1",
+            "previousId": "u-2",
+        }
 
     @pytest.mark.parametrize(
         ("action", "event"),
@@ -419,7 +429,7 @@ class TestPipelinesOperations:
         """delete/suppress/unsuppress are /v1/track semantic events for the userId."""
         job, op = op_for(producer, getattr(producer, f"enqueue_{action}")("u-1"), PIPELINES)
         assert op.path == "/v1/track"
-        assert op.json == {"messageId": job.id, "userId": "u-1", "event": event}
+        assert op.json == {"type": "track", "messageId": job.id, "userId": "u-1", "event": event}
 
     def test_add_device_is_device_created_or_updated(self, producer: Producer) -> None:
         """add_device is `Device Created or Updated` with the token and type in context.device."""
@@ -430,6 +440,7 @@ class TestPipelinesOperations:
         )
         assert op.path == "/v1/track"
         assert op.json == {
+            "type": "track",
             "messageId": job.id,
             "userId": "u-1",
             "event": "Device Created or Updated",
@@ -441,6 +452,7 @@ class TestPipelinesOperations:
         """remove_device is the `Device Deleted` event with the token in context.device."""
         job, op = op_for(producer, producer.enqueue_remove_device("u-1", "tok"), PIPELINES)
         assert op.json == {
+            "type": "track",
             "messageId": job.id,
             "userId": "u-1",
             "event": "Device Deleted",
@@ -473,8 +485,18 @@ class TestAppOperations:
         job = example(producer, kind)
         op = build_operation(job, TRACK)
         assert (op.api, op.bucket, op.method, op.path) == ("app", "transactional", "POST", path)
-        assert op.json == job.payload
+        extra = {"to": "all"} if kind is Kind.SEND_PUSH else {}  # the schema requires push `to`
+        assert op.json == {**job.payload, **extra}
         assert op.headers == {}
+
+    def test_push_sends_to_all_devices_unless_told(self, producer: Producer) -> None:
+        """Push `to` is required by the published schema and defaults to `all`: we send it."""
+        _, op = op_for(producer, producer.enqueue_send_push(5, identifiers={"id": "u-1"}))
+        assert op.json is not None and op.json["to"] == "all"
+        _, op = op_for(
+            producer, producer.enqueue_send_push(5, identifiers={"id": "u-1"}, to="last_used")
+        )
+        assert op.json is not None and op.json["to"] == "last_used"
 
     def test_email_body_has_the_documented_fields(self, producer: Producer) -> None:
         """The email body carries to, identifiers, message id, data and `from` (not `from_`)."""
@@ -514,6 +536,72 @@ class TestAppOperations:
         if kind is Kind.SEND_EMAIL:
             assert body["to"]
 
+    @pytest.mark.parametrize(
+        "headers",
+        [
+            {"X-Mailgun-Tag": "orders", "X-Custom": "v-1"},
+            [{"name": "X-Mailgun-Tag", "value": "orders"}, {"name": "X-Custom", "value": "v-1"}],
+            '[{"name": "X-Mailgun-Tag", "value": "orders"}, {"name": "X-Custom", "value": "v-1"}]',
+        ],
+    )
+    def test_email_headers_become_the_documented_json_string(
+        self, producer: Producer, headers: Any
+    ) -> None:
+        """`headers` is sent as the JSON string of [{name, value}] the schema asks for."""
+        _, op = op_for(
+            producer,
+            producer.enqueue_send_email(
+                42, identifiers={"id": "u-1"}, to="a@example.com", headers=headers
+            ),
+        )
+        assert op.json is not None
+        assert isinstance(op.json["headers"], str)
+        assert json.loads(op.json["headers"]) == [
+            {"name": "X-Mailgun-Tag", "value": "orders"},
+            {"name": "X-Custom", "value": "v-1"},
+        ]
+
+    @pytest.mark.parametrize(
+        ("headers", "field"),
+        [
+            ({"X-Tag": "two words"}, "headers.X-Tag"),
+            ({"X Tag": "v"}, "headers.X Tag"),
+            ({"X-Tag": "café"}, "headers.X-Tag"),
+            ({"X-Tag": 3}, "headers.X-Tag"),
+            ({"X-Tag": ""}, "headers.X-Tag"),
+            ([{"name": "X-Tag"}], "headers[0]"),
+            ("not json", "headers"),
+            ('{"X-Tag": "v"}', "headers"),
+            (7, "headers"),
+        ],
+    )
+    def test_email_headers_outside_the_rule_are_refused(
+        self, producer: Producer, headers: Any, field: str
+    ) -> None:
+        """Names and values must be non-empty ASCII strings without spaces (Customer.io's rule)."""
+        with pytest.raises(ValidationError) as caught:
+            producer.enqueue_send_email(
+                42, identifiers={"id": "u-1"}, to="a@example.com", headers=headers
+            )
+        assert caught.value.field == field
+
+    def test_a_stored_dict_headers_job_is_sent_as_the_string(self) -> None:
+        """A job stored before the conversion (headers as a dict) still goes out conforming."""
+        job = Job(
+            id="01ARZ3NDEKTSV4RRFFQ69G5FAV",
+            kind=Kind.SEND_EMAIL,
+            payload={
+                "transactional_message_id": 1,
+                "identifiers": {"id": "u-1"},
+                "to": "a@example.com",
+                "headers": {"X-Tag": "t"},
+            },
+            created_at=0.0,
+        )
+        op = build_operation(job, TRACK)
+        assert op.json is not None and op.json["headers"] == '[{"name":"X-Tag","value":"t"}]'
+        assert job.payload["headers"] == {"X-Tag": "t"}
+
     def test_email_without_to_is_refused_at_enqueue(self, producer: Producer) -> None:
         """An email job lacking §4's required `to` is refused before it can become a bad body."""
         with pytest.raises(ValidationError) as caught:
@@ -539,7 +627,7 @@ class TestAppOperations:
             "POST",
             "/v1/campaigns/9/triggers",
         )
-        assert op.json == {"data": {"sale": "spring"}, "ids": ["u-1", 2]}
+        assert op.json == {"data": {"sale": "spring"}, "ids": ["u-1", "2"]}  # ids are strings
 
     @pytest.mark.parametrize(
         ("audience", "flags"),
@@ -703,9 +791,19 @@ class TestPipelinesApiContract:
 class TestContractMachinery:
     """The contract helper itself: it finds the specs, and it can fail."""
 
-    def test_specs_are_beside_the_repository(self) -> None:
-        """The specs are looked up in `shared/specs` beside the repository checkout."""
-        assert Path(__file__).parents[2] / "shared" / "specs" == contract.SPECS_DIR
+    def test_specs_are_in_the_repository(self) -> None:
+        """The specs are the copies in tests/specs, so a plain clone runs the contract tests."""
+        assert Path(__file__).parent / "specs" == contract.SPECS_DIR
+        for name in (
+            contract.TRACK_SPEC,
+            contract.PIPELINES_SPEC,
+            contract.APP_SPEC,
+            contract.WEBHOOKS_SPEC,
+        ):
+            assert (contract.SPECS_DIR / name).is_file(), name
+        readme = (contract.SPECS_DIR / "README.md").read_text(encoding="utf-8")
+        assert "https://docs.customer.io/" in readme
+        assert "shared" not in readme
 
     def test_missing_specs_fail_rather_than_skip(
         self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
@@ -736,7 +834,9 @@ class TestContractMachinery:
         [
             ("/v1/identify", {"traits": {}}, {}),
             ("/v1/track", {"userId": "u", "event": "e", "timestamp": TS}, {}),
-            ("/v1/track", {"userId": "u", "event": "e", "type": "track"}, {}),
+            ("/v1/track", {"userId": "u", "event": "e"}, {}),
+            ("/v1/track", {"userId": "u", "event": "e", "type": "identify"}, {}),
+            ("/v1/track", {"userId": "u", "event": "e", "type": "track", "version": 2}, {}),
             ("/v1/track", {"userId": "u", "event": "Device Deleted"}, {}),
             ("/v1/alias", {"userId": "u"}, {}),
             ("/v1/page", {"userId": "u"}, {"X-Strict-Mode": "true"}),
@@ -745,7 +845,8 @@ class TestContractMachinery:
     def test_pipelines_validator_rejects_bad_requests(
         self, path: str, body: dict[str, Any], headers: dict[str, str]
     ) -> None:
-        """Missing ids, Unix timestamps, read-only `type`, bad semantic events, bad headers fail."""
+        """Missing ids or `type`, Unix timestamps, a `type` of another call, read-only fields,
+        bad semantic events, bad headers fail."""
         spec_op = contract.pipelines_spec().operation("POST", path)
         assert spec_op.body_errors(body) + spec_op.header_errors(headers) != []
 

@@ -19,6 +19,7 @@ import cio_worker
 from cio_worker import producer as producer_module
 from cio_worker.config import Settings
 from cio_worker.errors import CioWorkerError, EnqueueError, ValidationError
+from cio_worker.kinds import Kind
 from cio_worker.producer import Producer
 
 EMAIL = "ada.lovelace@example.com"
@@ -334,3 +335,138 @@ class TestRedisUnavailable:
         finally:
             redis_client.config_set("maxmemory", old)
         assert redis_client.dbsize() == 0
+
+
+class TestBulkFlushFailures:
+    """A bulk block never loses a job silently: every flush failure reaches the caller."""
+
+    @staticmethod
+    def fail_first_store(monkeypatch: pytest.MonkeyPatch, bulk: Any, error: Exception) -> None:
+        """The bulk producer's first flush raises `error` while being built (nothing sent)."""
+        real = bulk._router.store
+        calls = {"n": 0}
+
+        def store(*args: Any, **kwargs: Any) -> None:
+            calls["n"] += 1
+            if calls["n"] == 1:
+                raise error
+            real(*args, **kwargs)
+
+        monkeypatch.setattr(bulk._router, "store", store)
+
+    def test_unencodable_value_in_background_flush_is_raised(
+        self, settings: Settings, redis_client: redis.Redis
+    ) -> None:
+        """The reported case: a value Redis cannot encode (here slipped past validation)
+        reaches the writer thread. The thread does not die quietly: the next flush raises
+        EnqueueError saying the failed flush stored nothing and the jobs after it were
+        discarded; nothing was stored."""
+        producer = Producer(settings)
+        ids = []
+        with pytest.raises(EnqueueError) as info, producer.pipeline(flush_every=2) as bulk:
+            ids.append(bulk.enqueue_track("u-1", "One"))
+            # Bypasses validation, which refuses lone surrogates at the call.
+            ids.append(bulk._store(Kind.BROADCAST, {"broadcast_id": 1, "body": {"x": "\ud800"}}))
+            ids.append(bulk.enqueue_track("u-1", "Three"))
+            bulk.enqueue_track("u-1", "Four")
+        message = str(info.value)
+        assert "bulk flush of 2 jobs" in message
+        assert "none of them stored" in message
+        assert "0 stored by earlier flushes" in message
+        assert "the 2 job(s) enqueued after that flush" in message and "discarded" in message
+        assert "UnicodeEncodeError" in message
+        assert isinstance(info.value.__cause__, EnqueueError)
+        assert bulk.stored == 0
+        assert redis_client.dbsize() == 0
+
+    def test_any_exception_in_background_flush_is_raised_at_block_exit(
+        self, settings: Settings, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Not only Redis errors: a bug while building the flush surfaces at block exit with
+        the counts, and the flushes after it do not run."""
+        producer = Producer(settings)
+        with pytest.raises(EnqueueError) as info:
+            with producer.pipeline(flush_every=2) as bulk:
+                self.fail_first_store(monkeypatch, bulk, RuntimeError("boom"))
+                for n in range(3):
+                    bulk.enqueue_delete(f"u-{n}")
+        message = str(info.value)
+        assert "bulk flush of 2 jobs" in message and "none of them stored" in message
+        assert "RuntimeError: boom" in message
+        assert "the 1 job(s) enqueued after that flush" in message
+        assert isinstance(info.value.__cause__.__cause__, RuntimeError)  # type: ignore[union-attr]
+        assert bulk.stored == 0
+        assert redis_client.dbsize() == 0
+
+    def test_earlier_flushes_are_counted(
+        self, settings: Settings, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A failure after a good flush says how many were stored; those stay stored."""
+        producer = Producer(settings)
+        with pytest.raises(EnqueueError, match="2 stored by earlier flushes"):
+            with producer.pipeline(flush_every=2) as bulk:
+                stored = [bulk.enqueue_delete(f"u-{n}") for n in range(2)]
+                bulk._wait_for_writer()  # the first flush is done
+                self.fail_first_store(monkeypatch, bulk, RuntimeError("boom"))
+                bulk.enqueue_delete("u-3")
+                bulk.enqueue_delete("u-4")
+        assert bulk.stored == 2
+        assert all(redis_client.exists(f"cio:job:{job_id}") for job_id in stored)
+        assert redis_client.llen("cio.track") == 2
+
+    def test_foreground_flush_wraps_unexpected_errors(
+        self, settings: Settings, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """`flush()` itself turns any failure into EnqueueError with the counts."""
+        bulk = Producer(settings).pipeline()
+        self.fail_first_store(monkeypatch, bulk, KeyError("bug"))
+        bulk.enqueue_delete("u-1")
+        with pytest.raises(EnqueueError, match="bulk flush of 1 jobs .* none of them stored"):
+            bulk.flush()
+
+    def test_block_exception_wins_but_notes_the_flush_failure(
+        self, settings: Settings, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The block's own exception propagates, carrying the flush failure as a note."""
+        producer = Producer(settings)
+        with pytest.raises(ZeroDivisionError) as info:
+            with producer.pipeline(flush_every=2) as bulk:
+                self.fail_first_store(monkeypatch, bulk, RuntimeError("boom"))
+                bulk.enqueue_delete("u-1")
+                bulk.enqueue_delete("u-2")
+                raise ZeroDivisionError
+        notes = getattr(info.value, "__notes__", [])
+        assert any("background bulk flush failed" in note and "boom" in note for note in notes)
+        assert redis_client.dbsize() == 0
+
+    def test_caller_may_go_on_after_a_failed_flush(
+        self, settings: Settings, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """After the error, the block starts from an empty buffer: later jobs are stored."""
+        producer = Producer(settings)
+        with producer.pipeline(flush_every=2) as bulk:
+            self.fail_first_store(monkeypatch, bulk, RuntimeError("boom"))
+            bulk.enqueue_delete("u-1")
+            bulk.enqueue_delete("u-2")
+            bulk.enqueue_delete("u-3")
+            with pytest.raises(EnqueueError):
+                bulk.enqueue_delete("u-4")
+            later = bulk.enqueue_delete("u-5")
+        assert bulk.stored == 1
+        assert redis_client.exists(f"cio:job:{later}") == 1
+        assert redis_client.llen("cio.track") == 1
+
+    def test_surrogate_refused_at_the_call_in_a_block(
+        self, settings: Settings, redis_client: redis.Redis
+    ) -> None:
+        """The reported block, through the public API: the bad call raises ValidationError,
+        the three good jobs are stored."""
+        producer = Producer(settings)
+        with producer.pipeline(flush_every=2) as bulk:
+            ids = [bulk.enqueue_track("u-1", "One"), bulk.enqueue_track("u-1", "Two")]
+            with pytest.raises(ValidationError) as info:
+                bulk.enqueue_broadcast(1, data={"x": "\ud800"})
+            ids.append(bulk.enqueue_track("u-1", "Four"))
+        assert info.value.field == "data.x"
+        assert bulk.stored == 3
+        assert all(redis_client.exists(f"cio:job:{job_id}") for job_id in ids)

@@ -14,12 +14,14 @@ import httpx
 import pytest
 import uvicorn
 
+from cio_worker import cli
 from cio_worker.config import (
     SANDBOX_APP_API_KEY,
     SANDBOX_PIPELINES_API_KEY,
     SANDBOX_SITE_ID,
     SANDBOX_TRACK_API_KEY,
 )
+from cio_worker.embedded import SandboxProcess
 from cio_worker.errors import ConfigError
 from cio_worker.sandbox import SandboxConfig, create_app, run_sandbox
 from cio_worker.sandbox import server as sandbox_server
@@ -1140,6 +1142,9 @@ class TestFaults:
             {"status": 99},
             {"status": 500, "drop": True},
             {"drop": "yes"},
+            {"drop_after": "yes"},
+            {"drop": True, "drop_after": True},
+            {"status": 503, "drop_after": True},
             {"delay_s": -1},
             {"every": 0, "status": 500},
             {"retry_after": 3},
@@ -1256,3 +1261,366 @@ class TestRunSandbox:
         assert (call["host"], call["port"]) == ("127.0.0.1", 9999)
         assert (call["log_level"], call["access_log"]) == ("warning", False)
         assert call["app"].state.sandbox.config.track_rps == 5
+
+
+# -- What was sent: delivery and trigger listings, the listing lag, drop vs drop_after -------------
+MESSAGE_KEYS = {
+    "id",
+    "deduplicate_id",
+    "message_template_id",
+    "customer_id",
+    "customer_identifiers",
+    "recipient",
+    "subject",
+    "metrics",
+    "created",
+    "failure_message",
+    "campaign_id",
+    "action_id",
+    "newsletter_id",
+    "content_id",
+    "broadcast_id",
+    "type",
+    "forgotten",
+}
+USER_4 = {"id": "user-4", "email": "person4@example.com", "cio_id": "a3000004"}
+
+
+def send(test_client: TestClient, channel: str = "email", **fields: Any) -> str:
+    """POST /v1/send/{channel} (template 7 to user-4 unless told otherwise); the delivery id."""
+    body = {"transactional_message_id": 7, "identifiers": {"id": "user-4"}, **fields}
+    if channel == "email":
+        body.setdefault("to", "person4@example.com")
+    response = test_client.post(f"/v1/send/{channel}", json=body, headers=APP)
+    assert response.status_code == 200, response.text
+    delivery_id: str = response.json()["delivery_id"]
+    return delivery_id
+
+
+def listed(test_client: TestClient, path: str, **query: Any) -> list[str]:
+    """The delivery ids one page of a messages listing answers."""
+    response = test_client.get(path, params=query, headers=APP)
+    assert response.status_code == 200, response.text
+    return [message["id"] for message in response.json()["messages"]]
+
+
+class TestDeliveryListings:
+    def test_transactional_listing_shape_and_order(self, client: TestClient) -> None:
+        """Deliveries of one transactional message, every channel, newest first, in Customer.io's
+        MessageObject shape; other templates are left out."""
+        first = send(client, subject="Your receipt")
+        push = send(client, "push", to="all")
+        send(client, transactional_message_id=8)
+        sms = send(client, "sms", to="+14155550100", identifiers={"email": "PERSON4@example.com"})
+        body = client.get("/v1/transactional/7/messages", headers=APP).json()
+        assert set(body) == {"messages", "next"} and body["next"] == ""
+        assert [m["id"] for m in body["messages"]] == [sms, push, first]
+        assert all(set(m) == MESSAGE_KEYS for m in body["messages"])
+        assert [m["type"] for m in body["messages"]] == ["twilio", "push", "email"]
+        email_message = body["messages"][2]
+        assert email_message["message_template_id"] == 7
+        assert email_message["subject"] == "Your receipt"
+        assert email_message["recipient"] == "person4@example.com"
+        assert email_message["customer_id"] == "user-4"
+        # The person's identifiers are completed from the workspace, whichever one the send named.
+        assert all(m["customer_identifiers"] == USER_4 for m in body["messages"])
+        assert list(email_message["metrics"]) == ["sent"]
+        assert email_message["metrics"]["sent"] == email_message["created"]
+        assert email_message["deduplicate_id"] == f"{first}:{email_message['created']}"
+        parents = ("campaign_id", "action_id", "newsletter_id", "content_id", "broadcast_id")
+        assert all(email_message[key] is None for key in parents)
+        assert listed(client, "/v1/transactional/99/messages") == []
+
+    def test_pages_follow_next(self, client: TestClient) -> None:
+        """`limit` and `start`: the cursor walks the newest-first list; an empty `next` ends it."""
+        sent = [send(client) for _ in range(5)]
+        page = client.get("/v1/transactional/7/messages?limit=2", headers=APP).json()
+        seen = [m["id"] for m in page["messages"]]
+        while page["next"]:
+            query = {"limit": 2, "start": page["next"]}
+            page = client.get("/v1/transactional/7/messages", params=query, headers=APP).json()
+            seen += [m["id"] for m in page["messages"]]
+        assert seen == sent[::-1]
+
+    def test_time_window_is_inclusive_on_created(self, client: TestClient) -> None:
+        """start_ts and end_ts bound `created`, both inclusive."""
+        delivery_id = send(client)
+        message = client.get(f"/v1/messages/{delivery_id}", headers=APP).json()["message"]
+        created = message["created"]
+        path = "/v1/transactional/7/messages"
+        assert listed(client, path, start_ts=created, end_ts=created) == [delivery_id]
+        assert listed(client, path, start_ts=created + 1) == []
+        assert listed(client, path, end_ts=created - 1) == []
+        assert listed(client, path, start_ts=created - 60) == [delivery_id]
+
+    def test_metric_and_state_filters(self, client: TestClient) -> None:
+        """`metric` keeps deliveries that reached it; `state` keeps those in that state."""
+        delivery_id = send(client)
+        path = "/v1/transactional/7/messages"
+        assert listed(client, path, metric="sent") == [delivery_id]
+        assert listed(client, path, metric="opened") == []
+        assert listed(client, path, state="sent") == [delivery_id]
+        assert listed(client, path, state="failed") == []
+
+    @pytest.mark.parametrize(
+        ("path", "message"),
+        [
+            ("/v1/transactional/abc/messages", "transactional_id must be a number"),
+            ("/v1/transactional/7/messages?metric=read", "metric must be one of attempted"),
+            ("/v1/transactional/7/messages?state=done", "state must be one of failed"),
+            ("/v1/transactional/7/messages?limit=0", "limit must be an integer from 1 to 1000"),
+            ("/v1/transactional/7/messages?limit=1001", "limit must be an integer from 1 to"),
+            ("/v1/transactional/7/messages?start=nope", "start is not a valid page token"),
+            ("/v1/transactional/7/messages?start_ts=10&end_ts=9", "end_ts must not be before"),
+            ("/v1/customers/user-4/messages?id_type=phone", "phone is not an identifier"),
+            ("/v1/customers/user-4/messages?id_type=name", "id_type must be one of id, email"),
+            ("/v1/customers/user-4/messages?start_ts=x", "start_ts must be an integer"),
+        ],
+    )
+    def test_bad_parameters_are_400(self, client: TestClient, path: str, message: str) -> None:
+        response = client.get(path, headers=APP)
+        assert response.status_code == 400
+        assert message in response.json()["meta"]["error"]
+
+    @pytest.mark.parametrize(
+        ("customer", "id_type"),
+        [("user-4", None), ("Person4@Example.com", "email"), ("a3000004", "cio_id")],
+    )
+    def test_person_listing_by_each_identifier(
+        self, client: TestClient, customer: str, id_type: str | None
+    ) -> None:
+        """A person's deliveries, found by id, email (any case) or cio_id; the generated
+        delivery to that person is older than the new ones."""
+        first = send(client)
+        second = send(client, "push", transactional_message_id=8)
+        send(client, identifiers={"id": "user-5"}, to="person5@example.com")
+        query = {} if id_type is None else {"id_type": id_type}
+        found = listed(client, f"/v1/customers/{customer}/messages", **query)
+        assert found == [second, first, "sandbox-delivery-4"]
+
+    def test_unknown_person_has_no_deliveries(self, client: TestClient) -> None:
+        """A person the workspace does not know is listed by the identifier the send named."""
+        delivery_id = send(client, identifiers={"id": "u/1"}, to="x@example.com")
+        message = client.get(f"/v1/messages/{delivery_id}", headers=APP).json()["message"]
+        assert message["customer_identifiers"] == {"id": "u/1", "email": None, "cio_id": None}
+        assert listed(client, "/v1/customers/u%2F1/messages") == [delivery_id]
+        assert listed(client, "/v1/customers/nobody/messages") == []
+
+    def test_send_by_trigger_name_has_no_template_id(self, client: TestClient) -> None:
+        """A send naming its template by trigger name is listed under the person only."""
+        delivery_id = send(client, transactional_message_id="welcome")
+        message = client.get(f"/v1/messages/{delivery_id}", headers=APP).json()["message"]
+        assert message["message_template_id"] is None
+        assert listed(client, "/v1/transactional/7/messages") == []
+        assert listed(client, "/v1/customers/user-4/messages")[0] == delivery_id
+
+    def test_listings_are_app_reads(self, client: TestClient) -> None:
+        """Bearer auth and the 10/s `app` limit, like every App API read."""
+        assert client.get("/v1/transactional/7/messages").status_code == 401
+        statuses = [
+            client.get("/v1/customers/user-4/messages", headers=APP).status_code for _ in range(11)
+        ]
+        assert statuses == [200] * 10 + [429]
+        assert {r["family"] for r in records(client)} == {"app"}
+
+
+class TestTriggerListings:
+    def test_triggers_are_listed_and_found(self, client: TestClient, clock: FakeClock) -> None:
+        """Accepted triggers list under their broadcast, newest first; each is found alone."""
+        first = client.post("/v1/campaigns/2/triggers", json={"ids": ["user-1"]}, headers=APP)
+        clock.advance(10)
+        other = client.post("/v1/campaigns/3/triggers", headers=APP).json()["id"]
+        clock.advance(10)
+        second = client.post("/v1/campaigns/2/triggers", headers=APP).json()["id"]
+        body = client.get("/v1/broadcasts/2/triggers", headers=APP).json()
+        assert [t["id"] for t in body["triggers"]] == [second, first.json()["id"]]
+        trigger = body["triggers"][0]
+        assert set(trigger) == {"id", "broadcast_id", "created_at", "processed_at"}
+        assert trigger["broadcast_id"] == 2 and trigger["processed_at"] >= trigger["created_at"]
+        one = client.get(f"/v1/campaigns/2/triggers/{second}", headers=APP)
+        assert one.status_code == 200 and one.json() == trigger
+        assert client.get(f"/v1/campaigns/2/triggers/{other}", headers=APP).status_code == 404
+        assert client.get("/v1/campaigns/2/triggers/999", headers=APP).status_code == 404
+        assert client.get("/v1/broadcasts/5/triggers", headers=APP).json() == {"triggers": []}
+        assert client.get("/v1/broadcasts/x/triggers", headers=APP).status_code == 400
+        assert client.get("/v1/campaigns/2/triggers/x", headers=APP).status_code == 400
+
+    def test_missing_broadcast_is_404(self, make_client: Callable[..., TestClient]) -> None:
+        client = make_client(missing_broadcast_ids=frozenset({13}))
+        assert client.get("/v1/broadcasts/13/triggers", headers=APP).status_code == 404
+        assert client.get("/v1/campaigns/13/triggers/1", headers=APP).status_code == 404
+
+
+class TestListingLag:
+    def test_config_validates_the_lag(self) -> None:
+        assert SandboxConfig().listing_lag_s == 0
+        for bad in (-1, 3601, float("nan"), True):
+            with pytest.raises(ConfigError, match="listing_lag_s"):
+                SandboxConfig(listing_lag_s=bad)
+
+    def test_new_sends_and_triggers_show_only_after_the_lag(
+        self, make_client: Callable[..., TestClient], clock: FakeClock
+    ) -> None:
+        """With a 2 s lag a delivery and a trigger are invisible to every read for 2 s."""
+        client = make_client(listing_lag_s=2, app_rps=100)
+        delivery_id = send(client)
+        trigger_id = client.post("/v1/campaigns/2/triggers", headers=APP).json()["id"]
+
+        def shown() -> tuple[bool, bool, bool, bool, bool]:
+            return (
+                client.get(f"/v1/messages/{delivery_id}", headers=APP).status_code == 200,
+                delivery_id in listed(client, "/v1/transactional/7/messages"),
+                delivery_id in listed(client, "/v1/customers/user-4/messages"),
+                bool(client.get("/v1/broadcasts/2/triggers", headers=APP).json()["triggers"]),
+                client.get(f"/v1/campaigns/2/triggers/{trigger_id}", headers=APP).status_code
+                == 200,
+            )
+
+        assert shown() == (False,) * 5
+        clock.advance(1.9)
+        assert shown() == (False,) * 5
+        clock.advance(0.1)
+        assert shown() == (True,) * 5
+        # The generated deliveries were never hidden.
+        assert client.get("/v1/messages/sandbox-delivery-3", headers=APP).status_code == 200
+
+    def test_lag_is_set_at_runtime_and_reset_restores_it(
+        self, make_client: Callable[..., TestClient], clock: FakeClock
+    ) -> None:
+        client = make_client(listing_lag_s=1)
+        assert client.get("/_sandbox/config").json() == {"listing_lag_s": 1}
+        response = client.post("/_sandbox/config", json={"listing_lag_s": 5})
+        assert response.json() == {"listing_lag_s": 5}
+        delivery_id = send(client)
+        clock.advance(4)
+        assert listed(client, "/v1/transactional/7/messages") == []
+        # The lag in force when reading decides: lowering it shows what is old enough.
+        client.post("/_sandbox/config", json={"listing_lag_s": 0})
+        assert listed(client, "/v1/transactional/7/messages") == [delivery_id]
+        client.post("/_sandbox/reset")
+        assert client.get("/_sandbox/config").json() == {"listing_lag_s": 1}
+
+    @pytest.mark.parametrize(
+        "body",
+        [{}, {"listing_lag_s": -1}, {"listing_lag_s": "2"}, {"listing_lag_s": 1, "x": 1}, [1]],
+    )
+    def test_bad_config_is_400(self, client: TestClient, body: Any) -> None:
+        response = client.post("/_sandbox/config", json=body)
+        assert response.status_code == 400 and "error" in response.json()
+        assert client.get("/_sandbox/config").json() == {"listing_lag_s": 0}
+
+    def test_cli_flag_sets_the_lag(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """`cio-worker sandbox --listing-lag-s 2.5` starts the sandbox with that lag."""
+        configs: list[SandboxConfig] = []
+
+        def fake_run(*, host: str, port: int, config: SandboxConfig) -> None:
+            configs.append(config)
+
+        monkeypatch.setattr("cio_worker.sandbox.run_sandbox", fake_run)
+        assert cli.main(["sandbox", "--port", "9999", "--listing-lag-s", "2.5"]) == 0
+        assert configs[0].listing_lag_s == 2.5
+
+
+class TestDropAfter:
+    def test_drop_after_processes_then_drops(self, client: TestClient) -> None:
+        """{"drop_after": true}: the send is accepted and becomes a delivery, then the answer is
+        lost; {"drop": true} loses the request before anything happens."""
+        set_fault(client, {"drop": True, "count": 1, "family": "transactional"})
+        with pytest.raises(InjectedDropError):
+            send(client)
+        set_fault(client, {"drop_after": True, "count": 1, "family": "transactional"})
+        assert client.get("/_sandbox/faults").json() == {
+            "fault": {"drop_after": True, "count": 1, "family": "transactional"}
+        }
+        with pytest.raises(InjectedDropError):
+            send(client)
+        dropped, dropped_after = records(client)
+        assert (dropped["fault"], dropped["status"], dropped["accepted"]) == ("drop", None, False)
+        assert (dropped_after["fault"], dropped_after["status"]) == ("drop_after", None)
+        assert (dropped_after["accepted"], dropped_after["answered"]) == (True, 200)
+        assert dropped["answered"] is None
+        figures = stats(client)
+        assert figures["connections_dropped"] == 2
+        assert figures["families"]["transactional"]["accepted"] == 1
+        (message,) = client.get("/v1/transactional/7/messages", headers=APP).json()["messages"]
+        assert message["customer_identifiers"] == USER_4
+        assert client.get("/_sandbox/faults").json() == {"fault": None}
+
+    def test_drop_after_a_trigger_records_it(self, client: TestClient) -> None:
+        set_fault(client, {"drop_after": True, "count": 1})
+        with pytest.raises(InjectedDropError):
+            client.post("/v1/campaigns/2/triggers", headers=APP)
+        (trigger,) = client.get("/v1/broadcasts/2/triggers", headers=APP).json()["triggers"]
+        assert last_record(client)["fault"] is None  # the listing itself is answered
+        assert trigger["broadcast_id"] == 2
+
+    def test_drop_after_with_every_and_delay(self, client: TestClient) -> None:
+        """Every other send is processed and its answer dropped, after a delay."""
+        set_fault(client, {"drop_after": True, "every": 2, "delay_s": 0.01})
+        outcomes = []
+        for _ in range(4):
+            try:
+                send(client)
+                outcomes.append("answered")
+            except InjectedDropError:
+                outcomes.append("dropped")
+        assert outcomes == ["answered", "dropped"] * 2
+        assert [r["fault"] for r in records(client)] == [None, "drop_after"] * 2
+        assert len(listed(client, "/v1/transactional/7/messages")) == 4
+
+    def test_drop_after_a_refusal_records_what_it_would_have_answered(
+        self, make_client: Callable[..., TestClient]
+    ) -> None:
+        """A request processed into a 429 or 400 under drop_after is dropped all the same; the
+        log says what it would have answered, and nothing was sent."""
+        client = make_client(transactional_rps=1)
+        send(client)
+        set_fault(client, {"drop_after": True, "family": "transactional"})
+        with pytest.raises(InjectedDropError):
+            send(client)
+        assert (last_record(client)["answered"], last_record(client)["accepted"]) == (429, False)
+        assert len(listed(client, "/v1/transactional/7/messages")) == 1
+
+
+class TestDropsOverHttp:
+    def test_drop_and_drop_after_differ_only_in_what_the_listings_show(self) -> None:
+        """Against a real `cio-worker sandbox` process: both faults look the same to httpx
+        (RemoteProtocolError, no answer); only the listings, once the lag has passed, tell
+        whether the send or the trigger happened."""
+        lag_s = 0.5
+        with SandboxProcess() as sandbox, httpx.Client(base_url=sandbox.url, timeout=10) as http:
+            assert http.post("/_sandbox/config", json={"listing_lag_s": lag_s}).status_code == 200
+            body = {"transactional_message_id": 7, "identifiers": {"id": "user-4"}, "to": "a@x.io"}
+            seen: dict[str, tuple[type[Exception], list[str], list[int]]] = {}
+            for fault in ("drop", "drop_after"):
+                http.post("/_sandbox/faults", json={fault: True, "count": 2})
+                with pytest.raises(httpx.RemoteProtocolError) as send_error:
+                    http.post("/v1/send/email", json=body, headers=APP)
+                with pytest.raises(httpx.RemoteProtocolError):
+                    http.post("/v1/campaigns/2/triggers", headers=APP)
+                # Right after the failure nothing is listed either way: the lag hides it.
+                assert self._deliveries(http) == [] and self._triggers(http) == []
+                time.sleep(lag_s + 0.1)
+                seen[fault] = (send_error.type, self._deliveries(http), self._triggers(http))
+                log = http.get("/_sandbox/requests", params={"family": "transactional"}).json()
+                assert log[-1]["fault"] == fault and log[-1]["status"] is None
+            assert seen["drop"][0] is seen["drop_after"][0] is httpx.RemoteProtocolError
+            assert seen["drop"][1:] == ([], [])
+            (delivery,) = seen["drop_after"][1]
+            (trigger,) = seen["drop_after"][2]
+            accepted = [r for r in http.get("/_sandbox/requests").json() if r["accepted"]]
+            assert {r["fault"] for r in accepted if r["method"] == "POST"} == {"drop_after"}
+            assert http.get(f"/v1/messages/{delivery}", headers=APP).status_code == 200
+            assert http.get(f"/v1/campaigns/2/triggers/{trigger}", headers=APP).status_code == 200
+
+    @staticmethod
+    def _deliveries(http: httpx.Client) -> list[str]:
+        response = http.get("/v1/transactional/7/messages", headers=APP)
+        assert response.status_code == 200, response.text
+        return [message["id"] for message in response.json()["messages"]]
+
+    @staticmethod
+    def _triggers(http: httpx.Client) -> list[int]:
+        response = http.get("/v1/broadcasts/2/triggers", headers=APP)
+        assert response.status_code == 200, response.text
+        return [trigger["id"] for trigger in response.json()["triggers"]]

@@ -10,7 +10,7 @@ import contextlib
 import json
 import math
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from types import MappingProxyType
 from typing import Any
 
@@ -742,3 +742,269 @@ class TestEmailRecipient:
             producer.enqueue_send_email(1, identifiers={"id": "u"})
         assert info.value.field == "to"
         assert redis_client.dbsize() == 0
+
+
+def nested(depth: int) -> dict[str, Any]:
+    """`{"a": {"a": ... {}}}`, `depth` dicts deep (built without recursion)."""
+    inner: dict[str, Any] = {}
+    outer = inner
+    for _ in range(depth - 1):
+        outer = {"a": outer}
+    return outer
+
+
+class TestEncodable:
+    """Input no encoder can write is refused by name (it used to raise UnicodeEncodeError,
+    ValueError, RecursionError or TypeError, from deep inside the producer)."""
+
+    @pytest.mark.parametrize(
+        ("call", "field"),
+        [
+            (lambda p: p.enqueue_track("u-\ud800", "Viewed"), "user_id"),
+            (lambda p: p.enqueue_track("u-1", "View\udfffed"), "event"),
+            (lambda p: p.enqueue_track("u-1", "Viewed", {"a": "x\ud800"}), "properties.a"),
+            (
+                lambda p: p.enqueue_track("u-1", "Viewed", {"a": ["ok", "\ud800"]}),
+                "properties.a[1]",
+            ),
+            (lambda p: p.enqueue_identify("u-1", {"n\ud800": 1}), "traits"),
+            (lambda p: p.enqueue_page("u-1", "https://x.test/\ud800"), "url"),
+            (lambda p: p.enqueue_delete("\ud800"), "user_id"),
+            (lambda p: p.enqueue_merge({"email": "\ud800@x.test"}, "b"), "primary.email"),
+            (
+                lambda p: p.enqueue_send_sms("welcome\ud800", identifiers={"id": "u"}),
+                "transactional_message_id",
+            ),
+            (lambda p: p.enqueue_send_sms(1, identifiers={"id": "u"}, to="+1\ud800"), "to"),
+            (lambda p: p.enqueue_broadcast(1, data={"x": "\ud800"}), "data.x"),
+            (lambda p: p.enqueue_broadcast(1, ids=["u-1", "\ud800"]), "ids[1]"),
+        ],
+    )
+    def test_lone_surrogate(
+        self, producer: Producer, rejects: Rejects, call: Callable[[Producer], str], field: str
+    ) -> None:
+        """A lone surrogate (not UTF-8, not JSON) in an id, a name, a key or a value."""
+        with rejects(field, "unicode"):
+            call(producer)
+
+    def test_int_over_4300_digits(self, producer: Producer, rejects: Rejects) -> None:
+        """An int Python cannot turn into text (over 4300 digits) is refused by path."""
+        with rejects("properties.n", "4300"):
+            producer.enqueue_track("u-1", "Viewed", {"n": 10**4300})
+
+    def test_int_of_4300_digits_accepted(
+        self, producer: Producer, redis_client: redis.Redis
+    ) -> None:
+        """4300 digits is the last size a job can be written and read back with."""
+        job_id = producer.enqueue_track("u-1", "Viewed", {"n": -(10**4300 - 1)})
+        assert stored_payload(redis_client, job_id)["properties"]["n"] == -(10**4300 - 1)
+
+    def test_huge_int_id(self, producer: Producer, rejects: Rejects) -> None:
+        """A huge int id is over 150 bytes, whatever its size (no ValueError from str())."""
+        with rejects("user_id", "150"):
+            producer.enqueue_identify(10**5000)
+
+    @pytest.mark.parametrize("value", [2**63, 10**5000], ids=["2**63", "10**5000"])
+    def test_object_ids_are_64_bit(self, producer: Producer, rejects: Rejects, value: int) -> None:
+        """Message and broadcast ids are 64-bit ints."""
+        with rejects("transactional_message_id", "positive int"):
+            producer.enqueue_send_sms(value, identifiers={"id": "u"})
+        with rejects("broadcast_id", "positive int"):
+            producer.enqueue_broadcast(value)
+
+    def test_nesting_10_000_deep(self, producer: Producer, rejects: Rejects) -> None:
+        """10,000 levels used to be a RecursionError; the path is named down to the limit."""
+        with pytest.raises(ValidationError) as info:
+            producer.enqueue_track("u-1", "Viewed", nested(10_000))
+        assert info.value.field == "properties" + ".a" * 64
+        assert "64 levels" in info.value.rule
+
+    def test_nesting_at_limit_accepted(self, producer: Producer, redis_client: redis.Redis) -> None:
+        """64 levels below the argument are accepted."""
+        job_id = producer.enqueue_track("u-1", "Viewed", nested(64))
+        assert stored_payload(redis_client, job_id)["properties"] == nested(64)
+
+    def test_cycle(self, producer: Producer, rejects: Rejects) -> None:
+        """A value that contains itself is refused as too deep, not a RecursionError."""
+        loop: list[Any] = []
+        loop.append(loop)
+        with pytest.raises(ValidationError, match="levels"):
+            producer.enqueue_track("u-1", "Viewed", {"loop": loop})
+
+    def test_mixed_type_keys_in_identifiers(self, producer: Producer, rejects: Rejects) -> None:
+        """Keys of several types could not be sorted for the message (TypeError)."""
+        with rejects("identifiers", "unknown keys"):
+            producer.enqueue_send_email(1, identifiers={1: "a", "x": "b"}, to="a@x.test")  # type: ignore[dict-item]
+
+    def test_huge_int_platform(self, producer: Producer, rejects: Rejects) -> None:
+        """The error message shows the value without calling repr() on a huge int."""
+        with rejects("platform", "ios"):
+            producer.enqueue_add_device("u-1", "tok", 10**5000)  # type: ignore[arg-type]
+
+
+class TestControlCharacters:
+    @pytest.mark.parametrize("value", ["u\n1", "u\x00", "\tu", "u\x7f", "u\x85", "u\r"])
+    def test_in_user_id(self, producer: Producer, rejects: Rejects, value: str) -> None:
+        """Ids may not hold control characters (C0, DEL, C1)."""
+        with rejects("user_id", "control"):
+            producer.enqueue_identify(value)
+
+    @pytest.mark.parametrize(
+        ("call", "field"),
+        [
+            (lambda p: p.enqueue_track_anonymous("a\n", "Viewed"), "anonymous_id"),
+            (lambda p: p.enqueue_remove_device("u", "tok\x00"), "device_id"),
+            (lambda p: p.enqueue_merge({"email": "a@x.test\n"}, "b"), "primary.email"),
+            (lambda p: p.enqueue_send_sms(1, identifiers={"cio_id": "c\n"}), "identifiers.cio_id"),
+            (
+                lambda p: p.enqueue_send_email(1, identifiers={"id": "u"}, to="a@x.test\r\nBcc: e"),
+                "to",
+            ),
+            (lambda p: p.enqueue_broadcast(1, emails=["a@x.test", "b@x.test\n"]), "emails[1]"),
+            (
+                lambda p: p.enqueue_broadcast(1, per_user_data=[{"id": "u\x00", "data": {}}]),
+                "per_user_data[0].id",
+            ),
+        ],
+    )
+    def test_in_other_ids(
+        self, producer: Producer, rejects: Rejects, call: Callable[[Producer], str], field: str
+    ) -> None:
+        """Every id-like field follows the same rule."""
+        with rejects(field, "control"):
+            call(producer)
+
+    @pytest.mark.parametrize("value", ["user 42", "ü-ß", "a\u00a0b", "名前"])
+    def test_printable_ids_accepted(
+        self, producer: Producer, redis_client: redis.Redis, value: str
+    ) -> None:
+        """Spaces and non-ASCII letters are not control characters."""
+        job_id = producer.enqueue_identify(value)
+        assert stored_payload(redis_client, job_id)["user_id"] == value
+
+
+class TestAwareDatetimeRange:
+    @pytest.mark.parametrize(
+        "value",
+        [
+            datetime(1, 1, 1, tzinfo=UTC),
+            datetime(9999, 12, 31, 23, 59, tzinfo=timezone(timedelta(hours=-12))),
+            datetime(1969, 12, 31, 23, 59, 59, 500_000, tzinfo=UTC),
+            datetime(2286, 11, 20, 17, 46, 40, tzinfo=UTC),
+        ],
+    )
+    def test_out_of_range(self, producer: Producer, rejects: Rejects, value: datetime) -> None:
+        """An aware datetime gets the range an int gets (Unix seconds 0..9999999999)."""
+        with rejects("timestamp", "1970"):
+            producer.enqueue_track("u-1", "Viewed", timestamp=value)
+
+    @pytest.mark.parametrize(
+        ("value", "seconds"),
+        [
+            (datetime(1970, 1, 1, tzinfo=UTC), 0),
+            (datetime(2286, 11, 20, 17, 46, 39, 999_999, tzinfo=UTC), 9_999_999_999),
+        ],
+    )
+    def test_edges_accepted(
+        self, producer: Producer, redis_client: redis.Redis, value: datetime, seconds: int
+    ) -> None:
+        job_id = producer.enqueue_identify("u-1", timestamp=value)
+        assert stored_payload(redis_client, job_id)["timestamp"] == seconds
+
+    def test_broken_tzinfo(self, producer: Producer, rejects: Rejects) -> None:
+        """A tzinfo whose offset cannot be used is a ValidationError, not its exception."""
+
+        class Broken(tzinfo):
+            def utcoffset(self, dt: object) -> timedelta:
+                return timedelta(days=2)  # over 24 hours: datetime refuses it
+
+        with rejects("last_used", "converted"):
+            producer.enqueue_add_device(
+                "u-1", "tok", "ios", last_used=datetime(2024, 1, 1, tzinfo=Broken())
+            )
+
+
+class TestBroadcastSizes:
+    """Customer.io's API-triggered broadcast limits: data 50,000 bytes, whole trigger 25 MB,
+    10,000 recipients, and each recipient a person id or email (150 bytes)."""
+
+    def test_data_over_50_000_bytes(self, producer: Producer, rejects: Rejects) -> None:
+        with rejects("data", "50000"):
+            producer.enqueue_broadcast(1, data={"blob": "x" * 50_000})
+
+    def test_ten_megabyte_data(self, producer: Producer, rejects: Rejects) -> None:
+        """The reported case: 10 MB of data used to be stored."""
+        with rejects("data", "50000"):
+            producer.enqueue_broadcast(1, data={"blob": "x" * 10_000_000})
+
+    def test_data_at_50_000_bytes(self, producer: Producer, redis_client: redis.Redis) -> None:
+        data = {"blob": "x" * (50_000 - len('{"blob":""}'))}
+        job_id = producer.enqueue_broadcast(1, data=data)
+        assert stored_payload(redis_client, job_id)["body"]["data"] == data
+
+    def test_ten_megabyte_ids(self, producer: Producer, rejects: Rejects) -> None:
+        """The reported case: 10,000 ids of 1000 bytes (10 MB) used to be stored."""
+        with rejects("ids[0]", "150"):
+            producer.enqueue_broadcast(1, ids=["i" * 1000] * 10_000)
+
+    @pytest.mark.parametrize(("key", "entry"), [("ids", ""), ("ids", 1.5), ("emails", "e" * 151)])
+    def test_audience_entries_are_person_ids(
+        self, producer: Producer, rejects: Rejects, key: str, entry: object
+    ) -> None:
+        with rejects(f"{key}[1]"):
+            producer.enqueue_broadcast(1, **{key: ["ok", entry]})
+
+    def test_over_10_000_emails(self, producer: Producer, rejects: Rejects) -> None:
+        with rejects("emails", "10000"):
+            producer.enqueue_broadcast(1, emails=[f"{n}@x.test" for n in range(10_001)])
+
+    def test_whole_trigger_over_25_mb(self, producer: Producer, rejects: Rejects) -> None:
+        """Per-user data may be large, but the whole trigger stays under 25,000,000 bytes."""
+        entries = [{"id": f"u{n}", "data": {"s": "x" * 2500}} for n in range(10_000)]
+        with rejects("payload", "25000000"):
+            producer.enqueue_broadcast(1, per_user_data=entries)
+
+    def test_large_valid_audience_accepted(
+        self, producer: Producer, redis_client: redis.Redis
+    ) -> None:
+        """10,000 ids of 150 bytes (1.5 MB) are within every limit."""
+        ids = [f"{n:0150d}" for n in range(10_000)]
+        job_id = producer.enqueue_broadcast(1, ids=ids)
+        assert stored_payload(redis_client, job_id)["body"]["ids"] == ids
+
+
+class TestDataFileUrl:
+    @pytest.mark.parametrize(
+        "url",
+        [
+            "file:///etc/passwd",
+            "ftp://x.test/data.json",
+            "/data.json",
+            "x.test/data.json",
+            "https://",
+            "https:///path",
+            "https://x.test/da ta",
+            "https://x.test/\ndata",
+            "https://x.test:99999/data",
+            "http://[::1/data",
+            "javascript:alert(1)",
+            "",
+        ],
+    )
+    def test_not_an_http_url(self, producer: Producer, rejects: Rejects, url: str) -> None:
+        """Customer.io fetches the file: only an absolute http(s) URL with a host will do."""
+        with rejects("data_file_url"):
+            producer.enqueue_broadcast(1, data_file_url=url)
+
+    def test_not_a_string(self, producer: Producer, rejects: Rejects) -> None:
+        with rejects("data_file_url", "string"):
+            producer.enqueue_broadcast(1, data_file_url=["https://x.test/"])  # type: ignore[arg-type]
+
+    @pytest.mark.parametrize(
+        "url", ["https://x.test/data.jsonl.gz", "HTTP://x.test:8080/a?b=c#d", "https://[::1]/d"]
+    )
+    def test_http_urls_accepted(
+        self, producer: Producer, redis_client: redis.Redis, url: str
+    ) -> None:
+        job_id = producer.enqueue_broadcast(1, data_file_url=url)
+        assert stored_payload(redis_client, job_id)["body"]["data_file_url"] == url

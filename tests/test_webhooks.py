@@ -22,7 +22,7 @@ from cio_worker import keys, webhooks
 from cio_worker.config import SANDBOX_WEBHOOK_SIGNING_KEY, Settings
 from cio_worker.errors import ConfigError, ValidationError, WebhookSignatureError
 from cio_worker.sandbox import webhook_sender
-from cio_worker.webhook_server import MAX_BODY_BYTES, create_webhook_app
+from cio_worker.webhook_server import create_webhook_app
 from cio_worker.webhooks import (
     WebhookEvent,
     WebhookStore,
@@ -329,6 +329,58 @@ class TestConsumerGroups:
         assert redis_client.xlen(keys.webhook_events()) == 0
 
 
+class TestRetention:
+    """The stream is bounded by the retention even when nobody reads it (it used to grow forever:
+    trim() was never called)."""
+
+    def test_each_append_trims_events_past_the_retention(
+        self, store: WebhookStore, redis_client: redis.Redis
+    ) -> None:
+        """Approximate MINID on the append itself: whole stream nodes of old entries go."""
+        stream = keys.webhook_events()
+        for number in range(1, 301):  # three full nodes of entries from January 1970
+            redis_client.xadd(stream, {"event_id": f"old{number}"}, id=f"{number}-0")
+        add(store, "new")
+        remaining = redis_client.xlen(stream)
+        assert remaining <= 100, remaining  # at most one node's worth of stragglers
+        assert [e.event_id for e in store.recent(1)] == ["new"]
+
+    def test_append_keeps_events_inside_the_retention(self, redis_client: redis.Redis) -> None:
+        store = WebhookStore(redis_client, retention_s=3600)
+        add(store, *(f"E{n}" for n in range(250)))
+        assert redis_client.xlen(keys.webhook_events()) == 250
+
+    def test_trim_is_exact_and_defaults_to_the_retention(self, redis_client: redis.Redis) -> None:
+        stream = keys.webhook_events()
+        for number in range(1, 151):
+            redis_client.xadd(stream, {"event_id": f"old{number}"}, id=f"{number}-0")
+        store = WebhookStore(redis_client, retention_s=3600)
+        redis_client.xadd(stream, {"event_id": "recent"})  # now, by Redis's clock
+        assert store.trim() == 150
+        assert redis_client.xlen(stream) == 1
+
+    def test_the_receiver_trims_on_a_timer(
+        self, settings: Settings, redis_client: redis.Redis
+    ) -> None:
+        """With no new events (so no append trims), the receiver still drops old ones."""
+        stream = keys.webhook_events()
+        redis_client.xadd(stream, {"event_id": "old"}, id="1000-0")
+        store = WebhookStore(redis_client, retention_s=3600)
+        app = create_webhook_app(
+            settings.replace(webhook_signing_key=KEY), store=store, trim_interval_s=0.05
+        )
+        with TestClient(app):
+            deadline = time.monotonic() + 10
+            while redis_client.xlen(stream) and time.monotonic() < deadline:
+                time.sleep(0.02)
+        assert redis_client.xlen(stream) == 0
+
+    def test_retention_comes_from_the_settings(self) -> None:
+        settings = Settings.from_env({"CIO_WORKER_WEBHOOK_RETENTION_DAYS": "2"})
+        assert settings.webhook_retention_days == 2
+        assert Settings().webhook_retention_days == 7
+
+
 # -- The receiver app -----------------------------------------------------------------------------
 class Clock:
     def __init__(self, now: float = NOW) -> None:
@@ -410,13 +462,13 @@ class TestReceiver:
 
     def test_oversized_body_is_413(self, receiver: tuple[TestClient, Clock]) -> None:
         client, _ = receiver
-        body = b"x" * (MAX_BODY_BYTES + 1)
+        body = b"x" * (Settings().webhook_max_body_bytes + 1)
         assert client.post("/", content=body, headers=signed(body)).status_code == 413
 
     def test_only_post_at_root_and_a_health_check(self, receiver: tuple[TestClient, Clock]) -> None:
         client, _ = receiver
         assert client.get("/").status_code == 405
-        assert client.get("/healthz").json() == {"ok": True}
+        assert client.get("/healthz").json() == {"ok": True, "redis": "ok"}
 
     def test_redis_down_is_503_so_customer_io_retries(self, settings: Settings) -> None:
         dead = redis.Redis(port=1, socket_connect_timeout=0.2, retry=Retry(NoBackoff(), 0))
@@ -440,6 +492,328 @@ class TestReceiver:
         )
         assert webhooks.signing_key(real) == "k"
         assert Settings.from_env({}).webhook_signing_key is None
+
+
+# -- The receiver against clients that cannot sign ------------------------------------------------
+class Exchange:
+    """One request driven through the ASGI app by hand: which body chunks it hands over, whether
+    it stalls after them, and what came back."""
+
+    def __init__(self, chunks: list[bytes], *, stall: bool = False) -> None:
+        self.chunks = list(chunks)
+        self.stall = stall
+        self.receive_calls = 0
+        self.status: int | None = None
+        self.headers: dict[str, str] = {}
+        self.body = b""
+
+    async def receive(self) -> dict[str, Any]:
+        self.receive_calls += 1
+        if self.chunks:
+            chunk = self.chunks.pop(0)
+            more = bool(self.chunks) or self.stall
+            return {"type": "http.request", "body": chunk, "more_body": more}
+        if self.stall:
+            await asyncio.Event().wait()  # an upload that never finishes
+        return {"type": "http.disconnect"}
+
+    async def send(self, message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+            self.headers = {k.decode(): v.decode() for k, v in message.get("headers", [])}
+        elif message["type"] == "http.response.body":
+            self.body += message.get("body", b"")
+
+    async def run(self, app: Any, headers: dict[str, str] | list[tuple[str, str]]) -> Exchange:
+        pairs = headers.items() if isinstance(headers, dict) else headers
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "POST",
+            "scheme": "http",
+            "path": "/",
+            "raw_path": b"/",
+            "root_path": "",
+            "query_string": b"",
+            "headers": [(k.lower().encode(), v.encode()) for k, v in pairs],
+            "client": ("127.0.0.1", 5000),
+            "server": ("127.0.0.1", 8788),
+        }
+        await app(scope, self.receive, self.send)
+        return self
+
+
+def length(body: bytes, headers: dict[str, str], declared: int | None = None) -> dict[str, str]:
+    return {**headers, "Content-Length": str(len(body) if declared is None else declared)}
+
+
+@pytest.fixture
+def guarded(settings: Settings, store: WebhookStore) -> Callable[..., Any]:
+    """A receiver app, with the default limits unless `make(**settings_changes)` says."""
+
+    def make(**changes: Any) -> Any:
+        limits = {"webhook_signing_key": KEY, **changes}
+        return create_webhook_app(settings.replace(**limits), store=store, clock=Clock())
+
+    return make
+
+
+class TestUnsignedClients:
+    @pytest.mark.parametrize(
+        ("make_headers", "status", "counter"),
+        [
+            (lambda body: {"Content-Type": "application/json"}, 401, "rejected_missing"),
+            (lambda body: signed(body, timestamp=NOW - 301), 401, "rejected_stale"),
+            (lambda body: {**signed(body), "X-CIO-Timestamp": "soon"}, 401, "rejected_malformed"),
+            (lambda body: signed(body), 413, "rejected_too_large"),
+        ],
+    )
+    def test_refused_on_headers_without_reading_the_body(
+        self,
+        guarded: Callable[..., Any],
+        store: WebhookStore,
+        make_headers: Callable[[bytes], dict[str, str]],
+        status: int,
+        counter: str,
+    ) -> None:
+        """Nothing of the body is read, and the connection is closed (the rest of the upload is
+        never parsed); the declared 2 MiB is over the 1 MiB default."""
+        body = dumps(event("A"))
+        exchange = asyncio.run(
+            Exchange([body], stall=True).run(
+                guarded(), length(body, make_headers(body), declared=2 * 1024 * 1024)
+            )
+        )
+        assert exchange.status == status
+        assert exchange.receive_calls == 0
+        assert exchange.headers["connection"] == "close"
+        assert store.counts() == {counter: 1}
+
+    def test_duplicate_signature_headers_are_refused(
+        self, receiver: tuple[TestClient, Clock], store: WebhookStore
+    ) -> None:
+        """Two X-CIO-Signature (or X-CIO-Timestamp) headers: 401, even if one of them is right
+        (not first-one-wins)."""
+        client, _ = receiver
+        body = dumps(event("A"))
+        good = signed(body)
+        for name, other in (
+            ("X-CIO-Signature", "0" * 64),
+            ("X-CIO-Timestamp", str(NOW - 1)),
+        ):
+            for pair in ((good[name], other), (other, good[name])):
+                headers = [(k, v) for k, v in good.items() if k != name]
+                headers += [(name, pair[0]), (name, pair[1])]
+                response = client.post("/", content=body, headers=headers)
+                assert response.status_code == 401
+        assert store.recent() == []
+        assert store.counts() == {"rejected_duplicate": 4}
+
+    def test_a_stalled_body_is_cut_off_at_the_deadline(
+        self, guarded: Callable[..., Any], store: WebhookStore
+    ) -> None:
+        """A body that stops short is answered 408 after CIO_WORKER_WEBHOOK_BODY_TIMEOUT_S, and
+        its slot comes back."""
+        app = guarded(webhook_body_timeout_s=0.3, webhook_max_concurrent_bodies=1)
+        body = dumps(event("A"))
+        started = time.monotonic()
+        exchange = asyncio.run(
+            Exchange([body[:10]], stall=True).run(app, length(body, signed(body)))
+        )
+        assert exchange.status == 408 and exchange.headers["connection"] == "close"
+        assert 0.25 <= time.monotonic() - started < 5
+        # The one slot is free again: a whole signed event gets in.
+        assert asyncio.run(Exchange([body]).run(app, length(body, signed(body)))).status == 200
+        assert store.counts() == {"rejected_timeout": 1, "stored": 1}
+
+    def test_a_body_over_the_limit_is_refused_as_it_streams(
+        self, receiver: tuple[TestClient, Clock], store: WebhookStore
+    ) -> None:
+        """Chunked, so no size is declared: reading stops at the limit."""
+        client, _ = receiver
+        body = b"x" * (Settings().webhook_max_body_bytes + 1)
+        pieces = (body[i : i + 65536] for i in range(0, len(body), 65536))
+        response = client.post("/", content=pieces, headers=signed(body))
+        assert response.status_code == 413
+        assert store.counts() == {"rejected_too_large": 1}
+
+    def test_the_body_limit_is_a_setting(
+        self, guarded: Callable[..., Any], store: WebhookStore
+    ) -> None:
+        body = dumps(event("A"))
+        headers = length(body, signed(body))
+        small = guarded(webhook_max_body_bytes=len(body) - 1)
+        assert asyncio.run(Exchange([body]).run(small, headers)).status == 413
+        exact = guarded(webhook_max_body_bytes=len(body))
+        assert asyncio.run(Exchange([body]).run(exact, headers)).status == 200
+
+    def test_a_body_in_many_pieces_verifies(self, guarded: Callable[..., Any]) -> None:
+        """The signature is computed as the body arrives, piece by piece."""
+        body = dumps(event("A"))
+        pieces = [body[i : i + 7] for i in range(0, len(body), 7)]
+        exchange = asyncio.run(Exchange(pieces).run(guarded(), length(body, signed(body))))
+        assert (exchange.status, json.loads(exchange.body)) == (200, {"stored": True})
+
+    def test_bodies_read_at_once_are_capped_large_ones_in_their_own_lane(
+        self, guarded: Callable[..., Any], store: WebhookStore
+    ) -> None:
+        """With 4 slots, one may hold a large body (> 64 KiB or chunked). A large upload that
+        stalls takes it: the next large one is refused at once (503, Retry-After, nothing read),
+        while small events, what Customer.io sends without Body Content, still get in. Four
+        stalled small ones fill every slot."""
+        app = guarded(webhook_max_concurrent_bodies=4, webhook_body_timeout_s=2)
+        big = b" " * 100_000
+        small = dumps(event("A"))
+
+        async def scenario() -> list[Exchange]:
+            stalled_big = asyncio.create_task(
+                Exchange([big[:10]], stall=True).run(app, length(big, signed(big)))
+            )
+            await asyncio.sleep(0.05)
+            refused = await Exchange([big]).run(app, length(big, signed(big)))
+            chunked = await Exchange([big]).run(
+                app, {**signed(big), "Transfer-Encoding": "chunked"}
+            )
+            admitted = await Exchange([small]).run(app, length(small, signed(small)))
+            stalled_small = [
+                asyncio.create_task(
+                    Exchange([small[:5]], stall=True).run(app, length(small, signed(small)))
+                )
+                for _ in range(3)
+            ]
+            await asyncio.sleep(0.05)
+            full = await Exchange([small]).run(app, length(small, signed(small)))
+            held = await asyncio.gather(stalled_big, *stalled_small)
+            return [refused, chunked, admitted, full, *held]
+
+        refused, chunked, admitted, full, *held = asyncio.run(scenario())
+        for busy in (refused, chunked, full):
+            assert busy.status == 503 and busy.receive_calls == 0
+            assert busy.headers["retry-after"] == "2"
+        assert admitted.status == 200
+        assert [exchange.status for exchange in held] == [408] * 4
+        assert store.counts() == {"rejected_busy": 3, "rejected_timeout": 4, "stored": 1}
+
+    def test_a_flood_of_refusals_is_counted_in_few_round_trips(
+        self, guarded: Callable[..., Any], store: WebhookStore, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Counting refusals never runs more than one Redis call at a time: a flood cannot take
+        the worker threads that store events."""
+        calls: list[dict[str, int]] = []
+        active: list[int] = []
+        real = store.add_counts
+
+        def slow(deltas: dict[str, int]) -> None:
+            active.append(1)
+            assert len(active) == 1
+            time.sleep(0.05)
+            calls.append(dict(deltas))
+            real(deltas)
+            active.pop()
+
+        monkeypatch.setattr(store, "add_counts", slow)
+        app = guarded()
+
+        async def flood() -> None:
+            await asyncio.gather(*(Exchange([]).run(app, {}) for _ in range(50)))
+
+        asyncio.run(flood())
+        assert store.counts() == {"rejected_missing": 50}
+        assert len(calls) <= 3
+
+    def test_counting_with_redis_down_does_not_fail_the_answer(self, settings: Settings) -> None:
+        dead = redis.Redis(port=1, socket_connect_timeout=0.2, retry=Retry(NoBackoff(), 0))
+        app = create_webhook_app(
+            settings.replace(webhook_signing_key=KEY), store=WebhookStore(dead), clock=Clock()
+        )
+        assert asyncio.run(Exchange([]).run(app, {})).status == 401
+
+
+class TestOddSignedBodies:
+    @pytest.mark.parametrize(
+        ("body", "field"),
+        [
+            (b'{"event_id": "\\ud800", "object_type": "email", "metric": "sent"}', "event_id"),
+            (b'{"event_id": "E", "object_type": "\\udfff", "metric": "sent"}', "object_type"),
+            (b"[" * 100_000 + b"]" * 100_000, "body"),
+            (b'{"a":' * 100_000 + b"1" + b"}" * 100_000, "body"),
+            (dumps(event("A")).decode().encode("utf-16"), "body"),
+            (b'{"event_id": "\xff", "object_type": "email", "metric": "sent"}', "body"),
+            (dumps({**event("A"), "metric": "m" * 201}), "metric"),
+            (
+                b'{"event_id": "E", "object_type": "email", "metric": "sent", "n": 1'
+                + b"0" * 5000
+                + b"}",
+                "body",
+            ),  # fmt: skip
+        ],
+    )
+    def test_signed_but_odd_bodies_are_400_never_500(
+        self, receiver: tuple[TestClient, Clock], store: WebhookStore, body: bytes, field: str
+    ) -> None:
+        client, _ = receiver
+        response = client.post("/", content=body, headers=signed(body))
+        assert response.status_code == 400, response.text
+        assert response.json()["error"].startswith(f"{field}:")
+        assert store.recent() == []
+        assert store.counts() == {"invalid": 1}
+
+    def test_other_strings_may_hold_anything_json_allows(
+        self, receiver: tuple[TestClient, Clock], store: WebhookStore
+    ) -> None:
+        """Only the fields we store separately must be UTF-8 strings; the body is kept as sent."""
+        body = dumps({**event("A"), "data": {"note": "\ud800 \x00 é"}})
+        response = receiver[0].post("/", content=body, headers=signed(body))
+        assert response.status_code == 200, response.text
+        (stored,) = store.recent()
+        assert stored.body["data"]["note"] == "\ud800 \x00 é"
+
+
+class TestHealth:
+    def test_healthz_says_whether_redis_answers(self, settings: Settings) -> None:
+        dead = redis.Redis(port=1, socket_connect_timeout=0.2, retry=Retry(NoBackoff(), 0))
+        app = create_webhook_app(
+            settings.replace(webhook_signing_key=KEY), store=WebhookStore(dead), clock=Clock()
+        )
+        with TestClient(app) as client:
+            response = client.get("/healthz")
+        assert response.status_code == 503
+        assert response.json() == {"ok": False, "redis": "ConnectionError"}
+
+
+class TestReceiverSettings:
+    def test_defaults(self) -> None:
+        settings = Settings.from_env({})
+        assert settings.webhook_max_body_bytes == 1024 * 1024
+        assert settings.webhook_body_timeout_s == 5
+        assert settings.webhook_max_concurrent_bodies == 32
+
+    def test_from_env(self) -> None:
+        settings = Settings.from_env(
+            {
+                "CIO_WORKER_WEBHOOK_MAX_BODY_BYTES": "2097152",
+                "CIO_WORKER_WEBHOOK_BODY_TIMEOUT_S": "2.5",
+                "CIO_WORKER_WEBHOOK_MAX_CONCURRENT_BODIES": "8",
+            }
+        )
+        assert settings.webhook_max_body_bytes == 2 * 1024 * 1024
+        assert settings.webhook_body_timeout_s == 2.5
+        assert settings.webhook_max_concurrent_bodies == 8
+
+    @pytest.mark.parametrize(
+        ("name", "value"),
+        [
+            ("CIO_WORKER_WEBHOOK_MAX_BODY_BYTES", "100"),
+            ("CIO_WORKER_WEBHOOK_MAX_BODY_BYTES", "1.5e6"),
+            ("CIO_WORKER_WEBHOOK_BODY_TIMEOUT_S", "0"),
+            ("CIO_WORKER_WEBHOOK_MAX_CONCURRENT_BODIES", "0"),
+            ("CIO_WORKER_WEBHOOK_RETENTION_DAYS", "-1"),
+        ],
+    )
+    def test_bad_values_name_the_variable(self, name: str, value: str) -> None:
+        with pytest.raises(ConfigError, match=name):
+            Settings.from_env({name: value})
 
 
 # -- The sandbox's sender -------------------------------------------------------------------------

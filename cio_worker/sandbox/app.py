@@ -70,8 +70,22 @@ class _Exchange:
         self._record(None, False, None, False)
         return DropConnection()
 
+    def drop_answer(
+        self, reply: Reply, *, accepted_at: float | None = None, rate_limited: bool = False
+    ) -> Response:
+        """Record an exchange processed in full whose answer is then lost: no status reached the
+        client, `answered` holds the one it would have had. Returns the response that drops it."""
+        self._record(None, reply.dropped, accepted_at, rate_limited, answered=reply.status)
+        return DropConnection(reply.status)
+
     def _record(
-        self, status: int | None, dropped: bool, accepted_at: float | None, rate_limited: bool
+        self,
+        status: int | None,
+        dropped: bool,
+        accepted_at: float | None,
+        rate_limited: bool,
+        *,
+        answered: int | None = None,
     ) -> None:
         endpoint = None if self.match is None else self.match.endpoint
         headers = self.request.headers
@@ -94,6 +108,8 @@ class _Exchange:
             "body": self.body,
             "dropped": dropped,
             "fault": self.fault,
+            # What a drop_after processed but never delivered; None otherwise.
+            "answered": answered,
         }
         self.state.recorder.add(
             record,
@@ -129,6 +145,7 @@ async def _handle(request: Request) -> Response:
         return exchange.answer(unauthorized(endpoint.api, strict=strict))
 
     fault = state.faults.take(endpoint.family)
+    drop_after = False
     if fault is not None:
         if fault.delay_s > 0:
             exchange.fault = "delay"
@@ -139,39 +156,58 @@ async def _handle(request: Request) -> Response:
         if fault.status is not None:
             exchange.fault = "status"
             return exchange.answer(injected(endpoint.api, fault.status, fault.retry_after))
+        if fault.drop_after:
+            # Processed like any request below; only the answer is lost.
+            exchange.fault = "drop_after"
+            drop_after = True
+    finish = exchange.drop_answer if drop_after else exchange.answer
 
     now = config.clock()
     wait_s = state.limits.admit(endpoint.family, now)
     if wait_s is not None:
         reply = rate_limited(wait_s, send_retry_after=config.retry_after)
-        return exchange.answer(reply, rate_limited=True)
+        return finish(reply, rate_limited=True)
 
     incoming = Incoming(body, body_error, len(data), match.params, config)
     problems = endpoint.check(incoming)
     if problems:
         reply = problems_reply(endpoint.api, problems, strict=strict)
     elif endpoint.reply == "read":
-        query = request.query_params
-        reply = reads.answer(endpoint.name, state.app_data, match.params, query, body)
+        view = reads.View(state.app_data, now, state.listing_lag_s, config.missing_broadcast_ids)
+        reply = reads.answer(endpoint.name, view, match.params, request.query_params, body)
     else:
-        reply = Reply(200, _success_body(endpoint, state, request, body))
-    return exchange.answer(reply, accepted_at=now)
+        reply = Reply(200, _success_body(endpoint, match, state, request, body, now))
+    return finish(reply, accepted_at=now)
 
 
 def _success_body(
-    endpoint: Endpoint, state: SandboxState, request: Request, body: object
+    endpoint: Endpoint,
+    match: Match,
+    state: SandboxState,
+    request: Request,
+    body: object,
+    accepted_at: float,
 ) -> object:
+    """The answer to an accepted request; sends and triggers are remembered for the reads, which
+    show them once the listing lag has passed since `accepted_at` (sandbox clock)."""
     kind = endpoint.reply
     if kind == "region":
         base_url = f"{request.url.scheme}://{request.url.netloc}"
         return {"url": base_url, "region": "us", "environment_id": 1}
     if kind == "delivery":
         delivery_id, queued_at = uuid.uuid4().hex, int(time.time())
-        # Remembered so that GET /v1/messages/{id} can report the delivery's status.
-        state.app_data.record_delivery(endpoint.name, body, delivery_id, queued_at)
+        state.app_data.record_delivery(
+            endpoint.name, body, delivery_id, queued_at, accepted_at=accepted_at
+        )
         return {"delivery_id": delivery_id, "queued_at": queued_at}
     if kind == "trigger":
-        return {"id": state.new_trigger_id()}
+        trigger_id = state.new_trigger_id()
+        broadcast_id = match.params["broadcast_id"]  # the body checks refuse a non-number
+        if broadcast_id.isascii() and broadcast_id.isdigit():
+            state.app_data.record_trigger(
+                int(broadcast_id), trigger_id, int(time.time()), accepted_at=accepted_at
+            )
+        return {"id": trigger_id}
     return {}
 
 

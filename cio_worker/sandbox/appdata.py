@@ -2,13 +2,17 @@
 read endpoints, generated deterministically in Customer.io's shapes.
 
 Profile attribute values are strings, as Customer.io returns them. Transactional sends accepted by
-the sandbox become deliveries that `GET /v1/messages/{id}` finds.
+the sandbox become deliveries (found by `GET /v1/messages/{id}` and listed per transactional message
+and per person) and broadcast triggers become triggers (listed per broadcast); each shows in those
+reads only once the listing lag has passed since it was accepted, as Customer.io's reads are not
+instantly consistent.
 """
 
 from __future__ import annotations
 
 import time
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +24,10 @@ DEFAULT_BROADCASTS = 3
 MAX_SEED = 100_000
 #: Deliveries remembered; the oldest are forgotten first (a long demo sends many).
 MAX_DELIVERIES = 100_000
+#: Broadcast triggers remembered; the oldest are forgotten first.
+MAX_TRIGGERS = 10_000
+#: The identifiers a delivery reports for its person (`customer_identifiers`).
+IDENTIFIER_KEYS = ("id", "email", "cio_id")
 
 _FIRST_NAMES = ("Ada", "Grace", "Alan", "Edsger", "Barbara", "Ken", "Margaret", "Dennis")
 _PLANS = ("free", "pro", "team")
@@ -152,13 +160,20 @@ def campaign_series(campaign_id: int, periods: int) -> dict[str, list[int]]:
 
 @dataclass
 class AppData:
-    """One workspace's read-only data plus the deliveries the sandbox has accepted."""
+    """One workspace's read-only data plus the deliveries and triggers the sandbox has accepted.
+
+    `messages` and `triggers` hold Customer.io's shapes, oldest first. `accepted_at` says when
+    (on the sandbox clock, `SandboxConfig.clock`) each accepted one arrived, for the listing lag;
+    the generated deliveries have no entry and are always visible.
+    """
 
     people: list[dict[str, Any]]
     segments: list[dict[str, Any]]
     campaigns: list[dict[str, Any]]
     broadcasts: list[dict[str, Any]]
     messages: OrderedDict[str, dict[str, Any]] = field(default_factory=OrderedDict)
+    triggers: OrderedDict[int, dict[str, Any]] = field(default_factory=OrderedDict)
+    accepted_at: dict[str | int, float] = field(default_factory=dict)
 
     @classmethod
     def generate(
@@ -194,7 +209,10 @@ class AppData:
             metrics["opened"] = sent + 300
         delivery_id = f"sandbox-delivery-{number}"
         self.messages[delivery_id] = {
-            **_message_base(delivery_id, "email", person["email"], {"id": person["id"]}, sent),
+            **_message_base(
+                delivery_id, "email", person["email"], {k: person[k] for k in IDENTIFIER_KEYS}, sent
+            ),
+            "subject": "Welcome aboard",
             "campaign_id": 1,
             "action_id": 101,
             "metrics": metrics,
@@ -208,37 +226,124 @@ class AppData:
             return next((p for p in self.people if p["email"].lower() == wanted), None)
         return next((p for p in self.people if p[id_type] == value), None)
 
-    def record_delivery(self, endpoint: str, body: object, delivery_id: str, now: int) -> None:
-        """Remember an accepted transactional send so its status can be looked up."""
+    def record_delivery(
+        self,
+        endpoint: str,
+        body: object,
+        delivery_id: str,
+        now: int,
+        *,
+        accepted_at: float | None = None,
+    ) -> None:
+        """Remember an accepted transactional send (`now`: Unix seconds; `accepted_at`: the sandbox
+        clock, None for visible at once) so its status can be looked up and listed."""
         request = body if isinstance(body, dict) else {}
-        identifiers = request.get("identifiers")
-        identifiers = identifiers if isinstance(identifiers, dict) else {}
-        message = _message_base(
-            delivery_id, _DELIVERY_TYPES.get(endpoint, "email"), request.get("to"), identifiers, now
-        )
-        message_id = request.get("transactional_message_id")
-        message["transactional_message_id"] = message_id
+        identifiers = self._identifiers(request.get("identifiers"))
+        kind = _DELIVERY_TYPES.get(endpoint, "email")
+        message = _message_base(delivery_id, kind, request.get("to"), identifiers, now)
+        message["message_template_id"] = _template_id(request.get("transactional_message_id"))
+        subject = request.get("subject")
+        message["subject"] = subject if kind == "email" and isinstance(subject, str) else None
         message["metrics"] = {"sent": now}
         self.messages[delivery_id] = message
+        self._accepted(delivery_id, accepted_at)
         while len(self.messages) > MAX_DELIVERIES:
-            self.messages.popitem(last=False)
+            forgotten, _ = self.messages.popitem(last=False)
+            self.accepted_at.pop(forgotten, None)
+
+    def record_trigger(
+        self, broadcast_id: int, trigger_id: int, now: int, *, accepted_at: float | None = None
+    ) -> None:
+        """Remember an accepted broadcast trigger (processed at once, as far as reads can tell)."""
+        self.triggers[trigger_id] = {
+            "id": trigger_id,
+            "broadcast_id": broadcast_id,
+            "created_at": now,
+            "processed_at": now,
+        }
+        self._accepted(trigger_id, accepted_at)
+        while len(self.triggers) > MAX_TRIGGERS:
+            forgotten, _ = self.triggers.popitem(last=False)
+            self.accepted_at.pop(forgotten, None)
+
+    def visible(self, key: str | int, clock_now: float, lag_s: float) -> bool:
+        """Whether delivery or trigger `key` shows in reads at `clock_now` with `lag_s` of lag."""
+        accepted_at = self.accepted_at.get(key)
+        return accepted_at is None or clock_now >= accepted_at + lag_s
+
+    def visible_messages(self, clock_now: float, lag_s: float) -> list[dict[str, Any]]:
+        """Deliveries the reads show now, newest first (by `created`, then latest accepted)."""
+        shown = [
+            (message["created"], index, message)
+            for index, (key, message) in enumerate(self.messages.items())
+            if self.visible(key, clock_now, lag_s)
+        ]
+        shown.sort(key=lambda item: (item[0], item[1]), reverse=True)
+        return [message for _, _, message in shown]
+
+    def visible_triggers(
+        self, broadcast_id: int, clock_now: float, lag_s: float
+    ) -> list[dict[str, Any]]:
+        """Triggers of `broadcast_id` the reads show now, newest first."""
+        return [
+            trigger
+            for key, trigger in reversed(self.triggers.items())
+            if trigger["broadcast_id"] == broadcast_id and self.visible(key, clock_now, lag_s)
+        ]
+
+    def _accepted(self, key: str | int, accepted_at: float | None) -> None:
+        if accepted_at is None:
+            self.accepted_at.pop(key, None)
+        else:
+            self.accepted_at[key] = accepted_at
+
+    def _identifiers(self, given: object) -> dict[str, Any]:
+        """`customer_identifiers` for a send's `identifiers`: the workspace person's id, email and
+        cio_id when the sandbox knows them, else what the send named (the rest null)."""
+        if not isinstance(given, Mapping):
+            given = {}
+        named = {
+            k: v for k, v in given.items() if k in IDENTIFIER_KEYS and isinstance(v, str | int)
+        }
+        for key, value in named.items():
+            person = self.find_person(str(value), key)
+            if person is not None:
+                return {k: person[k] for k in IDENTIFIER_KEYS}
+        return {k: None if k not in named else str(named[k]) for k in IDENTIFIER_KEYS}
+
+
+def _template_id(value: object) -> int | None:
+    """The numeric transactional message id of a send; None for a send by trigger name."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.isascii() and value.isdigit():
+        return int(value)
+    return None
 
 
 def _message_base(
     delivery_id: str, kind: str, recipient: object, identifiers: dict[str, Any], now: int
 ) -> dict[str, Any]:
+    """A MessageObject as Customer.io's reads answer it; parents other than the delivery's are
+    null."""
     return {
         "id": delivery_id,
         "deduplicate_id": f"{delivery_id}:{now}",
+        "message_template_id": None,
         "type": kind,
         "created": now,
         "recipient": recipient,
+        "subject": None,
         "customer_id": identifiers.get("id"),
         "customer_identifiers": identifiers,
+        "metrics": {},
         "campaign_id": None,
         "broadcast_id": None,
         "action_id": None,
         "newsletter_id": None,
+        "content_id": None,
         "failure_message": None,
         "forgotten": False,
     }

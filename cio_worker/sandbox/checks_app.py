@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 
 from cio_worker.sandbox.checks import (
@@ -22,9 +23,12 @@ AUDIENCE_KEYS = ("recipients", "emails", "ids", "per_user_data", "data_file_url"
 
 
 def check_send(incoming: Incoming) -> list[Problem]:
-    """POST /v1/send/push and /v1/send/sms: message id and identifiers."""
+    """POST /v1/send/push and /v1/send/sms: message id and identifiers; `to` a string if given."""
     body, problems = body_object(incoming)
-    return problems or _check_send_fields(body)
+    problems = problems or _check_send_fields(body)
+    if not problems and "to" in body and not (isinstance(body["to"], str) and body["to"]):
+        return [Problem("to", "invalid", "to must be a non-empty string")]
+    return problems
 
 
 def check_send_email(incoming: Incoming) -> list[Problem]:
@@ -36,6 +40,9 @@ def check_send_email(incoming: Incoming) -> list[Problem]:
     to = body.get("to")
     if not isinstance(to, str) or not to.strip():
         return [Problem("to", "required", "to is required (a string of addresses)")]
+    if "headers" in body and not _is_header_list(body["headers"]):
+        message = 'headers must be a JSON string of [{"name": ..., "value": ...}] (strings)'
+        return [Problem("headers", "invalid", message)]
     recipients = sum(_count_addresses(body.get(name)) for name in ("to", "cc", "bcc"))
     if recipients > MAX_EMAIL_RECIPIENTS:
         message = f"to, cc and bcc have {recipients} recipients; at most {MAX_EMAIL_RECIPIENTS}"
@@ -53,6 +60,22 @@ def _check_send_fields(body: Mapping[str, object]) -> list[Problem]:
     if "message_data" in body and not isinstance(body["message_data"], dict):
         problems.append(Problem("message_data", "invalid", "message_data must be an object"))
     return problems
+
+
+def _is_header_list(value: object) -> bool:
+    """The published `headers` shape: a string holding a JSON array of {name, value} strings."""
+    if not isinstance(value, str):
+        return False
+    try:
+        parsed = json.loads(value)
+    except ValueError:
+        return False
+    return isinstance(parsed, list) and all(
+        isinstance(item, dict)
+        and set(item) == {"name", "value"}
+        and all(isinstance(part, str) and part for part in item.values())
+        for item in parsed
+    )
 
 
 def _count_addresses(value: object) -> int:

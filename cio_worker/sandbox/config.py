@@ -19,6 +19,8 @@ from cio_worker.errors import ConfigError
 # with CIO_WORKER_SANDBOX_URL set, `cio-worker webhooks serve` uses it unless a real key is set.
 
 _RPS_FIELDS = ("track_rps", "pipelines_rps", "app_rps", "transactional_rps")
+#: Longest listing lag, seconds: an hour is far past any reconcile window a test needs.
+MAX_LISTING_LAG_S = 3600.0
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,10 @@ class SandboxConfig:
     retry_after: bool = True
     #: Broadcast ids that answer 404, as an unknown broadcast does.
     missing_broadcast_ids: frozenset[int] = frozenset()
+    #: Seconds before an accepted send or broadcast trigger shows in the App API's reads (the
+    #: delivery and trigger listings, `GET /v1/messages/{id}`): Customer.io's reads are not
+    #: instantly consistent. Changeable at runtime with `POST /_sandbox/config`.
+    listing_lag_s: float = 0
     #: Seconds from an arbitrary origin; only differences matter. Tests pass a fake one.
     clock: Callable[[], float] = field(default=time.monotonic, compare=False, repr=False)
 
@@ -63,3 +69,13 @@ class SandboxConfig:
                 "SandboxConfig.broadcast_interval_s must be positive, "
                 f"got {self.broadcast_interval_s!r}"
             )
+        check_listing_lag(self.listing_lag_s, "SandboxConfig.listing_lag_s")
+
+
+def check_listing_lag(value: object, name: str = "listing_lag_s") -> float:
+    """`value` as a lag in seconds (0 to MAX_LISTING_LAG_S); ConfigError naming `name` if not."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{name} must be a number of seconds, got {value!r}")
+    if not 0 <= value <= MAX_LISTING_LAG_S:
+        raise ConfigError(f"{name} must be between 0 and {MAX_LISTING_LAG_S:g}, got {value!r}")
+    return float(value)

@@ -1,5 +1,6 @@
 """Control endpoints under /_sandbox/ (no auth, not logged): health, stats, the request log,
-reset, faults, the App API's workspace data, and signed reporting webhooks sent on demand."""
+reset, faults, runtime settings (the listing lag), the App API's workspace data, and signed
+reporting webhooks sent on demand."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from cio_worker.errors import ConfigError
 from cio_worker.sandbox import appdata, webhook_sender
+from cio_worker.sandbox.config import check_listing_lag
 from cio_worker.sandbox.faults import FaultSpecError, parse_fault
 from cio_worker.sandbox.state import sandbox_state
 
@@ -78,6 +81,31 @@ async def clear_fault(request: Request) -> JSONResponse:
     return JSONResponse({"fault": None})
 
 
+#: Settings POST /_sandbox/config may change while the sandbox runs.
+_RUNTIME_SETTINGS = ("listing_lag_s",)
+
+
+async def get_config(request: Request) -> JSONResponse:
+    """GET /_sandbox/config: the runtime settings now in force."""
+    return JSONResponse({"listing_lag_s": sandbox_state(request).listing_lag_s})
+
+
+async def set_config(request: Request) -> JSONResponse:
+    """POST /_sandbox/config: change runtime settings, e.g. `{"listing_lag_s": 2}` makes a send or
+    trigger accepted from now on, and any accepted less than 2 s ago, invisible to the App API's
+    reads until 2 s after it was accepted. A reset restores the configured value."""
+    try:
+        spec = json.loads(await request.body() or b"{}")
+        if not isinstance(spec, dict) or not spec or set(spec) - set(_RUNTIME_SETTINGS):
+            raise ValueError(f"body must be an object with some of {', '.join(_RUNTIME_SETTINGS)}")
+        lag_s = check_listing_lag(spec["listing_lag_s"])
+    except (ValueError, ConfigError) as exc:
+        return JSONResponse({"error": str(exc)}, status_code=400)
+    state = sandbox_state(request)
+    state.listing_lag_s = lag_s
+    return JSONResponse({"listing_lag_s": state.listing_lag_s})
+
+
 async def seed_app(request: Request) -> JSONResponse:
     """POST /_sandbox/app/seed: replace the workspace, e.g. `{"people": 250, "campaigns": 3}`."""
     try:
@@ -124,6 +152,8 @@ ROUTES = [
     Route("/_sandbox/faults", get_fault, methods=["GET"]),
     Route("/_sandbox/faults", set_fault, methods=["POST"]),
     Route("/_sandbox/faults", clear_fault, methods=["DELETE"]),
+    Route("/_sandbox/config", get_config, methods=["GET"]),
+    Route("/_sandbox/config", set_config, methods=["POST"]),
     Route("/_sandbox/app/seed", seed_app, methods=["POST"]),
     Route("/_sandbox/webhooks/send", send_webhooks, methods=["POST"]),
 ]

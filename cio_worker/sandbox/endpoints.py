@@ -132,6 +132,11 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     _read("campaign_metrics", "GET", "/v1/campaigns/{campaign_id}/metrics"),
     _read("broadcasts", "GET", "/v1/broadcasts"),
     _read("message", "GET", "/v1/messages/{message_id}"),
+    # What was sent: deliveries and triggers the sandbox accepted (reads.py; listing lag applies).
+    _read("transactional_messages", "GET", "/v1/transactional/{transactional_id}/messages"),
+    _read("person_messages", "GET", "/v1/customers/{customer_id}/messages"),
+    _read("broadcast_triggers", "GET", "/v1/broadcasts/{broadcast_id}/triggers"),
+    _read("broadcast_trigger", "GET", "/v1/campaigns/{broadcast_id}/triggers/{trigger_id}"),
     *(_pipelines(name, checks_pipelines.check_call(name)) for name in checks_pipelines.CALL_TYPES),
     _pipelines("batch", checks_pipelines.check_batch),
 )

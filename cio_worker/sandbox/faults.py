@@ -1,4 +1,6 @@
-"""Fault injection for retry tests: answer a given status, answer late, or drop the connection.
+"""Fault injection for retry tests: answer a given status, answer late, or drop the connection,
+either before the request is processed (`drop`: nothing happened) or after (`drop_after`: the
+request was accepted and took effect, only its answer is lost).
 
 One fault is active at a time. It applies to API requests that passed auth, before limits and body
 checks, and ends after `count` firings (or lasts until cleared when there is no count). A fault
@@ -22,7 +24,9 @@ from cio_worker.sandbox.limits import FAMILIES
 #: Longest injectable delay, seconds: long enough for any client timeout, short of a hung test.
 MAX_DELAY_S = 600.0
 
-_KEYS = frozenset({"status", "count", "every", "delay_s", "drop", "retry_after", "family"})
+_KEYS = frozenset(
+    {"status", "count", "every", "delay_s", "drop", "drop_after", "retry_after", "family"}
+)
 
 
 class FaultSpecError(CioWorkerError, ValueError):
@@ -40,7 +44,10 @@ class Fault:
     Attributes:
         status: answer this status instead of handling the request.
         delay_s: wait this long first, seconds.
-        drop: close the connection without a complete answer.
+        drop: close the connection without a complete answer, before the request is processed
+            (nothing is accepted, counted or recorded as sent).
+        drop_after: process the request fully (limits, checks, accepted, recorded as a delivery
+            or trigger), then close the connection without its answer.
         retry_after: `Retry-After` header for `status`, whole seconds.
         count: how many requests to hit; None for until cleared.
         every: hit only every n-th request (the n-th, 2n-th, ...).
@@ -52,6 +59,7 @@ class Fault:
     status: int | None = None
     delay_s: float = 0.0
     drop: bool = False
+    drop_after: bool = False
     retry_after: int | None = None
     count: int | None = None
     every: int | None = None
@@ -67,7 +75,7 @@ class Fault:
 
     def describe(self) -> dict[str, object]:
         """The fault as JSON, without unset fields."""
-        unset = {"delay_s": 0.0, "drop": False}
+        unset = {"delay_s": 0.0, "drop": False, "drop_after": False}
         return {
             key: list(value) if isinstance(value, tuple) else value
             for key, value in asdict(self).items()
@@ -88,15 +96,18 @@ def parse_fault(spec: object) -> Fault | None:
     drop = spec.get("drop", False)
     if not isinstance(drop, bool):
         raise FaultSpecError("drop must be true or false")
+    drop_after = spec.get("drop_after", False)
+    if not isinstance(drop_after, bool):
+        raise FaultSpecError("drop_after must be true or false")
     delay_s = spec.get("delay_s", 0.0)
     if isinstance(delay_s, bool) or not isinstance(delay_s, int | float):
         raise FaultSpecError("delay_s must be a number of seconds")
     if not 0 <= delay_s <= MAX_DELAY_S:
         raise FaultSpecError(f"delay_s must be between 0 and {MAX_DELAY_S}")
-    if status is None and not drop and "delay_s" not in spec:
-        raise FaultSpecError("a fault needs status, drop or delay_s")
-    if status is not None and drop:
-        raise FaultSpecError("status and drop exclude each other")
+    if status is None and not drop and not drop_after and "delay_s" not in spec:
+        raise FaultSpecError("a fault needs status, drop, drop_after or delay_s")
+    if sum((status is not None, drop, drop_after)) > 1:
+        raise FaultSpecError("status, drop and drop_after exclude each other")
     retry_after = _int_or_none(spec, "retry_after", 0, 86_400)
     if retry_after is not None and status is None:
         raise FaultSpecError("retry_after needs status")
@@ -104,6 +115,7 @@ def parse_fault(spec: object) -> Fault | None:
         status=status,
         delay_s=float(delay_s),
         drop=drop,
+        drop_after=drop_after,
         retry_after=retry_after,
         count=_int_or_none(spec, "count", 1, None),
         every=_int_or_none(spec, "every", 1, None),
@@ -179,17 +191,18 @@ class DropConnection(Response):
 
     An ASGI server must close the connection when the app fails after the response started, so
     the client sees the connection end mid-response (httpx: `RemoteProtocolError`), the
-    ambiguous failure where the request may or may not have been processed.
+    ambiguous failure where the request may or may not have been processed. `status` is the
+    status line sent first (a `drop_after` sends the one its answer would have had).
     """
 
-    def __init__(self) -> None:
-        super().__init__(status_code=200)
+    def __init__(self, status: int = 200) -> None:
+        super().__init__(status_code=status)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await send(
             {
                 "type": "http.response.start",
-                "status": 200,
+                "status": self.status_code,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", b"64")],
             }
         )
