@@ -79,7 +79,7 @@ from cio_worker.ids import new_ulid
 from cio_worker.kinds import Kind
 from cio_worker.ledger import enqueue_call as ledger_enqueue_call
 from cio_worker.limiter import Limiter
-from cio_worker.operations import HttpOperation
+from cio_worker.operations import HttpOperation, route_of
 from cio_worker.payloads import Job
 from cio_worker.producer import Producer
 from cio_worker.replication import ReplicaWait, queue_job_write, queue_wait, write_error
@@ -259,11 +259,15 @@ class AppClient:
                 return (await self._http.send(operation)).body
             except RateLimitedError as exc:  # a 429: pause the bucket for every process
                 await asyncio.to_thread(self._limiter.report_429, "app", exc.retry_after_seconds)
-                log.warning("app_rate_limited", path=request.path, retry_s=exc.retry_after_seconds)
+                log.warning(
+                    "app_rate_limited", path=route_of(request.path), retry_s=exc.retry_after_seconds
+                )
                 attempts.rate_limited(exc)
             except RetryableError as exc:  # 5xx, 408, timeouts, connection failures
                 delay = attempts.failed(exc)
-                log.warning("app_read_retry", path=request.path, error=str(exc), delay_s=delay)
+                log.warning(
+                    "app_read_retry", path=route_of(request.path), error=str(exc), delay_s=delay
+                )
                 await asyncio.sleep(delay)
 
 

@@ -73,6 +73,7 @@ from cio_worker.errors import (
     UnexpectedResponseError,
 )
 from cio_worker.limiter import Limiter
+from cio_worker.operations import route_of
 
 log = structlog.get_logger("cio_worker.app_client")
 
@@ -225,11 +226,15 @@ class AppClient:
                 return self._http.send(operation).body
             except RateLimitedError as exc:  # a 429: pause the bucket for every process
                 self._limiter.report_429("app", exc.retry_after_seconds)
-                log.warning("app_rate_limited", path=request.path, retry_s=exc.retry_after_seconds)
+                log.warning(
+                    "app_rate_limited", path=route_of(request.path), retry_s=exc.retry_after_seconds
+                )
                 attempts.rate_limited(exc)
             except RetryableError as exc:  # 5xx, 408, timeouts, connection failures
                 delay = attempts.failed(exc)
-                log.warning("app_read_retry", path=request.path, error=str(exc), delay_s=delay)
+                log.warning(
+                    "app_read_retry", path=route_of(request.path), error=str(exc), delay_s=delay
+                )
                 self._sleep(delay)
 
     def _take_slot(self, attempts: ReadAttempts) -> None:

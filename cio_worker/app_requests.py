@@ -24,7 +24,7 @@ from cio_worker.errors import (
     UnexpectedResponseError,
     ValidationError,
 )
-from cio_worker.operations import HttpOperation, segment
+from cio_worker.operations import HttpOperation, route_of, segment
 
 log = structlog.get_logger("cio_worker.app_client")
 
@@ -245,7 +245,7 @@ def next_page(request: AppRequest, cursor: str | None, seen: set[str]) -> AppReq
     if not cursor:
         return None
     if cursor in seen:  # a server bug must not become an endless loop
-        raise UnexpectedResponseError(f"{request.path}: cursor {cursor!r} came back twice")
+        raise UnexpectedResponseError(f"{route_of(request.path)}: cursor came back twice")
     seen.add(cursor)
     return request.with_start(cursor)
 

@@ -253,7 +253,7 @@ def email_headers(value: object) -> str:
     if isinstance(value, str):
         try:
             value = json.loads(value)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: `[[[[...` nested past the stack
             value = None
         if not isinstance(value, list):
             raise ValidationError(

@@ -30,9 +30,9 @@ MAX_EVENT_DATA_BYTES = 100_000
 MAX_OPERATION_BYTES = 32 * 1024
 #: Unix seconds beyond this are almost certainly milliseconds (year 2286).
 MAX_UNIX_SECONDS = 9_999_999_999
-#: JSON nesting, levels below the argument. Customer.io documents no limit; no real data comes
-#: near it, while a deep value breaks every encoder on the way (orjson stops at 255 levels,
-#: Python's json and this module's checks at the recursion limit).
+#: JSON nesting: containers one inside another, the argument's own included. Customer.io
+#: documents no limit; no real data comes near it, while a deep value breaks every encoder on
+#: the way (orjson stops at 255 levels, Python's json and these checks at the recursion limit).
 MAX_JSON_DEPTH = 64
 #: Digits of an integer: Python's default limit on int <-> text (sys.int_info); past it neither
 #: the producer can encode the job nor a worker decode it.
@@ -42,6 +42,7 @@ _INT_MIN = -_INT_MAX  # new 4300-digit int on every comparison
 #: Control characters (Unicode category Cc: C0, DEL, C1), refused in ids: a newline or NUL in an
 #: id, an address or a URL path is never intended and breaks logs, headers and paths.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+#: What cannot stand in a URL as typed: whitespace and control characters.
 _URL_BREAKERS = re.compile(r"[\s\x00-\x1f\x7f-\x9f]")
 #: Fields whose value may become one URL path segment: a person id (Track v1
 #: `/api/v1/customers/{id}`, App `/v1/customers/{id}/...`), a device token (`.../devices/{token}`),

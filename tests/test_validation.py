@@ -1008,3 +1008,12 @@ class TestDataFileUrl:
     ) -> None:
         job_id = producer.enqueue_broadcast(1, data_file_url=url)
         assert stored_payload(redis_client, job_id)["body"]["data_file_url"] == url
+
+
+def test_email_headers_nested_past_the_stack_are_refused_not_crashed() -> None:
+    """`headers="[" * 100000` raised RecursionError; it is a ValidationError naming the field."""
+    from cio_worker.errors import ValidationError as Refused
+    from cio_worker.payloads import email_headers
+
+    with pytest.raises(Refused, match="^headers: "):
+        email_headers("[" * 100_000)
