@@ -31,6 +31,7 @@ from celery import Celery, signals
 from celery.exceptions import Reject
 from kombu import Exchange, Queue
 
+from cio_worker import kombu_fixes
 from cio_worker.batcher import Batcher
 from cio_worker.client import get_client
 from cio_worker.config import Settings, redact_url
@@ -51,6 +52,8 @@ from cio_worker.logs import configure_logging
 from cio_worker.preflight import check_credentials, check_redis
 from cio_worker.reaper import Sweeper
 from cio_worker.watchdog import WATCHDOG_STALL_S, ConsumerWatchdog
+
+kombu_fixes.install()  # before any worker connects: see kombu_fixes.py
 
 #: Threads per worker process by default: enough to keep 100 requests/s moving at ~50 ms each.
 DEFAULT_CONCURRENCY = 8

@@ -38,6 +38,8 @@ BASE_SETTINGS = {
     "CIO_WORKER_BACKOFF_MAX_S": "2",
     "CIO_WORKER_CIRCUIT_PROBE_MIN_S": "0.1",
     "CIO_WORKER_CIRCUIT_PROBE_MAX_S": "0.5",
+    # An ambiguous send is reconciled (asked about) 2 s after its attempt, not 60 s.
+    "CIO_WORKER_RECONCILE_SETTLE_S": "2",
     "CIO_WORKER_LOG_FORMAT": "json",
     "CIO_WORKER_LOG_LEVEL": "INFO",
 }
