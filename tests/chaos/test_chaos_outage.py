@@ -3,7 +3,7 @@
 Real Redis, two real worker processes and the sandbox; the application keeps producing
 throughout (batched track events, anonymous events, transactional sends, a broadcast). Settings
 are scaled down: 10 attempts with backoff from 0.2 s capped at 2 s spend a job's whole budget in
-about 10 s, so each outage below (25-40 s) outlasts it several times. Every test asserts every
+about 10 s, so each outage below (18-22 s) outlasts it about twice. Every test asserts every
 job delivered (the sandbox's log), nothing dead-lettered, and nothing left in Redis; the 503
 tests also bound the requests the fleet sends into the dead API (the circuit breaker sends one
 probe per interval per family, circuit.py) and how soon the backlog drains after recovery.
@@ -263,10 +263,10 @@ def _drain_s(stack: ChaosStack, backlog: list[str], since_monotonic: float) -> f
 
 @pytest.mark.timeout(180)
 def test_all_apis_down_longer_than_the_retry_budget(chaos_stack: StackFactory) -> None:
-    """32 s of 503 from every API while the application keeps producing: nothing is
+    """22 s of 503 from every API while the application keeps producing: nothing is
     dead-lettered, the fleet sends about one probe per interval per family, and the backlog
     drains within seconds of recovery."""
-    outage_s = 32.0
+    outage_s = 22.0
     stack, book = _start(chaos_stack)
     _start_workers(stack)
     with Producing(book) as producing:
@@ -296,14 +296,14 @@ def test_all_apis_down_longer_than_the_retry_budget(chaos_stack: StackFactory) -
 
 @pytest.mark.timeout(180)
 def test_network_partition_longer_than_the_retry_budget(chaos_stack: StackFactory) -> None:
-    """Workers reach Customer.io through a forwarder that is cut for 30 s (connections
+    """Workers reach Customer.io through a forwarder that is cut for 20 s (connections
     refused, pooled connections reset): nothing is dead-lettered, all delivered after it heals.
 
     The cut comes while nothing is in flight: a request caught mid-way by a partition is
     ambiguous (it may have been acted on) and a transactional send then goes to the DLQ under
     CIO_WORKER_AMBIGUOUS_MESSAGES=dead, as it should; this test is about refused connections.
     """
-    outage_s = 30.0
+    outage_s = 20.0
     stack, book = _start(chaos_stack)
     with Partition("127.0.0.1", stack.sandbox.port) as link:
         for name in ("TRACK", "APP", "PIPELINES"):
@@ -338,7 +338,7 @@ def test_network_partition_longer_than_the_retry_budget(chaos_stack: StackFactor
 
 @pytest.mark.timeout(180)
 def test_flapping_api(chaos_stack: StackFactory) -> None:
-    """Every API 5 s down, 5 s up, four times, while the application produces: all delivered,
+    """Every API 5 s down, 5 s up, three times, while the application produces: all delivered,
     none dead-lettered, and each down spell sees an opening burst and probes, not a hammering."""
     stack, book = _start(chaos_stack)
     _start_workers(stack)
@@ -349,7 +349,7 @@ def test_flapping_api(chaos_stack: StackFactory) -> None:
            "transactional", "transactional")  # fmt: skip
     with Producing(book, rate=10.0, mix=mix) as producing:
         _warm_up(stack, producing)
-        for spell in range(4):
+        for spell in range(3):
             with _outage(stack, status=503) as times:
                 if spell == 1:
                     producing.also(lambda b: b.broadcast())
@@ -373,9 +373,9 @@ def test_flapping_api(chaos_stack: StackFactory) -> None:
 
 @pytest.mark.timeout(150)
 def test_one_family_down(chaos_stack: StackFactory) -> None:
-    """Transactional sends answer 503 for 25 s (a fault scoped to the family): track events go
+    """Transactional sends answer 503 for 18 s (a fault scoped to the family): track events go
     on being delivered meanwhile; every transactional send is delivered after, none DLQ'd."""
-    outage_s = 25.0
+    outage_s = 18.0
     stack, book = _start(chaos_stack)
     _start_workers(stack)
     with Producing(book) as producing:
