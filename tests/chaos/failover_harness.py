@@ -10,7 +10,6 @@ from foreign ones instead of counting them as "not this test's jobs".
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import threading
@@ -24,11 +23,11 @@ import redis
 from redis.sentinel import Sentinel
 
 from cio_worker.connection import parse_sentinel_url
-from cio_worker.embedded import SandboxProcess, SentinelCluster, free_port
+from cio_worker.embedded import SentinelCluster
 from cio_worker.errors import EnqueueError
 from cio_worker.producer import Producer
 
-from .harness import BASE_SETTINGS, EVENT_KINDS, ChaosStack, JobBook, WorkerProcess, verdict
+from .harness import EVENT_KINDS, ChaosStack, JobBook, WorkerProcess, start_sandbox, verdict
 
 
 @dataclass
@@ -41,19 +40,8 @@ class FailoverStack(ChaosStack):
     def start_cluster(cls, root: Path, settings: dict[str, str]) -> FailoverStack:
         root.mkdir(parents=True, exist_ok=True)
         cluster = SentinelCluster(root / "cluster").start()
-        sandbox_port = free_port()
-        env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith(("CIO_", "CUSTOMERIO_"))},
-            "PYTHONUNBUFFERED": "1",
-            "CIO_WORKER_REDIS_URL": cluster.url,
-            "CIO_WORKER_SANDBOX_URL": f"http://127.0.0.1:{sandbox_port}",
-            **BASE_SETTINGS,
-            **settings,
-        }
         try:
-            sandbox = SandboxProcess(
-                env=env, log_path=root / "sandbox.log", port=sandbox_port
-            ).start()
+            sandbox, env = start_sandbox(root, cluster.url, settings)
         except BaseException:
             cluster.stop()
             raise

@@ -122,6 +122,24 @@ class WorkerProcess:
 
 
 # -- the stack -----------------------------------------------------------------------------------
+def start_sandbox(
+    root: Path, redis_url: str, settings: Mapping[str, str]
+) -> tuple[SandboxProcess, dict[str, str]]:
+    """The sandbox on a free port, and the environment every worker of the stack gets: this
+    process's minus any CIO_/CUSTOMERIO_ variable, then BASE_SETTINGS, then `settings`."""
+    sandbox_port = free_port()
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("CIO_", "CUSTOMERIO_"))},
+        "PYTHONUNBUFFERED": "1",
+        "CIO_WORKER_REDIS_URL": redis_url,
+        "CIO_WORKER_SANDBOX_URL": f"http://127.0.0.1:{sandbox_port}",
+        **BASE_SETTINGS,
+        **settings,
+    }
+    sandbox = SandboxProcess(env=env, log_path=root / "sandbox.log", port=sandbox_port).start()
+    return sandbox, env
+
+
 @dataclass
 class ChaosStack:
     """A private redis-server (AOF on), the sandbox, and the workers a test starts."""
@@ -137,19 +155,8 @@ class ChaosStack:
     def start(cls, root: Path, settings: Mapping[str, str]) -> ChaosStack:
         root.mkdir(parents=True, exist_ok=True)
         redis_server = RedisServer(root / "redis").start()
-        sandbox_port = free_port()
-        env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith(("CIO_", "CUSTOMERIO_"))},
-            "PYTHONUNBUFFERED": "1",
-            "CIO_WORKER_REDIS_URL": redis_server.url,
-            "CIO_WORKER_SANDBOX_URL": f"http://127.0.0.1:{sandbox_port}",
-            **BASE_SETTINGS,
-            **settings,
-        }
         try:
-            sandbox = SandboxProcess(
-                env=env, log_path=root / "sandbox.log", port=sandbox_port
-            ).start()
+            sandbox, env = start_sandbox(root, redis_server.url, settings)
         except BaseException:
             redis_server.stop()
             raise
