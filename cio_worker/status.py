@@ -36,13 +36,21 @@ def collect_status(settings: Settings) -> dict[str, Any]:
         if eta:
             scheduled += 1
     batched, batched_age = BatchQueue(client, batch_api(settings)).backlog()
+    # Jobs parked while their family's circuit is open wait too (track's under its API).
+    parked_by_family = {
+        family.value: int(client.zcard(keys.parked(family.value))) for family in Family
+    }
+    parked_by_family["track"] += int(client.zcard(keys.parked("pipelines")))
     queues = {}
     for family in Family:
         name = queue_name(family)
         queues[family.value] = {
             "queue": name,
             # Batched Track-family jobs wait in their shards (batch_queue.py), not in cio.track.
-            "waiting": int(client.llen(name)) + (batched if family is Family.TRACK else 0),
+            "waiting": int(client.llen(name))
+            + (batched if family is Family.TRACK else 0)
+            + parked_by_family[family.value],
+            "parked": parked_by_family[family.value],
             "in_flight_or_scheduled": unacked_by_queue.get(name, 0),
             "enqueued": counters.get(f"{family.value}:enqueued", 0),
             "delivered": counters.get(f"{family.value}:delivered", 0),

@@ -51,6 +51,8 @@ class TestCollectStatus:
         circuit.failure("transactional")
         redis_client.zadd(keys.parked("transactional"), {"a": 1, "b": 2})
         report = collect_status(settings)
+        assert report["queues"]["transactional"]["waiting"] == 2  # parked jobs wait too
+        assert report["queues"]["transactional"]["parked"] == 2
         row = report["circuits"]["transactional"]
         assert row["state"] == "open" and row["parked"] == 2 and row["opened"] == 1
         assert 25 < row["next_probe_in_s"] <= 30
