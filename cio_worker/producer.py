@@ -408,6 +408,12 @@ class BulkProducer(Producer):
             # The request went out; Redis may have run it. Saying "not stored" could make the
             # caller enqueue everything twice.
             raise self._flush_error(jobs, exc, "they may or may not be stored") from exc
+        except redis.ConnectionError as exc:
+            # Refused while connecting: nothing was sent. Lost mid-exchange: the MULTI..EXEC
+            # may have been written whole and run before the connection broke.
+            sent = not _failed_to_connect(exc)
+            outcome = "they may or may not be stored" if sent else "none of them stored"
+            raise self._flush_error(jobs, exc, outcome) from exc
         except (redis.RedisError, UnicodeError) as exc:
             # Refused by Redis (the transaction did not run), or not sent: redis-py encodes
             # the whole MULTI..EXEC before writing a byte (DataError and UnicodeError come
@@ -443,6 +449,12 @@ class BulkProducer(Producer):
         if error is not None:
             raise error
         return replies
+
+
+def _failed_to_connect(exc: redis.ConnectionError) -> bool:
+    """Whether redis-py failed to open the connection (`Error 111 connecting to host:port.`),
+    as opposed to losing one that may have carried the write."""
+    return " connecting to " in str(exc)
 
 
 _default: Producer | None = None

@@ -424,6 +424,28 @@ class TestBulkFlushFailures:
         with pytest.raises(EnqueueError, match="bulk flush of 1 jobs .* none of them stored"):
             bulk.flush()
 
+    @pytest.mark.parametrize(
+        ("error", "outcome"),
+        [
+            ("Error 111 connecting to 127.0.0.1:6379. Connection refused.", "none of them stored"),
+            ("Connection closed by server.", "they may or may not be stored"),
+        ],
+    )
+    def test_a_lost_connection_is_not_claimed_as_nothing_stored(
+        self, settings: Settings, monkeypatch: pytest.MonkeyPatch, error: str, outcome: str
+    ) -> None:
+        """Refused while connecting, nothing went out; lost mid-exchange, the MULTI..EXEC may
+        have run: saying "none stored" then would invite the caller to store it all twice."""
+        bulk = Producer(settings).pipeline()
+
+        def broken(*_: object, **__: object) -> list[object]:
+            raise redis.ConnectionError(error)
+
+        monkeypatch.setattr(bulk, "_execute", broken)
+        bulk.enqueue_delete("u-1")
+        with pytest.raises(EnqueueError, match=f"bulk flush of 1 jobs .* {outcome}"):
+            bulk.flush()
+
     def test_block_exception_wins_but_notes_the_flush_failure(
         self, settings: Settings, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
     ) -> None:
