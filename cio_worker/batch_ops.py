@@ -2,7 +2,7 @@
 
 The item is built once, by the producer, and stored with the job; the worker joins stored items
 into `{"batch":[...]}` without parsing them, which is how one worker process moves tens of
-thousands of events a second. Two targets (customerio-api.md §3 and §5):
+thousands of events a second. Two targets (docs/customerio-api.md §3 and §5):
 
 - Track API v2 `POST /api/v2/batch`: `{"type": "person", "identifiers": {...}, "action": ...}`.
   A person is named by exactly one identifier; like Track v1's path, the kind is inferred from

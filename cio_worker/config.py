@@ -20,7 +20,8 @@ Region = Literal["us", "eu"]
 DataApi = Literal["track", "pipelines"]
 AmbiguousPolicy = Literal["reconcile", "retry", "dead"]
 
-#: Hosts per region (customerio-api.md §1). Pipelines paths start with /v1, added by the client.
+#: Hosts per region (docs/customerio-api.md §1). Pipelines paths start with /v1, added by the
+#: client.
 REGION_HOSTS: dict[str, dict[str, str]] = {
     "us": {
         "track": "https://track.customer.io",

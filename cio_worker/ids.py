@@ -1,4 +1,4 @@
-"""Job ids: ULIDs, which Customer.io also accepts as event dedup ids (customerio-api.md §7)."""
+"""Job ids: ULIDs, which Customer.io accepts as event dedup ids (docs/customerio-api.md §7)."""
 
 from __future__ import annotations
 

@@ -49,7 +49,7 @@ def segment(value: str | int) -> str:
 
 #: Every path cio_worker sends, as a template: `{...}` stands for one identifier segment.
 ROUTES = (
-    # Track v1 and v2 (customerio-api.md §2, §3)
+    # Track v1 and v2 (docs/customerio-api.md §2, §3)
     "/api/v1/customers/{id}",
     "/api/v1/customers/{id}/events",
     "/api/v1/customers/{id}/devices",
@@ -210,7 +210,7 @@ _TRACK_V1 = {
     Kind.REMOVE_DEVICE: _remove_device,
 }
 
-# -- Data Pipelines API (customerio-api.md §5) -------------------------------------------------
+# -- Data Pipelines API (docs/customerio-api.md §5) --------------------------------------------
 
 #: Without this header Pipelines answers 200 to bad data and silently drops it; with it, a bad
 #: call is a real 400/401 that dead-letters (docs/customerio-api-notes.md, "Strict mode").

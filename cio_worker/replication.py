@@ -14,7 +14,7 @@ answers (the replica died; after a failover the new master often has none yet) m
 enqueue ask `INFO` again instead of waiting for the rest of the period.
 
 **When no replica confirms within `replica_wait_ms`, the enqueue still succeeds.** The job *is*
-stored on the master, and in its append-only file (design rule 4): raising `EnqueueError`
+stored on the master, and in its append-only file (docs/design.md rule 4): raising `EnqueueError`
 ("nothing was stored") would be a lie, and the caller's retry would store the job twice (a
 transactional email sent twice). It is also what production queues on Redis do: `WAIT` bounds
 how long a caller waits for the extra copy, not whether its write happened. So the enqueue

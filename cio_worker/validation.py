@@ -1,7 +1,7 @@
 """Checks applied at enqueue time, so bad input fails in the caller's request, not at delivery.
 
 Each check raises `ValidationError(field, rule)`. The limits are Customer.io's
-(customerio-api.md §6).
+(docs/customerio-api.md §6).
 """
 
 from __future__ import annotations

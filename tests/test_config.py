@@ -21,7 +21,7 @@ from cio_worker.config import (
 from cio_worker.errors import CioWorkerError, ConfigError
 from cio_worker.logs import configure_logging
 
-# Hosts from customerio-api.md §1 (the client adds Pipelines' /v1 path itself).
+# Hosts from docs/customerio-api.md §1 (the client adds Pipelines' /v1 path itself).
 US_HOSTS = {
     "track_url": "https://track.customer.io",
     "app_url": "https://api.customer.io",
@@ -45,7 +45,7 @@ def hosts(settings: Settings) -> dict[str, str]:
 
 class TestDefaults:
     def test_empty_environment_gives_design_defaults(self) -> None:
-        """With no variables set, every setting takes the default from design.md's table."""
+        """With no variables set, every setting takes the default from docs/design.md's table."""
         settings = Settings.from_env({})
         assert settings.redis_url == "redis://localhost:6379/0"
         assert settings.region == "us"

@@ -23,7 +23,7 @@ from cio_worker.errors import EnqueueError
 from cio_worker.producer import Producer
 from cio_worker.tasks import create_app
 
-#: An enqueue against a Redis that is not there fails within this (design rule 1, with the
+#: An enqueue against a Redis that is not there fails within this (docs/design.md rule 1, with the
 #: sentinels asked first).
 ENQUEUE_BOUND_S = 3.0
 

@@ -1,5 +1,6 @@
 """operations.py: every job kind becomes the right request, and that request honours Customer.io's
-published contract (OpenAPI specs for Track v1 and Pipelines, customerio-api.md §4 for the App API).
+published contract (OpenAPI specs for Track v1 and Pipelines, docs/customerio-api.md §4 for the
+App API).
 
 Jobs are made the way production makes them: a `Producer` over fakeredis stores each job, and the
 test reads it back from `cio:job:<id>` with `Job.from_json`.
@@ -120,7 +121,7 @@ class TestExamples:
 
 
 class TestTrackV1Operations:
-    """data_api=track: Track API v1 paths and bodies (customerio-api.md §2)."""
+    """data_api=track: Track API v1 paths and bodies (docs/customerio-api.md §2)."""
 
     @pytest.mark.parametrize("kind", TRACK_KINDS)
     def test_track_kinds_go_to_the_track_api_and_bucket(
@@ -316,7 +317,7 @@ class TestPathEncoding:
 
 
 class TestPipelinesOperations:
-    """data_api=pipelines: Track-family kinds go to the Pipelines API (customerio-api.md §5)."""
+    """data_api=pipelines: Track-family kinds go to Pipelines (docs/customerio-api.md §5)."""
 
     @pytest.mark.parametrize("kind", TRACK_KINDS)
     def test_strict_post_with_message_id(self, producer: Producer, kind: Kind) -> None:
@@ -468,7 +469,7 @@ class TestPipelinesOperations:
 
 
 class TestAppOperations:
-    """The App API: transactional sends and broadcast triggers (customerio-api.md §4)."""
+    """The App API: transactional sends and broadcast triggers (docs/customerio-api.md §4)."""
 
     @pytest.mark.parametrize(
         ("kind", "path"),

@@ -12,7 +12,7 @@ import pytest
 
 import cio_worker
 
-# design.md's table of public enqueue functions, copied by hand.
+# docs/design.md's table of public enqueue functions, copied by hand.
 DOCUMENTED_ENQUEUE = [
     "enqueue_identify",
     "enqueue_track",
@@ -85,7 +85,7 @@ class TestPackaging:
 class TestDocumentedNames:
     @pytest.mark.parametrize("name", DOCUMENTED_ENQUEUE)
     def test_enqueue_function_exported(self, name: str) -> None:
-        """Each enqueue function from design.md is exported and callable."""
+        """Each enqueue function from docs/design.md is exported and callable."""
         assert name in cio_worker.__all__
         assert callable(getattr(cio_worker, name))
 

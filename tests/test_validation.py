@@ -1,6 +1,6 @@
 """Tests for enqueue-time validation: bad input raises ValidationError and nothing reaches Redis.
 
-Limits come from Customer.io (customerio-api.md §6), written out here rather than read from
+Limits come from Customer.io (docs/customerio-api.md §6), written out here rather than read from
 cio_worker.validation, so a changed constant shows up as a failing test.
 """
 

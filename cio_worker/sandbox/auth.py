@@ -20,7 +20,7 @@ def authenticate(api: Api, authorization: str | None, config: SandboxConfig) -> 
     if api == "app":
         return check_bearer(authorization, config.app_api_key)
     if api == "pipelines":
-        # The write key is the user name; the password is empty (customerio-api.md §1).
+        # The write key is the user name; the password is empty (docs/customerio-api.md §1).
         return check_basic(authorization, config.pipelines_api_key, "")
     return check_basic(authorization, config.site_id, config.track_api_key)
 

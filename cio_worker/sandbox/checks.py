@@ -1,7 +1,7 @@
 """Shared body checks: the Problem type, size limits and field rules used by every API.
 
 Checks return a list of problems (empty when the request is fine); responses.py turns them into
-each API's error shape. Limits are Customer.io's published ones (customerio-api.md §2-§6).
+each API's error shape. Limits are Customer.io's published ones (docs/customerio-api.md §2-§6).
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""Redis Sentinel failover under load (design rule 8): the master is SIGKILLed while a producer
-enqueues steadily and two Procfile workers deliver; no acknowledged job is lost.
+"""Redis Sentinel failover under load (docs/design.md rule 8): the master is SIGKILLed while a
+producer enqueues steadily and two Procfile workers deliver; no acknowledged job is lost.
 
 Reported against kombu 5.7: both workers exited within a second of the kill with `TypeError:
 Connection._init_params() got an unexpected keyword argument 'master_name'` (kombu's failover

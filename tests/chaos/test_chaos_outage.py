@@ -1,4 +1,5 @@
-"""Chaos: Customer.io unavailable for longer than a job's whole retry budget (design.md rule 7).
+"""Chaos: Customer.io unavailable for longer than a job's whole retry budget
+(docs/design.md rule 7).
 
 Real Redis, two real worker processes and the sandbox; the application keeps producing
 throughout (batched track events, anonymous events, transactional sends, a broadcast). Settings
