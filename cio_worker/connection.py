@@ -50,11 +50,8 @@ def create_redis(
     write whose answer was merely late would store it twice (`retry_on` can leave out
     `redis.TimeoutError` for the same reason).
     """
-    options: dict[str, Any] = {
-        "socket_connect_timeout": timeout_s,
-        "socket_timeout": read_timeout_s if read_timeout_s is not None else timeout_s,
-        "retry": Retry(NoBackoff(), retries, supported_errors=retry_on),
-    }
+    options = _timeouts(timeout_s, read_timeout_s)
+    options["retry"] = Retry(NoBackoff(), retries, supported_errors=retry_on)
     if is_sentinel_url(url):
         hosts, db, master, password = parse_sentinel_url(url)
         # redis.sentinel is untyped.
@@ -77,11 +74,8 @@ def create_async_redis(
     retry_on: tuple[type[redis.RedisError], ...] = RETRY_ON,
 ) -> redis.asyncio.Redis:
     """The asyncio twin of `create_redis` (same timeouts, same Sentinel handling)."""
-    options: dict[str, Any] = {
-        "socket_connect_timeout": timeout_s,
-        "socket_timeout": read_timeout_s if read_timeout_s is not None else timeout_s,
-        "retry": AsyncRetry(NoBackoff(), retries, supported_errors=retry_on),
-    }
+    options = _timeouts(timeout_s, read_timeout_s)
+    options["retry"] = AsyncRetry(NoBackoff(), retries, supported_errors=retry_on)
     if is_sentinel_url(url):
         hosts, db, master, password = parse_sentinel_url(url)
         sentinel = AsyncSentinel(  # type: ignore[no-untyped-call]
@@ -99,6 +93,15 @@ async def close_async_redis(client: redis.asyncio.Redis) -> None:
     await client.aclose()
     if manager is not None:
         await manager.aclose()
+
+
+def _timeouts(timeout_s: float, read_timeout_s: float | None) -> dict[str, Any]:
+    """The client options both `create_redis` and its asyncio twin take (the retry object
+    differs between them)."""
+    return {
+        "socket_connect_timeout": timeout_s,
+        "socket_timeout": read_timeout_s if read_timeout_s is not None else timeout_s,
+    }
 
 
 def sentinel_socket_options(timeout_s: float) -> dict[str, float]:

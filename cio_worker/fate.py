@@ -30,7 +30,7 @@ The rules, in order:
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from cio_worker.backoff import compute_backoff_s
@@ -216,19 +216,10 @@ class FailureJudge:
             jobs=jobs,
         )
         if fate.rate_limited and isinstance(exc, RateLimitedError):
+            # Every worker now waits for the bucket's pause: so does this job.
             until = self.limiter.report_429(bucket, exc.retry_after_seconds)
-            fate = Fate(
-                "retry",
-                min(max(fate.delay_s, until - time.time()), self.settings.backoff_max_s),
-                reason=fate.reason,
-                status=fate.status,
-                rate_limited=True,
-            )
-        elif fate.action == "retry" and not fate.attempt and not fate.split:
-            fate = Fate(
-                "retry",
-                min(fate.delay_s, self.settings.backoff_max_s),
-                reason=fate.reason,
-                status=fate.status,
-            )
+            fate = replace(fate, delay_s=max(fate.delay_s, until - time.time()))
+        if fate.action == "retry" and not fate.attempt and not fate.split:
+            # A wait that is no attempt (a limiter hint, a 429) is capped like any backoff.
+            fate = replace(fate, delay_s=min(fate.delay_s, self.settings.backoff_max_s))
         return fate
