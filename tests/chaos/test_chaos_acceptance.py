@@ -98,7 +98,12 @@ def _run(stack: ChaosStack, policy: str) -> Run:
         wait_until(lambda: stack.fault() is None, 60, f"{what} to run its course")
         mark(what)
 
+    # Slow answers hold each request on the wire for a second, so the worker picked as busy still
+    # holds its job when the signal lands (without them a fast run left nothing to catch: CI once
+    # killed a worker whose last job had just finished).
+    stack.set_fault(delay_s=1.0, count=20)
     kill = kill_busy_worker(stack, with_batch=False)
+    stack.clear_fault()
     mark(f"worker pid {kill.pid} SIGKILLed holding {len(kill.held)} jobs")
     accepted = stack.accepted_count()
     wait_until(lambda: stack.accepted_count() >= accepted + 30, 30, "deliveries to go on")
