@@ -21,9 +21,9 @@ import httpx
 import redis
 
 from cio_worker.config import Settings
-from cio_worker.embedded import RedisServer, SandboxProcess, stop_processes
-from cio_worker.ledger import stats
-from cio_worker.producer import Producer
+from cio_worker.dev._embedded import RedisServer, SandboxProcess, stop_processes
+from cio_worker.produce._producer import Producer
+from cio_worker.queue._ledger import stats
 
 
 @dataclass(frozen=True)

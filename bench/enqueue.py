@@ -20,8 +20,8 @@ from collections.abc import Callable
 
 from cio_worker.aio import AsyncProducer
 from cio_worker.config import Settings
-from cio_worker.embedded import RedisServer, replica_synced
-from cio_worker.producer import Producer
+from cio_worker.dev._embedded import RedisServer, replica_synced
+from cio_worker.produce._producer import Producer
 
 
 def _line(name: str, samples: list[float], total: float) -> str:

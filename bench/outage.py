@@ -31,10 +31,10 @@ import redis
 
 from cio_worker import keys
 from cio_worker.config import Settings
-from cio_worker.deadletter import DeadLetterStore
-from cio_worker.embedded import RedisServer, SandboxProcess, stop_processes
-from cio_worker.ledger import stats
-from cio_worker.producer import Producer
+from cio_worker.dev._embedded import RedisServer, SandboxProcess, stop_processes
+from cio_worker.produce._producer import Producer
+from cio_worker.queue._deadletter import DeadLetterStore
+from cio_worker.queue._ledger import stats
 from cio_worker.sandbox.recorder import max_in_window
 
 #: The producer's cycle: 4 track events, 2 identifies, 2 transactional sends in every 8 jobs.

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import typing as _typing
 
-from cio_worker.app_client import AppClient
+from cio_worker.app_api import AppClient
 from cio_worker.config import Settings
 from cio_worker.errors import (
     AuthError,
@@ -25,7 +25,7 @@ from cio_worker.errors import (
     ValidationError,
     WebhookSignatureError,
 )
-from cio_worker.producer import (
+from cio_worker.produce import (
     BulkProducer,
     Producer,
     configure,
@@ -91,7 +91,7 @@ def __getattr__(name: str) -> _typing.Any:
     # `celery -A cio_worker` looks up `cio_worker.app`. Building it lazily keeps Celery out of
     # web processes that only enqueue.
     if name == "app":
-        from cio_worker.tasks import app
+        from cio_worker.worker import app
 
         return app
     raise AttributeError(f"module 'cio_worker' has no attribute {name!r}")

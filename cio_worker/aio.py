@@ -2,7 +2,7 @@
 
 Sections:
 - HTTP and limiter plumbing that never blocks the event loop (`AsyncHttp`, `acquire_app_slot`);
-- App API reads: `AppClient`, the async twin of `cio_worker.app_client.AppClient` (same requests,
+- App API reads: `AppClient`, the async twin of `cio_worker.AppClient` (same requests,
   parsers, typed results and retry policy; only the waiting and the I/O differ);
 - `AsyncProducer` and the module-level `enqueue_*` coroutines: the producer API, awaitable.
 
@@ -26,8 +26,8 @@ import redis.asyncio
 import structlog
 from redis.exceptions import NoScriptError
 
-from cio_worker import connection, ledger_scripts
-from cio_worker.app_client import (
+from cio_worker import connection
+from cio_worker.app_api import (
     BROADCASTS,
     CAMPAIGNS,
     DEFAULT_MAX_ATTEMPTS,
@@ -61,13 +61,19 @@ from cio_worker.app_client import (
     person_request,
     search_request,
 )
-from cio_worker.batch_ops import batch_item_json
-from cio_worker.batch_queue import queue_enqueue
-
-# client.py has no async client yet; until it does, this module maps answers with its function.
-from cio_worker.client import MAX_CONNECTIONS, USER_AGENT, Delivered, _outcome
 from cio_worker.config import Settings
 from cio_worker.connection import get_redis
+
+# client.py has no async client yet; until it does, this module maps answers with its function.
+from cio_worker.customerio import (
+    MAX_CONNECTIONS,
+    USER_AGENT,
+    Delivered,
+    HttpOperation,
+    _outcome,
+    batch_item_json,
+    route_of,
+)
 from cio_worker.errors import (
     EnqueueError,
     RateLimitedError,
@@ -76,14 +82,21 @@ from cio_worker.errors import (
     TransportError,
 )
 from cio_worker.ids import new_ulid
+from cio_worker.job import Job
 from cio_worker.kinds import Kind
-from cio_worker.ledger import enqueue_call as ledger_enqueue_call
 from cio_worker.limiter import Limiter
-from cio_worker.operations import HttpOperation, route_of
-from cio_worker.payloads import Job
-from cio_worker.producer import Producer
-from cio_worker.replication import ReplicaWait, queue_job_write, queue_wait, write_error
-from cio_worker.routing import batch_api, is_batched
+from cio_worker.produce import Producer
+from cio_worker.queue import (
+    ReplicaWait,
+    batch_api,
+    is_batched,
+    queue_enqueue,
+    queue_job_write,
+    queue_wait,
+    write_error,
+)
+from cio_worker.queue import _ledger_scripts as ledger_scripts
+from cio_worker.queue import enqueue_call as ledger_enqueue_call
 
 log = structlog.get_logger("cio_worker.aio")
 
@@ -152,7 +165,7 @@ class AppClient:
     """Read from the App API from asyncio code, through the shared `app` bucket.
 
     `async with AppClient() as app: people = await app.search_people(email="ada@example.com")`.
-    Methods, results and errors are those of `cio_worker.app_client.AppClient`. One instance
+    Methods, results and errors are those of `cio_worker.app_api._client.AppClient`. One instance
     belongs to one event loop (its HTTP connections do).
     """
 
@@ -275,7 +288,7 @@ __all__ = ["AppClient", "AsyncHttp", "acquire_app_slot"]
 
 
 # -- async enqueue_* -----------------------------------------------------------------------------
-# The same validation, payloads and Redis scripts as cio_worker.producer; only the write is
+# The same validation, payloads and Redis scripts as cio_worker.produce._producer; only the write is
 # awaited, on a redis.asyncio client, so an enqueue never blocks the event loop.
 
 _P = ParamSpec("_P")

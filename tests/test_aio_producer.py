@@ -11,10 +11,10 @@ import redis.asyncio
 
 import cio_worker
 from cio_worker import aio, keys
-from cio_worker.batch_queue import SHARDS, BatchQueue
 from cio_worker.config import Settings
 from cio_worker.errors import EnqueueError, ValidationError
-from cio_worker.ledger import stats
+from cio_worker.queue._ledger import stats
+from cio_worker.queue._shards import SHARDS, BatchQueue
 
 NAMES = [name for name in cio_worker.__all__ if name.startswith("enqueue_")]
 

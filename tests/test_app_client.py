@@ -24,7 +24,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from cio_worker import aio, keys
-from cio_worker.app_client import (
+from cio_worker.app_api._client import (
     AppClient,
     AppRequest,
     CampaignMetrics,
@@ -41,9 +41,10 @@ from cio_worker.app_client import (
     person_request,
     search_request,
 )
-from cio_worker.client import CustomerIoClient
 from cio_worker.config import SANDBOX_APP_API_KEY, Settings
-from cio_worker.embedded import SandboxProcess
+from cio_worker.customerio._http import CustomerIoClient
+from cio_worker.customerio._operations import HttpOperation
+from cio_worker.dev._embedded import SandboxProcess
 from cio_worker.errors import (
     AuthError,
     ConfigError,
@@ -53,8 +54,7 @@ from cio_worker.errors import (
     UnexpectedResponseError,
     ValidationError,
 )
-from cio_worker.limiter import Limiter, workspace_of
-from cio_worker.operations import HttpOperation
+from cio_worker.limiter._limiter import Limiter, workspace_of
 from cio_worker.sandbox import create_app
 from cio_worker.sandbox.recorder import max_in_window
 

@@ -14,18 +14,23 @@ import pytest
 import redis
 
 from cio_worker import keys
-from cio_worker.batch_ops import BATCHABLE, batch_body, batch_item_json, person_identifiers
-from cio_worker.batch_queue import SHARDS, BatchQueue, TakenBatch, shard_of
-from cio_worker.batcher import Batcher
-from cio_worker.client import CustomerIoClient
 from cio_worker.config import Settings
-from cio_worker.deadletter import DeadLetterStore
+from cio_worker.customerio._batch_items import (
+    BATCHABLE,
+    batch_body,
+    batch_item_json,
+    person_identifiers,
+)
+from cio_worker.customerio._http import CustomerIoClient
 from cio_worker.errors import EnqueueError
+from cio_worker.job import Job
 from cio_worker.kinds import Kind
-from cio_worker.ledger import stats
-from cio_worker.limiter import Limiter
-from cio_worker.payloads import Job
-from cio_worker.producer import Producer
+from cio_worker.limiter._limiter import Limiter
+from cio_worker.produce._producer import Producer
+from cio_worker.queue._deadletter import DeadLetterStore
+from cio_worker.queue._ledger import stats
+from cio_worker.queue._shards import SHARDS, BatchQueue, TakenBatch, shard_of
+from cio_worker.worker._batcher import Batcher
 
 TS = 1_700_000_000
 Handler = Callable[[httpx.Request], httpx.Response]
@@ -457,8 +462,8 @@ class TestVisibility:
         self, producer, batch_settings: Settings, redis_client
     ) -> None:
         """Batched jobs are not in cio.track, yet status and metrics show them as waiting."""
-        from cio_worker.metrics import collect
-        from cio_worker.status import collect_status
+        from cio_worker.ops._metrics import collect
+        from cio_worker.ops._status import collect_status
 
         for i in range(7):
             producer.enqueue_track(f"u-{i}", "Viewed")

@@ -15,11 +15,11 @@ import pytest
 import redis
 
 from cio_worker import keys
-from cio_worker.check import redacted_url, run_checks
-from cio_worker.cli import main
+from cio_worker.cli._main import main
 from cio_worker.config import Settings
-from cio_worker.embedded import RedisServer, SandboxProcess, free_port
-from cio_worker.limiter import Limiter, workspace_of
+from cio_worker.dev._embedded import RedisServer, SandboxProcess, free_port
+from cio_worker.limiter._limiter import Limiter, workspace_of
+from cio_worker.ops._check import redacted_url, run_checks
 
 pytestmark = pytest.mark.integration
 

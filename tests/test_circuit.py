@@ -6,10 +6,10 @@ import pytest
 import redis
 
 from cio_worker import keys
-from cio_worker.circuit import Circuit, Gate
 from cio_worker.config import Settings
 from cio_worker.connection import create_redis
-from cio_worker.ledger import stats
+from cio_worker.limiter._circuit import Circuit, Gate
+from cio_worker.queue._ledger import stats
 
 T0 = 1_000_000_000_000  # an explicit "now", ms
 

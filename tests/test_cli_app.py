@@ -16,10 +16,10 @@ import httpx
 import pytest
 import redis
 
-from cio_worker.cli import main
-from cio_worker.embedded import SandboxProcess, free_port
+from cio_worker.cli._main import main
+from cio_worker.dev._embedded import SandboxProcess, free_port
 from cio_worker.sandbox.config import SANDBOX_WEBHOOK_SIGNING_KEY
-from cio_worker.webhooks import WebhookStore
+from cio_worker.webhooks._store import WebhookStore
 
 PRO = '{"attribute": {"field": "plan", "operator": "eq", "value": "pro"}}'
 

@@ -18,8 +18,14 @@ import httpx
 import pytest
 
 import cio_worker
-from cio_worker.client import BODY_EXCERPT_CHARS, CustomerIoClient, Delivered, parse_retry_after
 from cio_worker.config import Settings
+from cio_worker.customerio._http import (
+    BODY_EXCERPT_CHARS,
+    CustomerIoClient,
+    Delivered,
+    parse_retry_after,
+)
+from cio_worker.customerio._operations import HttpOperation
 from cio_worker.errors import (
     AuthError,
     ConfigError,
@@ -31,7 +37,6 @@ from cio_worker.errors import (
     ServerError,
     TransportError,
 )
-from cio_worker.operations import HttpOperation
 
 SITE_ID = "site-3141"
 TRACK_KEY = "trk-key-SECRET-a1b2c3"

@@ -19,11 +19,11 @@ import httpx
 import pytest
 from chaos.partition import Partition
 
-from cio_worker.client import CustomerIoClient
 from cio_worker.config import Settings
-from cio_worker.embedded import free_port
+from cio_worker.customerio._http import CustomerIoClient
+from cio_worker.customerio._operations import HttpOperation
+from cio_worker.dev._embedded import free_port
 from cio_worker.errors import RetryableError, TransportError
-from cio_worker.operations import HttpOperation
 
 SEND = HttpOperation(
     "app",

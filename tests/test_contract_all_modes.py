@@ -21,10 +21,7 @@ import openapi_contract as contract
 import pytest
 import redis
 
-from cio_worker.app_requests import people_filter, search_request
-from cio_worker.batch_queue import SHARDS, BatchQueue
-from cio_worker.batcher import Batcher
-from cio_worker.client import CustomerIoClient
+from cio_worker.app_api._requests import people_filter, search_request
 from cio_worker.config import (
     SANDBOX_APP_API_KEY,
     SANDBOX_PIPELINES_API_KEY,
@@ -32,16 +29,19 @@ from cio_worker.config import (
     SANDBOX_TRACK_API_KEY,
     Settings,
 )
-from cio_worker.deadletter import DeadLetterStore
-from cio_worker.delivery import Deliverer
+from cio_worker.customerio._http import CustomerIoClient
+from cio_worker.customerio._operations import build_operation
 from cio_worker.kinds import Kind
-from cio_worker.leases import LeaseKeeper
-from cio_worker.ledger import JobLedger
-from cio_worker.limiter import Limiter
-from cio_worker.operations import build_operation
-from cio_worker.producer import Producer
-from cio_worker.routing import batch_api, is_batched
+from cio_worker.limiter._limiter import Limiter
+from cio_worker.produce._producer import Producer
+from cio_worker.queue._deadletter import DeadLetterStore
+from cio_worker.queue._leases import LeaseKeeper
+from cio_worker.queue._ledger import JobLedger
+from cio_worker.queue._routing import batch_api, is_batched
+from cio_worker.queue._shards import SHARDS, BatchQueue
 from cio_worker.sandbox import SandboxConfig, create_app
+from cio_worker.worker._batcher import Batcher
+from cio_worker.worker._deliverer import Deliverer
 
 with warnings.catch_warnings():
     # Starlette 1.x prefers httpx2 for its test client and warns when it falls back to httpx.

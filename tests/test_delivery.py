@@ -10,15 +10,15 @@ import pytest
 import redis
 
 from cio_worker import keys
-from cio_worker.client import CustomerIoClient
 from cio_worker.config import Settings
-from cio_worker.deadletter import DeadLetterStore
-from cio_worker.delivery import Deliverer, Outcome
+from cio_worker.customerio._http import CustomerIoClient
 from cio_worker.kinds import Kind
-from cio_worker.leases import LeaseKeeper
-from cio_worker.ledger import JobLedger, stats
-from cio_worker.limiter import Limiter
-from cio_worker.producer import Producer
+from cio_worker.limiter._limiter import Limiter
+from cio_worker.produce._producer import Producer
+from cio_worker.queue._deadletter import DeadLetterStore
+from cio_worker.queue._leases import LeaseKeeper
+from cio_worker.queue._ledger import JobLedger, stats
+from cio_worker.worker._deliverer import Deliverer, Outcome
 
 Handler = Callable[[httpx.Request], httpx.Response]
 
@@ -236,7 +236,7 @@ class TestSlowdown:
 class TestMetrics:
     def test_each_outcome_is_counted_for_the_fleet(self, make_deliverer, producer) -> None:
         """Delivered, retry, 429 and dead outcomes land in the shared metrics with their labels."""
-        from cio_worker.metrics import collect
+        from cio_worker.ops._metrics import collect
 
         delivered = producer.enqueue_track("u1", "A")
         ok, _ = make_deliverer(answer(200))
@@ -301,7 +301,7 @@ class TestWorkerDiedWhileSending:
 class TestRecordingASuccessDuringARedisOutage:
     def test_the_write_is_retried_until_redis_answers(self) -> None:
         """A 2xx is never thrown away because Redis blinked while it was being recorded."""
-        from cio_worker.delivery import complete_despite_outage
+        from cio_worker.worker._deliverer import complete_despite_outage
 
         calls: list[int] = []
 
@@ -316,7 +316,7 @@ class TestRecordingASuccessDuringARedisOutage:
         assert len(calls) == 3 and slept == [0.1, 0.2]
 
     def test_it_gives_up_only_after_its_patience(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        from cio_worker import delivery
+        from cio_worker.worker import _deliverer as delivery
 
         monkeypatch.setattr(delivery, "COMPLETE_PATIENCE_S", 0.05)
 

@@ -29,14 +29,14 @@ import redis
 import yaml
 from kombu.exceptions import OperationalError
 
-from cio_worker.client import CustomerIoClient
 from cio_worker.config import Settings
 from cio_worker.connection import create_async_redis, create_redis
-from cio_worker.embedded import find_redis_server, free_port
+from cio_worker.customerio._http import CustomerIoClient
+from cio_worker.dev._embedded import find_redis_server, free_port
 from cio_worker.errors import ConfigError
-from cio_worker.limiter import DEFAULT_MAX_WAIT_S
-from cio_worker.preflight import check_redis
-from cio_worker.tasks import create_app
+from cio_worker.limiter._limiter import DEFAULT_MAX_WAIT_S
+from cio_worker.ops._preflight import check_redis
+from cio_worker.worker._tasks import create_app
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"

@@ -6,7 +6,6 @@ import time
 
 import pytest
 
-from cio_worker.circuit import Health
 from cio_worker.config import Settings
 from cio_worker.errors import (
     AuthError,
@@ -15,7 +14,8 @@ from cio_worker.errors import (
     ServerError,
     TransportError,
 )
-from cio_worker.fate import classify, decide, out_of_time
+from cio_worker.limiter._circuit import Health
+from cio_worker.worker._fate import classify, decide, out_of_time
 
 SETTINGS = Settings(max_attempts=3, backoff_base_s=1, backoff_max_s=8, retry_for_s=3600)
 HEALTHY = Health(healthy=True)

@@ -31,13 +31,14 @@ from hypothesis import strategies as st
 
 from cio_worker import jsonutil, keys
 from cio_worker.aio import AsyncProducer, _Builder
-from cio_worker.batch_queue import SHARDS
 from cio_worker.config import Settings
 from cio_worker.errors import ValidationError
-from cio_worker.ledger import stats
-from cio_worker.payloads import EMAIL_FIELDS, PUSH_FIELDS, SMS_FIELDS, Job
-from cio_worker.producer import Producer
-from cio_worker.routing import batch_api
+from cio_worker.job import Job
+from cio_worker.produce._payloads import EMAIL_FIELDS, PUSH_FIELDS, SMS_FIELDS
+from cio_worker.produce._producer import Producer
+from cio_worker.queue._ledger import stats
+from cio_worker.queue._routing import batch_api
+from cio_worker.queue._shards import SHARDS
 
 #: Examples per enqueue function (sync), a third of that for asyncio and bulk blocks.
 EXAMPLES = int(os.environ.get("CIO_FUZZ_EXAMPLES", "100"))

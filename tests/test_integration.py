@@ -22,8 +22,8 @@ import httpx
 import pytest
 
 from cio_worker.config import Settings
-from cio_worker.embedded import RedisServer, SandboxProcess, free_port, stop_processes
-from cio_worker.producer import Producer
+from cio_worker.dev._embedded import RedisServer, SandboxProcess, free_port, stop_processes
+from cio_worker.produce._producer import Producer
 
 pytestmark = pytest.mark.integration
 

@@ -7,7 +7,7 @@ import redis
 from kombu import Connection
 from kombu.common import ignore_errors
 
-from cio_worker import kombu_fixes
+from cio_worker.worker import _kombu_fixes as kombu_fixes
 
 
 def test_a_channel_whose_connection_lost_its_client_raises_a_connection_error(

@@ -9,11 +9,11 @@ import pytest
 import redis
 
 from cio_worker import keys
-from cio_worker.deadletter import DeadLetterStore
 from cio_worker.kinds import Family
-from cio_worker.ledger import ErrorRecord, JobLedger
-from cio_worker.producer import Producer
-from cio_worker.reaper import Sweeper
+from cio_worker.produce._producer import Producer
+from cio_worker.queue._deadletter import DeadLetterStore
+from cio_worker.queue._ledger import ErrorRecord, JobLedger
+from cio_worker.queue._sweeper import Sweeper
 
 TRACK = Family.TRACK
 

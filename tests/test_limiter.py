@@ -13,7 +13,7 @@ from structlog.testing import capture_logs
 from cio_worker import keys
 from cio_worker.config import Settings
 from cio_worker.errors import RateLimitedError
-from cio_worker.limiter import (
+from cio_worker.limiter._limiter import (
     DEFAULT_PAUSE_S,
     MAX_PAUSE_S,
     MIN_FRACTION,
@@ -349,7 +349,7 @@ class TestLateWakeUp:
     ) -> None:
         """On a host that never wakes on time, lateness is given up on after MAX_LATE_RETRIES:
         the request goes rather than looping."""
-        from cio_worker.limiter import MAX_LATE_RETRIES
+        from cio_worker.limiter._limiter import MAX_LATE_RETRIES
 
         limiter = Limiter(settings, redis_client)
         limiter._late_tolerance_s = lambda bucket: -1.0  # type: ignore[method-assign]

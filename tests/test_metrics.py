@@ -20,24 +20,24 @@ from prometheus_client.parser import text_string_to_metric_families
 from structlog.testing import capture_logs
 
 from cio_worker import keys
-from cio_worker.circuit import Circuit
 from cio_worker.config import Settings
 from cio_worker.connection import create_redis
-from cio_worker.deadletter import DeadLetterStore
-from cio_worker.embedded import free_port
-from cio_worker.envelope import task_message
-from cio_worker.exporter import build_registry, serve
+from cio_worker.dev._embedded import free_port
 from cio_worker.ids import new_ulid
+from cio_worker.job import Job
 from cio_worker.kinds import Family, Kind, queue_name
-from cio_worker.ledger import ErrorRecord, JobLedger
-from cio_worker.metrics import (
+from cio_worker.limiter._circuit import Circuit
+from cio_worker.ops._exporter import build_registry, serve
+from cio_worker.ops._metrics import (
     LATENCY_BUCKETS_S,
     collect,
     enqueue_latency_s,
     metrics_key,
     record_delivery,
 )
-from cio_worker.payloads import Job
+from cio_worker.queue._deadletter import DeadLetterStore
+from cio_worker.queue._envelope import task_message
+from cio_worker.queue._ledger import ErrorRecord, JobLedger
 
 DASHBOARD = Path(__file__).resolve().parents[1] / "deploy" / "grafana-dashboard.json"
 

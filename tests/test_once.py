@@ -15,15 +15,15 @@ import pytest
 import redis
 
 from cio_worker import keys
-from cio_worker.client import CustomerIoClient
 from cio_worker.config import Settings
-from cio_worker.deadletter import DeadLetterStore
-from cio_worker.delivery import Deliverer
+from cio_worker.customerio._http import CustomerIoClient
 from cio_worker.kinds import Family, Kind, queue_name
-from cio_worker.leases import LeaseKeeper
-from cio_worker.ledger import ErrorRecord, JobLedger, stats
-from cio_worker.limiter import Limiter
-from cio_worker.producer import Producer
+from cio_worker.limiter._limiter import Limiter
+from cio_worker.produce._producer import Producer
+from cio_worker.queue._deadletter import DeadLetterStore
+from cio_worker.queue._leases import LeaseKeeper
+from cio_worker.queue._ledger import ErrorRecord, JobLedger, stats
+from cio_worker.worker._deliverer import Deliverer
 
 
 def test_duplicate_messages_in_one_worker_send_once(

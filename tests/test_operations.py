@@ -20,13 +20,13 @@ import fakeredis
 import openapi_contract as contract
 import pytest
 
-from cio_worker import operations
 from cio_worker.config import Settings
+from cio_worker.customerio import _operations as operations
+from cio_worker.customerio._operations import HttpOperation, build_operation, segment
 from cio_worker.errors import ValidationError
+from cio_worker.job import Job
 from cio_worker.kinds import Family, Kind
-from cio_worker.operations import HttpOperation, build_operation, segment
-from cio_worker.payloads import Job
-from cio_worker.producer import Producer
+from cio_worker.produce._producer import Producer
 
 #: 2023-11-14T22:13:20Z
 TS = 1_700_000_000

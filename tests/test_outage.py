@@ -16,18 +16,18 @@ import pytest
 import redis
 
 from cio_worker import keys
-from cio_worker.batch_queue import SHARDS
-from cio_worker.batcher import Batcher
-from cio_worker.client import CustomerIoClient
 from cio_worker.config import Settings
-from cio_worker.deadletter import DeadLetterStore
-from cio_worker.delivery import Deliverer, Outcome
+from cio_worker.customerio._http import CustomerIoClient
 from cio_worker.kinds import Kind
-from cio_worker.leases import LeaseKeeper
-from cio_worker.ledger import JobLedger, stats
-from cio_worker.limiter import Limiter
-from cio_worker.producer import Producer
-from cio_worker.reaper import Sweeper
+from cio_worker.limiter._limiter import Limiter
+from cio_worker.produce._producer import Producer
+from cio_worker.queue._deadletter import DeadLetterStore
+from cio_worker.queue._leases import LeaseKeeper
+from cio_worker.queue._ledger import JobLedger, stats
+from cio_worker.queue._shards import SHARDS
+from cio_worker.queue._sweeper import Sweeper
+from cio_worker.worker._batcher import Batcher
+from cio_worker.worker._deliverer import Deliverer, Outcome
 
 Handler = Callable[[httpx.Request], httpx.Response]
 

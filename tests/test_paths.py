@@ -22,20 +22,20 @@ import httpx
 import pytest
 import redis
 
-from cio_worker import app_requests
-from cio_worker.client import CustomerIoClient
+from cio_worker.app_api import _requests as app_requests
 from cio_worker.config import Settings
-from cio_worker.deadletter import DeadLetterStore
-from cio_worker.delivery import Deliverer
-from cio_worker.embedded import SandboxProcess
+from cio_worker.customerio._http import CustomerIoClient
+from cio_worker.customerio._operations import ROUTES, HttpOperation, build_operation, route_of
+from cio_worker.dev._embedded import SandboxProcess
 from cio_worker.errors import RejectedError, ServerError, ValidationError
+from cio_worker.job import Job
 from cio_worker.kinds import Kind
-from cio_worker.leases import LeaseKeeper
-from cio_worker.ledger import JobLedger
-from cio_worker.limiter import Limiter
-from cio_worker.operations import ROUTES, HttpOperation, build_operation, route_of
-from cio_worker.payloads import Job
-from cio_worker.producer import Producer
+from cio_worker.limiter._limiter import Limiter
+from cio_worker.produce._producer import Producer
+from cio_worker.queue._deadletter import DeadLetterStore
+from cio_worker.queue._leases import LeaseKeeper
+from cio_worker.queue._ledger import JobLedger
+from cio_worker.worker._deliverer import Deliverer
 
 SETTINGS = Settings(
     site_id="site",

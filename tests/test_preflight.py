@@ -12,7 +12,7 @@ import redis
 
 from cio_worker.config import Settings
 from cio_worker.errors import ConfigError
-from cio_worker.preflight import check_credentials, check_redis
+from cio_worker.ops._preflight import check_credentials, check_redis
 
 
 @pytest.fixture

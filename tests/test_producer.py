@@ -1,4 +1,4 @@
-"""Tests for cio_worker.producer: jobs land durably in Redis as Celery messages, or raise."""
+"""Tests for the producer: jobs land durably in Redis as Celery messages, or raise."""
 
 from __future__ import annotations
 
@@ -16,11 +16,11 @@ import pytest
 import redis
 
 import cio_worker
-from cio_worker import producer as producer_module
 from cio_worker.config import Settings
 from cio_worker.errors import CioWorkerError, EnqueueError, ValidationError
 from cio_worker.kinds import Kind
-from cio_worker.producer import Producer
+from cio_worker.produce import _producer as producer_module
+from cio_worker.produce._producer import Producer
 
 EMAIL = "ada.lovelace@example.com"
 ULID = re.compile(r"[0-7][0-9ABCDEFGHJKMNPQRSTVWXYZ]{25}")

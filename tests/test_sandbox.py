@@ -14,14 +14,14 @@ import httpx
 import pytest
 import uvicorn
 
-from cio_worker import cli
+from cio_worker.cli import _main as cli
 from cio_worker.config import (
     SANDBOX_APP_API_KEY,
     SANDBOX_PIPELINES_API_KEY,
     SANDBOX_SITE_ID,
     SANDBOX_TRACK_API_KEY,
 )
-from cio_worker.embedded import SandboxProcess
+from cio_worker.dev._embedded import SandboxProcess
 from cio_worker.errors import ConfigError
 from cio_worker.sandbox import SandboxConfig, create_app, run_sandbox
 from cio_worker.sandbox import server as sandbox_server

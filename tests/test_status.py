@@ -8,14 +8,14 @@ import pytest
 import redis
 
 from cio_worker import keys
-from cio_worker.circuit import Circuit
-from cio_worker.cli import main
+from cio_worker.cli._main import main
 from cio_worker.config import Settings
-from cio_worker.deadletter import DeadLetterStore
-from cio_worker.ledger import ErrorRecord, JobLedger
-from cio_worker.limiter import Limiter
-from cio_worker.producer import Producer
-from cio_worker.status import collect_status, describe_circuit
+from cio_worker.limiter._circuit import Circuit
+from cio_worker.limiter._limiter import Limiter
+from cio_worker.ops._status import collect_status, describe_circuit
+from cio_worker.produce._producer import Producer
+from cio_worker.queue._deadletter import DeadLetterStore
+from cio_worker.queue._ledger import ErrorRecord, JobLedger
 
 
 class TestCollectStatus:

@@ -9,8 +9,8 @@ import sys
 import time
 from collections.abc import Sequence
 
-from cio_worker.supervise import supervise
-from cio_worker.watchdog import EXIT_STALLED
+from cio_worker.worker._supervise import supervise
+from cio_worker.worker._watchdog import EXIT_STALLED
 
 
 def script(code: str) -> list[str]:
@@ -53,7 +53,7 @@ class TestSupervise:
             [
                 sys.executable,
                 "-c",
-                "import sys; from cio_worker.supervise import supervise; "
+                "import sys; from cio_worker.worker._supervise import supervise; "
                 f"sys.exit(supervise({script(child_code)!r}))",
             ],
         )

@@ -20,7 +20,7 @@ import redis
 from cio_worker import validation as v
 from cio_worker.config import Settings
 from cio_worker.errors import CioWorkerError, ValidationError
-from cio_worker.producer import Producer
+from cio_worker.produce._producer import Producer
 
 # 2024-01-01T00:00:00Z in Unix seconds.
 NEW_YEAR_2024 = 1_704_067_200
@@ -1013,7 +1013,7 @@ class TestDataFileUrl:
 def test_email_headers_nested_past_the_stack_are_refused_not_crashed() -> None:
     """`headers="[" * 100000` raised RecursionError; it is a ValidationError naming the field."""
     from cio_worker.errors import ValidationError as Refused
-    from cio_worker.payloads import email_headers
+    from cio_worker.produce._payloads import email_headers
 
     with pytest.raises(Refused, match="^headers: "):
         email_headers("[" * 100_000)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cio_worker.watchdog import ConsumerWatchdog
+from cio_worker.worker._watchdog import ConsumerWatchdog
 
 
 class Clock:

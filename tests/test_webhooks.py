@@ -18,12 +18,13 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from cio_worker import keys, webhooks
+from cio_worker import keys
 from cio_worker.config import SANDBOX_WEBHOOK_SIGNING_KEY, Settings
 from cio_worker.errors import ConfigError, ValidationError, WebhookSignatureError
 from cio_worker.sandbox import webhook_sender
-from cio_worker.webhook_server import create_webhook_app
-from cio_worker.webhooks import (
+from cio_worker.webhooks import _store as webhooks
+from cio_worker.webhooks._server import create_webhook_app
+from cio_worker.webhooks._store import (
     WebhookEvent,
     WebhookStore,
     parse_event,

@@ -3,7 +3,7 @@
 Signature (reporting-webhooks spec, "Securely verifying requests"): `X-CIO-Timestamp` is the Unix
 time of sending, `X-CIO-Signature` the hex HMAC-SHA256 of `v0:<timestamp>:<raw body>` keyed with
 the workspace's webhook signing key. Signing is written out here on purpose, not imported from
-cio_worker.webhooks, so the receiver is checked against an independent implementation.
+cio_worker.webhooks._store, so the receiver is checked against an independent implementation.
 
 `POST /_sandbox/webhooks/send` takes a `SendSpec` as JSON; tests can also call `send_webhooks`.
 """

@@ -23,9 +23,9 @@ import redis
 from redis.sentinel import Sentinel
 
 from cio_worker.connection import parse_sentinel_url
-from cio_worker.embedded import SentinelCluster
+from cio_worker.dev._embedded import SentinelCluster
 from cio_worker.errors import EnqueueError
-from cio_worker.producer import Producer
+from cio_worker.produce._producer import Producer
 
 from .harness import EVENT_KINDS, ChaosStack, JobBook, WorkerProcess, start_sandbox, verdict
 

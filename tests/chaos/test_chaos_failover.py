@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from cio_worker.producer import Producer
+from cio_worker.produce._producer import Producer
 
 from .failover_harness import FailoverStack, SteadyProducer, check_failover_verdict
 from .harness import JobBook, seconds_until_ended, wait_until

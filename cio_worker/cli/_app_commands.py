@@ -1,0 +1,280 @@
+"""App API reads and reporting webhooks on the command line.
+
+`cio-worker people search|get`, `segments`, `campaigns`, `campaign-metrics ID`: tables by default;
+with `--json`, one JSON document on stdout and nothing else (logs go to stderr).
+`cio-worker webhooks serve [--host --port]` runs the receiver; `webhooks list [--json]` shows what
+it stored. Reads go through the shared limiter like the workers' requests (app_client.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from cio_worker.config import Settings
+from cio_worker.errors import ValidationError
+
+if TYPE_CHECKING:
+    from cio_worker.webhooks import WebhookStore
+
+#: Periods of a campaign's metrics shown in the table (the newest); --json has all of them.
+TABLE_PERIODS = 7
+
+
+def register(sub: Any) -> None:  # argparse's _SubParsersAction is private
+    """Add `people`, `segments`, `campaigns`, `campaign-metrics` and `webhooks` to `cio-worker`."""
+    people = sub.add_parser("people", help="search people or show one person (App API)")
+    people_sub = people.add_subparsers(dest="people_command", required=True)
+    search = people_sub.add_parser("search", help="people matching an email or a filter")
+    search.add_argument("--email", help="people whose email attribute equals this")
+    search.add_argument("--filter", help='audience filter as JSON, e.g. \'{"segment": {"id": 3}}\'')
+    search.add_argument("--page-size", type=int, default=1000, help="people per request (1-1000)")
+    _json_flag(search)
+    get = people_sub.add_parser("get", help="one person's attributes and devices")
+    get.add_argument("id", help="the person's id (or email / cio_id with --id-type)")
+    get.add_argument("--id-type", choices=("id", "email", "cio_id"), default="id")
+    _json_flag(get)
+    people.set_defaults(handler=_people)
+
+    segments = sub.add_parser("segments", help="list segments (App API)")
+    _json_flag(segments)
+    segments.set_defaults(handler=_segments)
+
+    campaigns = sub.add_parser("campaigns", help="list campaigns (App API)")
+    _json_flag(campaigns)
+    campaigns.set_defaults(handler=_campaigns)
+
+    metrics = sub.add_parser("campaign-metrics", help="a campaign's metrics per period (App API)")
+    metrics.add_argument("id", type=int, help="campaign id")
+    metrics.add_argument("--res", choices=("hours", "days", "weeks", "months"), default="days")
+    metrics.add_argument("--start", type=int, help="Unix seconds")
+    metrics.add_argument("--end", type=int, help="Unix seconds")
+    metrics.add_argument("--tz", help="time zone, e.g. America/New_York (Customer.io: EST)")
+    _json_flag(metrics)
+    metrics.set_defaults(handler=_campaign_metrics)
+
+    webhooks = sub.add_parser("webhooks", help="receive and list Customer.io reporting webhooks")
+    webhooks_sub = webhooks.add_subparsers(dest="webhooks_command", required=True)
+    serve = webhooks_sub.add_parser("serve", help="receive webhooks (POST /) into Redis")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    serve.add_argument("--port", type=int, default=8788)
+    listing = webhooks_sub.add_parser("list", help="the newest stored webhook events")
+    listing.add_argument("--limit", type=int, default=50)
+    listing.add_argument("--metric", help="only this metric (bounced, spammed, ...)")
+    _json_flag(listing)
+    webhooks.set_defaults(handler=_webhooks)
+
+
+def _json_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print one JSON document")
+
+
+def _settings() -> Settings:
+    from cio_worker.logs import configure_logging
+
+    settings = Settings.from_env()
+    configure_logging(settings)  # to stderr: stdout carries only the answer
+    return settings
+
+
+def _print_json(document: Any) -> None:
+    print(json.dumps(document, indent=2, sort_keys=True))
+
+
+def _as_json(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    return value
+
+
+def _people(args: argparse.Namespace, _: list[str]) -> int:
+    from cio_worker.app_api import AppClient
+
+    with AppClient(_settings()) as app:
+        if args.people_command == "search":
+            found = app.search_people(
+                _filter_arg(args.filter), email=args.email, page_size=args.page_size
+            )
+            if args.json:
+                _print_json([_as_json(person) for person in found])
+            else:
+                _table(["id", "email", "cio_id"], ([p.id, p.email, p.cio_id] for p in found))
+                print(f"{len(found)} people")
+            return 0
+        person = app.get_person(args.id, id_type=args.id_type)
+    if person is None:
+        print(f"cio-worker: no person with {args.id_type} {args.id!r}", file=sys.stderr)
+        if args.json:
+            _print_json(None)
+        return 1
+    if args.json:
+        _print_json(_as_json(person))
+        return 0
+    print(f"id {person.id}  email {person.email}  cio_id {person.cio_id}")
+    print(f"unsubscribed: {'yes' if person.unsubscribed else 'no'}")
+    rows = (
+        [name, value, _when(person.timestamps.get(name))]
+        for name, value in sorted(person.attributes.items())
+    )
+    _table(["attribute", "value", "set at"], rows)
+    if person.devices:
+        devices = ([d.id, d.platform, _when(d.last_used)] for d in person.devices)
+        _table(["device", "platform", "last used"], devices)
+    return 0
+
+
+def _filter_arg(raw: str | None) -> dict[str, Any] | None:
+    if raw is None:
+        return None
+    try:
+        value = json.loads(raw)
+    except ValueError as exc:
+        raise ValidationError("--filter", f"must be JSON ({exc})") from None
+    if not isinstance(value, dict):
+        raise ValidationError("--filter", "must be a JSON object")
+    return value
+
+
+def _segments(args: argparse.Namespace, _: list[str]) -> int:
+    from cio_worker.app_api import AppClient
+
+    with AppClient(_settings()) as app:
+        segments = app.list_segments()
+    if args.json:
+        _print_json([_as_json(segment) for segment in segments])
+        return 0
+    _table(
+        ["id", "name", "type", "state", "tags", "updated"],
+        ([s.id, s.name, s.type, s.state, ", ".join(s.tags), _when(s.updated_at)] for s in segments),
+    )
+    return 0
+
+
+def _campaigns(args: argparse.Namespace, _: list[str]) -> int:
+    from cio_worker.app_api import AppClient
+
+    with AppClient(_settings()) as app:
+        campaigns = app.list_campaigns()
+    if args.json:
+        _print_json([_as_json(campaign) for campaign in campaigns])
+        return 0
+    _table(
+        ["id", "name", "state", "active", "tags", "updated"],
+        ([c.id, c.name, c.state, c.active, ", ".join(c.tags), _when(c.updated)] for c in campaigns),
+    )
+    return 0
+
+
+def _campaign_metrics(args: argparse.Namespace, _: list[str]) -> int:
+    from cio_worker.app_api import AppClient
+
+    with AppClient(_settings()) as app:
+        metrics = app.get_campaign_metrics(
+            args.id, res=args.res, start=args.start, end=args.end, tz=args.tz
+        )
+    if metrics is None:
+        print(f"cio-worker: no campaign {args.id}", file=sys.stderr)
+        if args.json:
+            _print_json(None)
+        return 1
+    if args.json:
+        _print_json({**_as_json(metrics), "totals": metrics.totals})
+        return 0
+    periods = max((len(counts) for counts in metrics.series.values()), default=0)
+    shown = min(periods, TABLE_PERIODS)
+    print(f"campaign {metrics.campaign_id}: {periods} {metrics.res}, oldest first")
+    _table(
+        ["metric", "total", f"last {shown} {metrics.res}"],
+        (
+            [name, metrics.totals[name], " ".join(str(n) for n in counts[-shown:])]
+            for name, counts in sorted(metrics.series.items())
+        ),
+    )
+    return 0
+
+
+def _webhooks(args: argparse.Namespace, _: list[str]) -> int:
+    import redis
+
+    from cio_worker.connection import get_redis
+    from cio_worker.webhooks import WebhookStore
+
+    settings = _settings()
+    if args.webhooks_command != "serve" and args.limit < 1:
+        raise ValidationError("--limit", "must be at least 1")
+    store = WebhookStore(get_redis(settings))
+    try:
+        if args.webhooks_command == "serve":
+            return _serve_webhooks(args, settings, store)
+        return _list_webhooks(args, store)
+    except redis.RedisError as exc:
+        # One line, not a traceback: the receiver and the listing both need Redis.
+        from cio_worker.config import redact_url
+
+        where = redact_url(settings.redis_url)
+        print(
+            f"cio-worker: webhooks {args.webhooks_command}: Redis at {where} does not answer "
+            f"({type(exc).__name__}: {exc})",
+            file=sys.stderr,
+        )
+        return 2
+
+
+def _serve_webhooks(args: argparse.Namespace, settings: Settings, store: WebhookStore) -> int:
+    from cio_worker.webhooks import serve_webhooks, signing_key
+
+    # Checked before the banner, so a missing key or an absent Redis is the only thing printed.
+    # Once serving, a Redis outage is answered 503 (Customer.io retries) and /healthz says so.
+    signing_key(settings)
+    store.ping()
+    print(f"webhook receiver listening on http://{args.host}:{args.port}/", flush=True)
+    serve_webhooks(settings, host=args.host, port=args.port)
+    return 0
+
+
+def _list_webhooks(args: argparse.Namespace, store: WebhookStore) -> int:
+    events = [event.summary() for event in store.recent(args.limit, metric=args.metric)]
+    if args.json:
+        _print_json(events)
+        return 0
+    _table(
+        ["received", "event_id", "object_type", "metric", "delivery_id"],
+        (
+            [
+                _when(e["received_at"]),
+                e["event_id"],
+                e["object_type"],
+                e["metric"],
+                e["delivery_id"],
+            ]
+            for e in events
+        ),
+    )
+    counts = store.counts()
+    print("  ".join(f"{name} {value}" for name, value in counts.items()) or "no webhooks yet")
+    return 0
+
+
+def _when(seconds: float | None) -> str | None:
+    if seconds is None:
+        return None
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(seconds))
+
+
+def _table(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(*columns)
+    count = 0
+    for row in rows:
+        table.add_row(*("" if value is None else str(value)[:80] for value in row))
+        count += 1
+    Console().print(table)
+    if not count:
+        print("(none)")

@@ -1,0 +1,24 @@
+"""What operators see: status, metrics, the Prometheus exporter, `check`."""
+
+from __future__ import annotations
+
+from cio_worker.ops._check import CheckReport, CheckResult, run_checks
+from cio_worker.ops._exporter import DEFAULT_HOST, DEFAULT_PORT, serve
+from cio_worker.ops._metrics import enqueue_latency_s, record_delivery
+from cio_worker.ops._preflight import check_credentials, check_redis
+from cio_worker.ops._status import collect_status, render_status
+
+__all__ = [
+    "CheckReport",
+    "CheckResult",
+    "DEFAULT_HOST",
+    "DEFAULT_PORT",
+    "check_credentials",
+    "check_redis",
+    "collect_status",
+    "enqueue_latency_s",
+    "record_delivery",
+    "render_status",
+    "run_checks",
+    "serve",
+]

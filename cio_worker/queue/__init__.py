@@ -1,0 +1,62 @@
+"""Where jobs wait in Redis: the ledger, leases, batch shards, scheduled retries, dead letters."""
+
+from __future__ import annotations
+
+from cio_worker.queue._deadletter import DeadLetterStore
+from cio_worker.queue._leases import LeaseKeeper, new_owner_id
+from cio_worker.queue._ledger import (
+    ErrorRecord,
+    JobLedger,
+    LedgerEntry,
+    enqueue_call,
+    stats,
+)
+from cio_worker.queue._receipts import Receipt, ReceiptBook, remote_id_of
+from cio_worker.queue._replication import (
+    ENQUEUE_SCRIPT,
+    ReplicaWait,
+    queue_exec,
+    queue_job_write,
+    queue_multi,
+    queue_wait,
+    write_error,
+)
+from cio_worker.queue._routing import Router, batch_api, is_batched
+from cio_worker.queue._shards import (
+    SHARDS,
+    BatchItem,
+    BatchQueue,
+    TakenBatch,
+    queue_enqueue,
+)
+from cio_worker.queue._sweeper import Sweeper
+
+__all__ = [
+    "BatchItem",
+    "BatchQueue",
+    "DeadLetterStore",
+    "ENQUEUE_SCRIPT",
+    "ErrorRecord",
+    "JobLedger",
+    "LeaseKeeper",
+    "LedgerEntry",
+    "Receipt",
+    "ReceiptBook",
+    "ReplicaWait",
+    "Router",
+    "SHARDS",
+    "Sweeper",
+    "TakenBatch",
+    "batch_api",
+    "enqueue_call",
+    "is_batched",
+    "new_owner_id",
+    "queue_enqueue",
+    "queue_exec",
+    "queue_job_write",
+    "queue_multi",
+    "queue_wait",
+    "remote_id_of",
+    "stats",
+    "write_error",
+]
