@@ -30,10 +30,11 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from cio_worker import jsonutil, keys
-from cio_worker.aio import AsyncProducer, _Builder
+from cio_worker.aio import AsyncProducer
 from cio_worker.config import Settings
 from cio_worker.errors import ValidationError
 from cio_worker.job import Job
+from cio_worker.produce._aio_producer import _Builder
 from cio_worker.produce._payloads import EMAIL_FIELDS, PUSH_FIELDS, SMS_FIELDS
 from cio_worker.produce._producer import Producer
 from cio_worker.queue._ledger import stats
