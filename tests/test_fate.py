@@ -15,7 +15,13 @@ from cio_worker.errors import (
     TransportError,
 )
 from cio_worker.limiter._circuit import Health
-from cio_worker.worker._fate import classify, decide, out_of_time
+from cio_worker.worker._fate import (
+    classify,
+    decide,
+    out_of_time,
+    settle_finding,
+    settle_unfinished,
+)
 
 SETTINGS = Settings(max_attempts=3, backoff_base_s=1, backoff_max_s=8, retry_for_s=3600)
 HEALTHY = Health(healthy=True)
@@ -125,3 +131,36 @@ class TestOthers:
 def test_out_of_time_uses_the_clock_when_not_given() -> None:
     assert out_of_time(time.time() - 3601, SETTINGS)
     assert not out_of_time(time.time() - 10, SETTINGS)
+
+
+class TestSettleAnUnfinishedSend:
+    """A message claimed again while an earlier attempt may have reached Customer.io: the
+    policy is decided here, the deliverer only carries it out."""
+
+    def test_retry_sends_again_and_dead_dead_letters(self) -> None:
+        assert settle_unfinished(SETTINGS.replace(ambiguous_messages="retry"), 0.0).action == "send"
+        dead = settle_unfinished(SETTINGS.replace(ambiguous_messages="dead"), 0.0)
+        assert dead.action == "dead"
+        assert "CIO_WORKER_AMBIGUOUS_MESSAGES=dead" in dead.reason
+
+    def test_reconcile_waits_for_the_listings_then_asks(self) -> None:
+        settings = SETTINGS.replace(ambiguous_messages="reconcile", reconcile_settle_s=60.0)
+        early = settle_unfinished(settings, since_s=1_000.0, now_s=1_015.0)
+        assert (early.action, early.delay_s) == ("wait", 45.0)
+        assert settle_unfinished(settings, since_s=1_000.0, now_s=1_060.0).action == "ask"
+
+    def test_what_customerio_answered_decides(self) -> None:
+        settings = SETTINGS.replace(ambiguous_messages="reconcile", reconcile_settle_s=5.0)
+        now = time.time()
+
+        def settle(verdict, remote_id=None, enqueued=now):  # type: ignore[no-untyped-def]
+            return settle_finding(settings, verdict, "two unknown deliveries", remote_id, enqueued)
+
+        assert settle("found", "dlv-1").action == "delivered"
+        assert settle("found", None).action == "dead"  # found, but no id to record: never guess
+        assert settle("not_found").action == "send"
+        assert settle("unavailable").action == "wait"
+        assert settle("unavailable", enqueued=now - settings.retry_for_s - 1).action == "dead"
+        unclear = settle("unclear")
+        assert unclear.action == "dead"
+        assert unclear.reason.startswith("ambiguous: two unknown deliveries; not sent again")

@@ -35,7 +35,13 @@ from cio_worker.queue import (
     Receipt,
     remote_id_of,
 )
-from cio_worker.worker._fate import FailureJudge, Fate, error_text, out_of_time
+from cio_worker.worker._fate import (
+    FailureJudge,
+    Fate,
+    error_text,
+    settle_finding,
+    settle_unfinished,
+)
 from cio_worker.worker._reconcile import Reconciler
 
 log = structlog.get_logger("cio_worker.delivery")
@@ -214,44 +220,33 @@ class Deliverer:
         Returns None when the job should be sent (again) now.
         """
         job = entry.job
-        policy = self.settings.ambiguous_messages
-        if policy == "retry":
-            self.ledger.clear_sending(job.id)
-            return None
-        if policy == "dead":
-            reason = (
-                "ambiguous: a worker died while the request was in flight (or could not record "
-                "the answer before Redis came back), so it may have reached Customer.io, and a "
-                "message has no dedup key (CIO_WORKER_AMBIGUOUS_MESSAGES=dead)"
-            )
-            return self._dead(entry.attempts, RuntimeError(reason), fields, entry.first_error)
         since = entry.sending_since or entry.enqueued_at_s
-        wait = since + self.settings.reconcile_settle_s - time.time()
-        if wait > 0:  # Customer.io's listings may not show it yet
-            self.ledger.defer(job.id, wait, self.leases.owner, keep_sending=True)
-            return Outcome("retry", wait)
-        assert self.reconciler is not None
-        finding = self.reconciler.check(job, since)
-        log.info("reconciled", verdict=finding.verdict, detail=finding.detail,
-                 **({"remote_id": finding.remote_id} if finding.remote_id else {}),
-                 **fields)  # fmt: skip
-        if finding.verdict == "found" and finding.remote_id is not None:
-            receipt = self._receipt(job, finding.remote_id, "reconciled")
-            complete_despite_outage(lambda: self.ledger.complete(job, receipt), job_id=job.id)
-            self._measure(job.family, job.kind, "delivered", None, enqueue_latency_s(job.id))
-            return Outcome("delivered")
-        if finding.verdict == "not_found":
+        settle = settle_unfinished(self.settings, since)
+        if settle.action == "ask":
+            assert self.reconciler is not None
+            finding = self.reconciler.check(job, since)
+            log.info("reconciled", verdict=finding.verdict, detail=finding.detail,
+                     **({"remote_id": finding.remote_id} if finding.remote_id else {}),
+                     **fields)  # fmt: skip
+            settle = settle_finding(
+                self.settings,
+                finding.verdict,
+                finding.detail,
+                finding.remote_id,
+                entry.enqueued_at_s,
+            )
+            if settle.action == "delivered" and finding.remote_id is not None:
+                receipt = self._receipt(job, finding.remote_id, "reconciled")
+                complete_despite_outage(lambda: self.ledger.complete(job, receipt), job_id=job.id)
+                self._measure(job.family, job.kind, "delivered", None, enqueue_latency_s(job.id))
+                return Outcome("delivered")
+        if settle.action == "send":
             self.ledger.clear_sending(job.id)
             return None
-        if finding.verdict == "unavailable" and not out_of_time(entry.enqueued_at_s, self.settings):
-            # Never resend blindly: wait and ask again.
-            delay = max(1.0, min(self.settings.reconcile_settle_s, self.settings.backoff_max_s))
-            self.ledger.defer(job.id, delay, self.leases.owner, keep_sending=True)
-            return Outcome("retry", delay)
-        reason = (
-            f"ambiguous: {finding.detail}; not sent again (CIO_WORKER_AMBIGUOUS_MESSAGES=reconcile)"
-        )
-        return self._dead(entry.attempts, RuntimeError(reason), fields, entry.first_error)
+        if settle.action == "wait":  # Customer.io's listings may not show it yet; never resend
+            self.ledger.defer(job.id, settle.delay_s, self.leases.owner, keep_sending=True)
+            return Outcome("retry", settle.delay_s)
+        return self._dead(entry.attempts, RuntimeError(settle.reason), fields, entry.first_error)
 
     def _measure(
         self,

@@ -172,6 +172,65 @@ def _backoff(settings: Settings, attempt: int, retry_after_s: float | None) -> f
     )
 
 
+SettleAction = Literal["send", "wait", "ask", "delivered", "dead"]
+
+
+@dataclass(frozen=True, slots=True)
+class Settle:
+    """What to do with a message claimed again while an earlier attempt may have reached
+    Customer.io (a worker died mid-request, or the answer was never recorded)."""
+
+    action: SettleAction
+    #: wait: seconds until the job is claimed again (still marked as sending).
+    delay_s: float = 0.0
+    #: dead: the dead letter's reason.
+    reason: str = ""
+
+
+def settle_unfinished(settings: Settings, since_s: float, now_s: float | None = None) -> Settle:
+    """`CIO_WORKER_AMBIGUOUS_MESSAGES` applied to a message whose last attempt never ended:
+    `retry` sends it again, `dead` dead-letters it, `reconcile` asks Customer.io once its
+    listings have had `CIO_WORKER_RECONCILE_SETTLE_S` to show the attempt."""
+    policy = settings.ambiguous_messages
+    if policy == "retry":
+        return Settle("send")
+    if policy == "dead":
+        return Settle(
+            "dead",
+            reason=(
+                "ambiguous: a worker died while the request was in flight (or could not record "
+                "the answer before Redis came back), so it may have reached Customer.io, and a "
+                "message has no dedup key (CIO_WORKER_AMBIGUOUS_MESSAGES=dead)"
+            ),
+        )
+    now = time.time() if now_s is None else now_s
+    wait = since_s + settings.reconcile_settle_s - now
+    return Settle("wait", wait) if wait > 0 else Settle("ask")
+
+
+def settle_finding(
+    settings: Settings,
+    verdict: Literal["found", "not_found", "unclear", "unavailable"],
+    detail: str,
+    remote_id: str | None,
+    enqueued_at_s: float,
+    now_s: float | None = None,
+) -> Settle:
+    """What Customer.io's answer to "was it sent?" means: found, it was delivered; not found,
+    send it; the lookup failed, ask again later (never resend blindly) until the retry budget
+    is spent; unclear (two unknown deliveries, a forbidden listing), dead-letter with the why."""
+    if verdict == "found" and remote_id is not None:
+        return Settle("delivered")
+    if verdict == "not_found":
+        return Settle("send")
+    if verdict == "unavailable" and not out_of_time(enqueued_at_s, settings, now_s):
+        return Settle("wait", max(1.0, min(settings.reconcile_settle_s, settings.backoff_max_s)))
+    return Settle(
+        "dead",
+        reason=f"ambiguous: {detail}; not sent again (CIO_WORKER_AMBIGUOUS_MESSAGES=reconcile)",
+    )
+
+
 @dataclass
 class FailureJudge:
     """Tells the fleet what a failure means (limiter, circuit), then decides the job's fate."""
