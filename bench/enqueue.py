@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 from cio_worker.aio import AsyncProducer
 from cio_worker.config import Settings
-from cio_worker.dev._embedded import RedisServer, replica_synced
+from cio_worker.dev import RedisServer, replica_synced
 from cio_worker.produce._producer import Producer
 
 

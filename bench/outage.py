@@ -31,7 +31,7 @@ import redis
 
 from cio_worker import keys
 from cio_worker.config import Settings
-from cio_worker.dev._embedded import RedisServer, SandboxProcess, stop_processes
+from cio_worker.dev import RedisServer, SandboxProcess, stop_processes
 from cio_worker.produce._producer import Producer
 from cio_worker.queue._deadletter import DeadLetterStore
 from cio_worker.queue._ledger import stats

@@ -39,7 +39,7 @@ import requests
 from customerio import CustomerIO
 
 from cio_worker.config import SANDBOX_SITE_ID, SANDBOX_TRACK_API_KEY
-from cio_worker.dev._embedded import SandboxProcess, free_port
+from cio_worker.dev import SandboxProcess, free_port
 from cio_worker.errors import ConfigError
 from cio_worker.sandbox.recorder import max_in_window
 

@@ -1,7 +1,8 @@
 """Settings: every environment variable cio_worker reads, read and validated in this one place.
 
 Nothing else in the package looks at `os.environ`. `Settings.from_env(mapping)` takes any mapping,
-so tests and embedding applications pass a dict.
+so tests and embedding applications pass a dict. Each field names its variable, default and
+bounds once (the readers are in `_env.py`), so `Settings()` is what an empty environment reads.
 """
 
 from __future__ import annotations
@@ -10,10 +11,22 @@ import dataclasses
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Literal
-from urllib.parse import parse_qs, urlsplit
+from dataclasses import dataclass
+from typing import Any, Literal
 
+from cio_worker._env import (
+    EnvReader,
+    basic_auth,
+    choice,
+    flag,
+    number,
+    on_off,
+    optional_base_url,
+    read_setting,
+    redis_url_field,
+    setting,
+    whole,
+)
 from cio_worker.errors import ConfigError
 
 Region = Literal["us", "eu"]
@@ -46,6 +59,9 @@ SANDBOX_WEBHOOK_SIGNING_KEY = "sandbox-webhook-signing-key"
 #: Default Redis URL: a local server, database 0.
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 
+#: Read before the other settings, in this order: base URLs and credentials fall back on them.
+_READ_FIRST = ("region", "sandbox_url")
+
 #: `scheme://user:password@` or `scheme://secret@` anywhere in a text, up to the last `@` before
 #: the host (a password may hold an unescaped `@`); each `;`-separated Sentinel alternate alone.
 _URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)(?:([^\s:@/?#;]*):)?[^\s/?#;]+@")
@@ -67,72 +83,117 @@ def redact_url(text: str) -> str:
     return _URL_PASSWORD_PARAM.sub(r"\1***", _URL_USERINFO.sub(userinfo, text))
 
 
+def _api_url(variable: str, family: str) -> str:
+    """An API's base URL: the variable, else the sandbox's URL when one is set, else the
+    region's host for `family`."""
+
+    def read(env: EnvReader, read_so_far: Mapping[str, Any]) -> str:
+        hosts = REGION_HOSTS[read_so_far["region"]]
+        return env.base_url(variable) or read_so_far["sandbox_url"] or hosts[family]
+
+    return setting(REGION_HOSTS["us"][family], read)
+
+
+def _credential(variable: str, sandbox_value: str, *, secret: bool = True) -> str | None:
+    """A credential: the variable, else the sandbox's well-known one when a sandbox URL is set."""
+
+    def read(env: EnvReader, read_so_far: Mapping[str, Any]) -> str | None:
+        return env.text(variable) or (sandbox_value if read_so_far["sandbox_url"] else None)
+
+    return setting(None, read, secret=secret)
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """All of cio_worker's configuration. Keys never appear in `repr`."""
 
-    redis_url: str = DEFAULT_REDIS_URL
+    redis_url: str = redis_url_field("CIO_WORKER_REDIS_URL", DEFAULT_REDIS_URL)
     #: Connect and socket timeout for Redis, seconds: bounds how long enqueue can hang.
-    redis_timeout_s: float = 0.4
-    site_id: str | None = None
-    track_api_key: str | None = field(default=None, repr=False)
-    app_api_key: str | None = field(default=None, repr=False)
-    pipelines_api_key: str | None = field(default=None, repr=False)
-    region: Region = "us"
-    track_url: str = REGION_HOSTS["us"]["track"]
-    app_url: str = REGION_HOSTS["us"]["app"]
-    pipelines_url: str = REGION_HOSTS["us"]["pipelines"]
-    sandbox_url: str | None = None
-    data_api: DataApi = "track"
-    track_rps: float = 100.0
-    app_rps: float = 10.0
-    transactional_rps: float = 100.0
-    broadcast_interval_s: float = 10.0
-    #: Fraction of each limit the fleet aims for, leaving room for network jitter (limiter.py).
-    rate_margin: float = 0.97
-    max_attempts: int = 10
-    backoff_base_s: float = 1.0
-    backoff_max_s: float = 300.0
-    http_timeout_s: float = 10.0
-    ambiguous_messages: AmbiguousPolicy = "reconcile"
+    redis_timeout_s: float = number("CIO_WORKER_REDIS_TIMEOUT_S", 0.4, low=0.01, high=60)
+    site_id: str | None = _credential("CUSTOMERIO_SITE_ID", SANDBOX_SITE_ID, secret=False)
+    track_api_key: str | None = _credential("CUSTOMERIO_TRACK_API_KEY", SANDBOX_TRACK_API_KEY)
+    app_api_key: str | None = _credential("CUSTOMERIO_APP_API_KEY", SANDBOX_APP_API_KEY)
+    pipelines_api_key: str | None = _credential(
+        "CUSTOMERIO_PIPELINES_API_KEY", SANDBOX_PIPELINES_API_KEY
+    )
+    region: Region = choice("CUSTOMERIO_REGION", ("us", "eu"), "us")
+    track_url: str = _api_url("CUSTOMERIO_TRACK_URL", "track")
+    app_url: str = _api_url("CUSTOMERIO_APP_URL", "app")
+    pipelines_url: str = _api_url("CUSTOMERIO_PIPELINES_URL", "pipelines")
+    sandbox_url: str | None = optional_base_url("CIO_WORKER_SANDBOX_URL")
+    data_api: DataApi = choice("CIO_WORKER_DATA_API", ("track", "pipelines"), "track")
+    track_rps: float = number("CIO_WORKER_TRACK_RPS", 100.0, low=0.001, high=100_000)
+    app_rps: float = number("CIO_WORKER_APP_RPS", 10.0, low=0.001, high=100_000)
+    transactional_rps: float = number(
+        "CIO_WORKER_TRANSACTIONAL_RPS", 100.0, low=0.001, high=100_000
+    )
+    broadcast_interval_s: float = number(
+        "CIO_WORKER_BROADCAST_INTERVAL_S", 10.0, low=0.001, high=86_400
+    )
+    #: Fraction of each limit the fleet aims for, leaving room for network jitter
+    #: (limiter/_limiter.py).
+    rate_margin: float = number("CIO_WORKER_RATE_MARGIN", 0.97, low=0.1, high=1.0)
+    max_attempts: int = whole("CIO_WORKER_MAX_ATTEMPTS", 10, low=1, high=1000)
+    backoff_base_s: float = number("CIO_WORKER_BACKOFF_BASE_S", 1.0, low=0.001, high=3600)
+    backoff_max_s: float = number("CIO_WORKER_BACKOFF_MAX_S", 300.0, low=0.001, high=86_400)
+    http_timeout_s: float = number("CIO_WORKER_HTTP_TIMEOUT_S", 10.0, low=0.1, high=600)
+    ambiguous_messages: AmbiguousPolicy = choice(
+        "CIO_WORKER_AMBIGUOUS_MESSAGES", ("reconcile", "retry", "dead"), "reconcile"
+    )
     #: After an ambiguous send, how long to wait before asking Customer.io whether it happened
     #: (its listings are not instantly consistent), seconds.
-    reconcile_settle_s: float = 60.0
+    reconcile_settle_s: float = number("CIO_WORKER_RECONCILE_SETTLE_S", 60.0, low=0, high=86_400)
     #: How long a sent message's receipt (delivery or trigger id) is kept, days.
-    receipt_retention_days: float = 7.0
+    receipt_retention_days: float = number(
+        "CIO_WORKER_RECEIPT_RETENTION_DAYS", 7.0, low=0.001, high=3650
+    )
     #: A job not delivered this long after its enqueue (or replay) is dead-lettered, seconds.
-    retry_for_s: float = 259_200.0
-    #: Transient failures in a row, fleet-wide, that open a family's circuit (circuit.py).
-    circuit_threshold: int = 5
+    retry_for_s: float = number("CIO_WORKER_RETRY_FOR_S", 259_200.0, low=1, high=31_536_000)
+    #: Transient failures in a row, fleet-wide, that open a family's circuit (limiter/_circuit.py).
+    circuit_threshold: int = whole("CIO_WORKER_CIRCUIT_THRESHOLD", 5, low=1, high=10_000)
     #: A failure older than this no longer counts towards the threshold, seconds.
-    circuit_window_s: float = 30.0
+    circuit_window_s: float = number("CIO_WORKER_CIRCUIT_WINDOW_S", 30.0, low=0.01, high=86_400)
     #: First probe interval of an open circuit, seconds; it doubles after each failed probe...
-    circuit_probe_min_s: float = 1.0
+    circuit_probe_min_s: float = number("CIO_WORKER_CIRCUIT_PROBE_MIN_S", 1.0, low=0.01, high=3600)
     #: ...up to this cap, seconds.
-    circuit_probe_max_s: float = 30.0
+    circuit_probe_max_s: float = number("CIO_WORKER_CIRCUIT_PROBE_MAX_S", 30.0, low=0.01, high=3600)
     #: How long an enqueue waits for one replica to confirm it (Redis WAIT), ms; 0 = never wait.
     #: Only used while the master reports attached replicas.
-    replica_wait_ms: float = 1000.0
-    #: Track-family jobs go out in batch requests (batcher.py); off = one request per job.
-    batch: bool = True
+    replica_wait_ms: float = number("CIO_WORKER_REPLICA_WAIT_MS", 1000.0, low=0, high=60_000)
+    #: Track-family jobs go out in batch requests (worker/_batcher.py); off = one request per job.
+    batch: bool = on_off("CIO_WORKER_BATCH", True)
     #: How long a batch that is not full yet waits for more jobs, milliseconds.
-    batch_linger_ms: float = 200.0
-    dlq_retention_days: float = 30.0
-    webhook_signing_key: str | None = field(default=None, repr=False)
-    #: Largest reporting-webhook body the receiver reads, bytes (webhook_server.py says why 1 MiB).
-    webhook_max_body_bytes: int = 1024 * 1024
+    batch_linger_ms: float = number("CIO_WORKER_BATCH_LINGER_MS", 200.0, low=0, high=60_000)
+    dlq_retention_days: float = number("CIO_WORKER_DLQ_RETENTION_DAYS", 30.0, low=0.001, high=3650)
+    webhook_signing_key: str | None = _credential(
+        "CUSTOMERIO_WEBHOOK_SIGNING_KEY", SANDBOX_WEBHOOK_SIGNING_KEY
+    )
+    #: Largest reporting-webhook body the receiver reads, bytes (webhooks/_limits.py: why 1 MiB).
+    webhook_max_body_bytes: int = whole(
+        "CIO_WORKER_WEBHOOK_MAX_BODY_BYTES", 1024 * 1024, low=1024, high=64 * 1024 * 1024
+    )
     #: How long a webhook body may take to arrive once its headers have, seconds.
-    webhook_body_timeout_s: float = 5.0
+    webhook_body_timeout_s: float = number(
+        "CIO_WORKER_WEBHOOK_BODY_TIMEOUT_S", 5.0, low=0.1, high=300
+    )
     #: Webhook bodies read at once; a quarter of them (at least one) may be over 64 KiB.
-    webhook_max_concurrent_bodies: int = 32
+    webhook_max_concurrent_bodies: int = whole(
+        "CIO_WORKER_WEBHOOK_MAX_CONCURRENT_BODIES", 32, low=1, high=10_000
+    )
     #: Stored webhook events older than this are trimmed from the stream, days.
-    webhook_retention_days: float = 7.0
+    webhook_retention_days: float = number(
+        "CIO_WORKER_WEBHOOK_RETENTION_DAYS", 7.0, low=0.001, high=3650
+    )
     #: Start even on a Redis whose maxmemory-policy may evict jobs (not recommended).
-    allow_eviction: bool = False
-    log_level: str = "INFO"
-    log_format: Literal["json", "console"] = "json"
+    allow_eviction: bool = flag("CIO_WORKER_ALLOW_EVICTION")
+    log_level: str = choice(
+        "CIO_WORKER_LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR"), "INFO", upper=True
+    )
+    log_format: Literal["json", "console"] = choice(
+        "CIO_WORKER_LOG_FORMAT", ("json", "console"), "json"
+    )
     #: `user:password` the exporter (`cio-worker metrics`) requires; None = no auth.
-    metrics_basic_auth: str | None = field(default=None, repr=False)
+    metrics_basic_auth: str | None = basic_auth("CIO_WORKER_METRICS_BASIC_AUTH")
 
     def __repr__(self) -> str:
         """The dataclass's repr, keys left out and the Redis URL's password masked."""
@@ -146,99 +207,13 @@ class Settings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Read and validate every variable; raise `ConfigError` naming the first bad one."""
-        env = _Env(os.environ if environ is None else environ)
-        region = env.choice("CUSTOMERIO_REGION", ("us", "eu"), "us")
-        sandbox_url = env.base_url("CIO_WORKER_SANDBOX_URL")
-        hosts = REGION_HOSTS[region]
-
-        def base(name: str, family: str) -> str:
-            return env.base_url(name) or sandbox_url or hosts[family]
-
-        def credential(name: str, sandbox_value: str) -> str | None:
-            return env.text(name) or (sandbox_value if sandbox_url else None)
-
-        settings = cls(
-            redis_url=env.redis_url("CIO_WORKER_REDIS_URL", DEFAULT_REDIS_URL),
-            redis_timeout_s=env.number("CIO_WORKER_REDIS_TIMEOUT_S", 0.4, low=0.01, high=60),
-            site_id=credential("CUSTOMERIO_SITE_ID", SANDBOX_SITE_ID),
-            track_api_key=credential("CUSTOMERIO_TRACK_API_KEY", SANDBOX_TRACK_API_KEY),
-            app_api_key=credential("CUSTOMERIO_APP_API_KEY", SANDBOX_APP_API_KEY),
-            pipelines_api_key=credential("CUSTOMERIO_PIPELINES_API_KEY", SANDBOX_PIPELINES_API_KEY),
-            region=region,  # type: ignore[arg-type]
-            track_url=base("CUSTOMERIO_TRACK_URL", "track"),
-            app_url=base("CUSTOMERIO_APP_URL", "app"),
-            pipelines_url=base("CUSTOMERIO_PIPELINES_URL", "pipelines"),
-            sandbox_url=sandbox_url,
-            data_api=env.choice("CIO_WORKER_DATA_API", ("track", "pipelines"), "track"),  # type: ignore[arg-type]
-            track_rps=env.number("CIO_WORKER_TRACK_RPS", 100, low=0.001, high=100_000),
-            app_rps=env.number("CIO_WORKER_APP_RPS", 10, low=0.001, high=100_000),
-            transactional_rps=env.number(
-                "CIO_WORKER_TRANSACTIONAL_RPS", 100, low=0.001, high=100_000
-            ),
-            broadcast_interval_s=env.number(
-                "CIO_WORKER_BROADCAST_INTERVAL_S", 10, low=0.001, high=86_400
-            ),
-            rate_margin=env.number("CIO_WORKER_RATE_MARGIN", 0.97, low=0.1, high=1.0),
-            max_attempts=int(
-                env.number("CIO_WORKER_MAX_ATTEMPTS", 10, low=1, high=1000, whole=True)
-            ),
-            backoff_base_s=env.number("CIO_WORKER_BACKOFF_BASE_S", 1, low=0.001, high=3600),
-            backoff_max_s=env.number("CIO_WORKER_BACKOFF_MAX_S", 300, low=0.001, high=86_400),
-            http_timeout_s=env.number("CIO_WORKER_HTTP_TIMEOUT_S", 10, low=0.1, high=600),
-            ambiguous_messages=env.choice(  # type: ignore[arg-type]
-                "CIO_WORKER_AMBIGUOUS_MESSAGES", ("reconcile", "retry", "dead"), "reconcile"
-            ),
-            reconcile_settle_s=env.number("CIO_WORKER_RECONCILE_SETTLE_S", 60, low=0, high=86_400),
-            receipt_retention_days=env.number(
-                "CIO_WORKER_RECEIPT_RETENTION_DAYS", 7, low=0.001, high=3650
-            ),
-            retry_for_s=env.number("CIO_WORKER_RETRY_FOR_S", 259_200, low=1, high=31_536_000),
-            circuit_threshold=int(
-                env.number("CIO_WORKER_CIRCUIT_THRESHOLD", 5, low=1, high=10_000, whole=True)
-            ),
-            circuit_window_s=env.number("CIO_WORKER_CIRCUIT_WINDOW_S", 30, low=0.01, high=86_400),
-            circuit_probe_min_s=env.number(
-                "CIO_WORKER_CIRCUIT_PROBE_MIN_S", 1, low=0.01, high=3600
-            ),
-            circuit_probe_max_s=env.number(
-                "CIO_WORKER_CIRCUIT_PROBE_MAX_S", 30, low=0.01, high=3600
-            ),
-            replica_wait_ms=env.number("CIO_WORKER_REPLICA_WAIT_MS", 1000, low=0, high=60_000),
-            batch=env.choice("CIO_WORKER_BATCH", ("on", "off"), "on") == "on",
-            batch_linger_ms=env.number("CIO_WORKER_BATCH_LINGER_MS", 200, low=0, high=60_000),
-            dlq_retention_days=env.number(
-                "CIO_WORKER_DLQ_RETENTION_DAYS", 30, low=0.001, high=3650
-            ),
-            webhook_signing_key=credential(
-                "CUSTOMERIO_WEBHOOK_SIGNING_KEY", SANDBOX_WEBHOOK_SIGNING_KEY
-            ),
-            webhook_max_body_bytes=int(
-                env.number(
-                    "CIO_WORKER_WEBHOOK_MAX_BODY_BYTES",
-                    1024 * 1024,
-                    low=1024,
-                    high=64 * 1024 * 1024,
-                    whole=True,
-                )
-            ),
-            webhook_body_timeout_s=env.number(
-                "CIO_WORKER_WEBHOOK_BODY_TIMEOUT_S", 5, low=0.1, high=300
-            ),
-            webhook_max_concurrent_bodies=int(
-                env.number(
-                    "CIO_WORKER_WEBHOOK_MAX_CONCURRENT_BODIES", 32, low=1, high=10_000, whole=True
-                )
-            ),
-            webhook_retention_days=env.number(
-                "CIO_WORKER_WEBHOOK_RETENTION_DAYS", 7, low=0.001, high=3650
-            ),
-            allow_eviction=env.flag("CIO_WORKER_ALLOW_EVICTION"),
-            log_level=env.choice(
-                "CIO_WORKER_LOG_LEVEL", ("DEBUG", "INFO", "WARNING", "ERROR"), "INFO", upper=True
-            ),
-            log_format=env.choice("CIO_WORKER_LOG_FORMAT", ("json", "console"), "json"),  # type: ignore[arg-type]
-            metrics_basic_auth=env.basic_auth("CIO_WORKER_METRICS_BASIC_AUTH"),
-        )
+        env = EnvReader(os.environ if environ is None else environ)
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        order = [*_READ_FIRST, *(name for name in fields if name not in _READ_FIRST)]
+        values: dict[str, Any] = {}
+        for name in order:
+            values[name] = read_setting(fields[name], env, values)
+        settings = cls(**values)
         if settings.backoff_max_s < settings.backoff_base_s:
             raise ConfigError(
                 "CIO_WORKER_BACKOFF_MAX_S: must be at least CIO_WORKER_BACKOFF_BASE_S "
@@ -270,112 +245,3 @@ class Settings:
         if families & {"transactional", "broadcast", "app"} and not self.app_api_key:
             missing.append("CUSTOMERIO_APP_API_KEY")
         return missing
-
-
-class _Env:
-    """Typed, validating reads of one environment mapping."""
-
-    def __init__(self, environ: Mapping[str, str]) -> None:
-        self._environ = environ
-
-    def text(self, name: str) -> str | None:
-        value = self._environ.get(name, "").strip()
-        return value or None
-
-    def choice(
-        self, name: str, allowed: tuple[str, ...], default: str, *, upper: bool = False
-    ) -> str:
-        raw = self.text(name)
-        if raw is None:
-            return default
-        value = raw.upper() if upper else raw.lower()
-        if value not in allowed:
-            raise ConfigError(f"{name}: must be one of {', '.join(allowed)}, got {raw!r}")
-        return value
-
-    def flag(self, name: str) -> bool:
-        raw = (self.text(name) or "0").lower()
-        if raw not in ("0", "1", "true", "false", "yes", "no"):
-            raise ConfigError(f"{name}: must be 1/0, true/false or yes/no, got {raw!r}")
-        return raw in ("1", "true", "yes")
-
-    def number(
-        self, name: str, default: float, *, low: float, high: float, whole: bool = False
-    ) -> float:
-        raw = self.text(name)
-        if raw is None:
-            return float(default)
-        try:
-            value = float(int(raw)) if whole else float(raw)
-        except ValueError:
-            kind = "a whole number" if whole else "a number"
-            raise ConfigError(f"{name}: must be {kind}, got {raw!r}") from None
-        if not low <= value <= high:
-            raise ConfigError(f"{name}: must be between {low:g} and {high:g}, got {raw!r}")
-        return value
-
-    def basic_auth(self, name: str) -> str | None:
-        """`user:password`, both parts non-empty; the value is never echoed in an error."""
-        raw = self.text(name)
-        if raw is None:
-            return None
-        user, sep, password = raw.partition(":")
-        if not (user and sep and password):
-            raise ConfigError(f"{name}: must be user:password (both non-empty)")
-        return raw
-
-    def base_url(self, name: str) -> str | None:
-        raw = self.text(name)
-        if raw is None:
-            return None
-        try:
-            parts = urlsplit(raw)
-        except ValueError as exc:
-            raise ConfigError(f"{name}: not a valid URL ({exc}): {raw!r}") from None
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ConfigError(
-                f"{name}: must be scheme://host[:port] with http or https, got {raw!r}"
-            )
-        if parts.path not in ("", "/") or parts.query or parts.fragment:
-            raise ConfigError(f"{name}: must have no path, query or fragment, got {raw!r}")
-        try:
-            parts.port  # noqa: B018 - raises ValueError on a bad port
-        except ValueError:
-            raise ConfigError(f"{name}: invalid port in {raw!r}") from None
-        return f"{parts.scheme}://{parts.netloc}"
-
-    def redis_url(self, name: str, default: str) -> str:
-        raw = self.text(name) or default
-        try:
-            # Sentinel URLs list several hosts separated by ";": check each.
-            for part in raw.split(";"):
-                urlsplit(part.strip()).port  # noqa: B018 - raises ValueError on a bad host/port
-            scheme = urlsplit(raw).scheme
-        except ValueError as exc:
-            raise ConfigError(f"{name}: not a valid URL ({exc})") from None
-        if scheme not in ("redis", "rediss", "unix", "sentinel", "sentinels"):
-            raise ConfigError(
-                f"{name}: must start with redis://, rediss://, unix:// or sentinel://, got scheme "
-                f"{scheme!r}"
-            )
-        if scheme == "sentinels":
-            # redis-py would talk to the sentinels and the master in plain text, and kombu has
-            # no `sentinels` transport: refuse rather than run without the TLS asked for.
-            raise ConfigError(
-                f"{name}: sentinels:// (Sentinel over TLS) is not supported; use sentinel:// on a "
-                "private network, or rediss:// to a TLS endpoint"
-            )
-        _check_tls_query(name, raw, scheme)
-        return raw
-
-
-def _check_tls_query(name: str, raw: str, scheme: str) -> None:
-    """TLS options in the URL's query (`?ssl_ca_certs=/path`, read by redis-py and kombu alike)
-    are only meaningful with rediss://, and a CA file must be readable now, not at first use."""
-    query = parse_qs(urlsplit(raw.split(";")[-1].strip()).query)
-    tls_options = sorted(key for key in query if key.startswith("ssl_"))
-    if tls_options and scheme != "rediss":
-        raise ConfigError(f"{name}: {', '.join(tls_options)} needs a rediss:// URL (TLS)")
-    for path in query.get("ssl_ca_certs", []):
-        if not os.access(path, os.R_OK) or not os.path.isfile(path):
-            raise ConfigError(f"{name}: ssl_ca_certs file {path!r} is not a readable file")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ssl
 import threading
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 import redis
@@ -50,19 +50,8 @@ def create_redis(
     write whose answer was merely late would store it twice (`retry_on` can leave out
     `redis.TimeoutError` for the same reason).
     """
-    options = _timeouts(timeout_s, read_timeout_s)
-    options["retry"] = Retry(NoBackoff(), retries, supported_errors=retry_on)
-    if is_sentinel_url(url):
-        hosts, db, master, password = parse_sentinel_url(url)
-        # redis.sentinel is untyped.
-        sentinel = Sentinel(  # type: ignore[no-untyped-call]
-            hosts, sentinel_kwargs=sentinel_socket_options(timeout_s), **options
-        )
-        client: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call]
-            master, db=db, password=password
-        )
-        return client
-    return redis.Redis.from_url(url, **options)
+    client: redis.Redis = _connect(_BLOCKING, url, timeout_s, read_timeout_s, retries, retry_on)
+    return client
 
 
 def create_async_redis(
@@ -74,16 +63,10 @@ def create_async_redis(
     retry_on: tuple[type[redis.RedisError], ...] = RETRY_ON,
 ) -> redis.asyncio.Redis:
     """The asyncio twin of `create_redis` (same timeouts, same Sentinel handling)."""
-    options = _timeouts(timeout_s, read_timeout_s)
-    options["retry"] = AsyncRetry(NoBackoff(), retries, supported_errors=retry_on)
-    if is_sentinel_url(url):
-        hosts, db, master, password = parse_sentinel_url(url)
-        sentinel = AsyncSentinel(  # type: ignore[no-untyped-call]
-            hosts, sentinel_kwargs=sentinel_socket_options(timeout_s), **options
-        )
-        client: redis.asyncio.Redis = sentinel.master_for(master, db=db, password=password)
-        return client
-    return redis.asyncio.Redis.from_url(url, **options)
+    client: redis.asyncio.Redis = _connect(
+        _ASYNCIO, url, timeout_s, read_timeout_s, retries, retry_on
+    )
+    return client
 
 
 async def close_async_redis(client: redis.asyncio.Redis) -> None:
@@ -95,13 +78,39 @@ async def close_async_redis(client: redis.asyncio.Redis) -> None:
         await manager.aclose()
 
 
-def _timeouts(timeout_s: float, read_timeout_s: float | None) -> dict[str, Any]:
-    """The client options both `create_redis` and its asyncio twin take (the retry object
-    differs between them)."""
-    return {
+class _Api(NamedTuple):
+    """The classes of one of redis-py's two APIs: blocking, or asyncio."""
+
+    retry: Any
+    sentinel: Any
+    client: Any
+
+
+_BLOCKING = _Api(Retry, Sentinel, redis.Redis)
+_ASYNCIO = _Api(AsyncRetry, AsyncSentinel, redis.asyncio.Redis)
+
+
+def _connect(
+    api: _Api,
+    url: str,
+    timeout_s: float,
+    read_timeout_s: float | None,
+    retries: int,
+    retry_on: tuple[type[redis.RedisError], ...],
+) -> Any:
+    """A client of `api`: straight to `url`, or to the master its sentinels name."""
+    options = {
         "socket_connect_timeout": timeout_s,
         "socket_timeout": read_timeout_s if read_timeout_s is not None else timeout_s,
+        "retry": api.retry(NoBackoff(), retries, supported_errors=retry_on),
     }
+    if is_sentinel_url(url):
+        hosts, db, master, password = parse_sentinel_url(url)
+        sentinel = api.sentinel(
+            hosts, sentinel_kwargs=sentinel_socket_options(timeout_s), **options
+        )
+        return sentinel.master_for(master, db=db, password=password)
+    return api.client.from_url(url, **options)
 
 
 def sentinel_socket_options(timeout_s: float) -> dict[str, float]:

@@ -1,6 +1,7 @@
 """Every Redis key cio_worker uses, built here and nowhere else (prefix `cio:`).
 
-Celery's queues are the exception: kombu names them after the queue (`cio.track`, ...).
+Celery's queues are the exception: kombu names them after the queue (`cio.track`, ...:
+kinds.queue_name).
 """
 
 from __future__ import annotations
@@ -28,12 +29,18 @@ def dead_letter_index() -> str:
     return f"{PREFIX}dlq:index"
 
 
+def kombu_unacked() -> str:
+    """Hash kombu's Redis transport keeps delivered-but-unacknowledged messages in (its name is
+    kombu's `Channel.unacked_key`; we only read it)."""
+    return "unacked"
+
+
 def limiter(workspace: str, bucket: str, part: str) -> str:
     """One of a limiter bucket's keys. The hash tag keeps a bucket's keys in one cluster slot."""
     return f"{PREFIX}{{limiter:{workspace}:{bucket}}}:{part}"
 
 
-# -- The job ledger's indexes (ledger.py, reaper.py) ---------------------------------------------
+# -- The job ledger's indexes (queue/_ledger.py, queue/_sweeper.py) --------------------------------
 def delayed() -> str:
     """Sorted set: job id scored by the Unix time (ms) its delayed retry or deferral is due."""
     return f"{PREFIX}delayed"
@@ -50,7 +57,7 @@ def parked(bucket: str) -> str:
 
 
 def receipts() -> str:
-    """Hash: job id -> what Customer.io returned for a sent message (receipts.py)."""
+    """Hash: job id -> what Customer.io returned for a sent message (queue/_receipts.py)."""
     return f"{PREFIX}receipts"
 
 
@@ -65,7 +72,7 @@ def receipt_owners() -> str:
 
 
 def circuit(bucket: str) -> str:
-    """Hash: the bucket's circuit breaker (circuit_scripts.py lists its fields)."""
+    """Hash: the bucket's circuit breaker (limiter/_circuit_scripts.py lists its fields)."""
     return f"{PREFIX}{{circuit:{bucket}}}"
 
 
@@ -89,7 +96,7 @@ def reaper_lock() -> str:
     return f"{PREFIX}reaper:lock"
 
 
-# -- Batched Track-family delivery (batch_queue.py) ----------------------------------------------
+# -- Batched Track-family delivery (queue/_shards.py) ----------------------------------------------
 def batch_queue(api: str, shard: int) -> str:
     """List of job ids for one shard of batched delivery (LPUSH in, oldest at the right)."""
     return f"{PREFIX}bq:{api}:{shard}"
@@ -125,7 +132,7 @@ def batch_meta(api: str, shard: int) -> str:
     return f"{PREFIX}bq:{api}:{shard}:meta"
 
 
-# -- Reporting webhooks (webhooks.py); one hash tag so the dedup script's keys share a slot -------
+# -- Reporting webhooks (webhooks/_store.py): one hash tag, so a script's keys share a slot ----
 def webhook_events() -> str:
     """Stream of verified reporting-webhook events, one entry per event_id, read by groups."""
     return f"{PREFIX}{{webhooks}}:events"
@@ -139,3 +146,11 @@ def webhook_seen(event_id: str) -> str:
 def webhook_counts() -> str:
     """Hash of webhook receiver counters: stored, duplicate, rejected_<reason>, invalid."""
     return f"{PREFIX}{{webhooks}}:counts"
+
+
+# -- Delivery metrics (ops/_metrics.py, which documents the histograms' stored format) -------------
+def metrics(name: str, family: str | None = None) -> str:
+    """One of the metrics hashes: `deliveries` (`<family>:<kind>:<outcome>` -> count), or per
+    family `latency` (enqueue -> accepted) and `limiter_wait` histograms. `metrics("*")` is a
+    pattern matching every one of them."""
+    return f"{PREFIX}metrics:{name}" if family is None else f"{PREFIX}metrics:{name}:{family}"

@@ -60,6 +60,19 @@ KIND_FAMILY: dict[Kind, Family] = {
 }
 
 
+QUEUE_PREFIX = "cio."
+
+
 def queue_name(family: Family | str) -> str:
     """The Redis list / Celery queue that holds a family's jobs."""
-    return f"cio.{Family(family).value}"
+    return f"{QUEUE_PREFIX}{Family(family).value}"
+
+
+def family_of_queue(name: str) -> Family | None:
+    """The family whose jobs a queue holds, or None for a queue that is not ours."""
+    if not name.startswith(QUEUE_PREFIX):
+        return None
+    try:
+        return Family(name.removeprefix(QUEUE_PREFIX))
+    except ValueError:
+        return None

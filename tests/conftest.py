@@ -11,7 +11,7 @@ import redis
 import structlog
 
 from cio_worker.config import Settings
-from cio_worker.dev._embedded import RedisServer
+from cio_worker.dev import RedisServer
 
 
 @pytest.fixture(autouse=True)

@@ -24,7 +24,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from cio_worker import aio, keys
-from cio_worker.app_api._client import (
+from cio_worker.app_api import (
     AppClient,
     AppRequest,
     CampaignMetrics,
@@ -44,7 +44,7 @@ from cio_worker.app_api._client import (
 from cio_worker.config import SANDBOX_APP_API_KEY, Settings
 from cio_worker.customerio._http import CustomerIoClient
 from cio_worker.customerio._operations import HttpOperation
-from cio_worker.dev._embedded import SandboxProcess
+from cio_worker.dev import SandboxProcess
 from cio_worker.errors import (
     AuthError,
     ConfigError,

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from cio_worker.dev._embedded import SandboxProcess
+from cio_worker.dev import SandboxProcess
 from cio_worker.errors import ConfigError
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"

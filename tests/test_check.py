@@ -17,7 +17,7 @@ import redis
 from cio_worker import keys
 from cio_worker.cli._main import main
 from cio_worker.config import Settings
-from cio_worker.dev._embedded import RedisServer, SandboxProcess, free_port
+from cio_worker.dev import RedisServer, SandboxProcess, free_port
 from cio_worker.limiter._limiter import Limiter, workspace_of
 from cio_worker.ops._check import redacted_url, run_checks
 

@@ -17,7 +17,7 @@ import pytest
 import redis
 
 from cio_worker.cli._main import main
-from cio_worker.dev._embedded import SandboxProcess, free_port
+from cio_worker.dev import SandboxProcess, free_port
 from cio_worker.sandbox.config import SANDBOX_WEBHOOK_SIGNING_KEY
 from cio_worker.webhooks._store import WebhookStore
 

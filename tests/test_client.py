@@ -19,12 +19,9 @@ import pytest
 
 import cio_worker
 from cio_worker.config import Settings
-from cio_worker.customerio._http import (
-    BODY_EXCERPT_CHARS,
-    CustomerIoClient,
-    Delivered,
-    parse_retry_after,
-)
+from cio_worker.customerio import Answer
+from cio_worker.customerio._answers import BODY_EXCERPT_CHARS, parse_retry_after
+from cio_worker.customerio._http import CustomerIoClient
 from cio_worker.customerio._operations import HttpOperation
 from cio_worker.errors import (
     AuthError,
@@ -252,10 +249,10 @@ class TestRequest:
 class TestSuccess:
     @pytest.mark.parametrize("status", [200, 201, 202])
     def test_2xx_is_delivered_with_parsed_body(self, make_client: Callable, status: int) -> None:
-        """Any 2xx returns Delivered with the status and the parsed JSON body."""
+        """Any 2xx returns Answer with the status and the parsed JSON body."""
         client, _ = make_client(answer(status, json={"delivery_id": "d1", "queued_at": 1}))
         result = client.send(OPS["app"], job_id="J1")
-        assert isinstance(result, Delivered)
+        assert isinstance(result, Answer)
         assert result.status_code == status
         assert result.body == {"delivery_id": "d1", "queued_at": 1}
         assert result.elapsed_s >= 0

@@ -22,7 +22,7 @@ from chaos.partition import Partition
 from cio_worker.config import Settings
 from cio_worker.customerio._http import CustomerIoClient
 from cio_worker.customerio._operations import HttpOperation
-from cio_worker.dev._embedded import free_port
+from cio_worker.dev import free_port
 from cio_worker.errors import RetryableError, TransportError
 
 SEND = HttpOperation(

@@ -32,7 +32,7 @@ from kombu.exceptions import OperationalError
 from cio_worker.config import Settings
 from cio_worker.connection import create_async_redis, create_redis
 from cio_worker.customerio._http import CustomerIoClient
-from cio_worker.dev._embedded import find_redis_server, free_port
+from cio_worker.dev import find_redis_server, free_port
 from cio_worker.errors import ConfigError
 from cio_worker.limiter._limiter import DEFAULT_MAX_WAIT_S
 from cio_worker.ops._preflight import check_redis

@@ -18,7 +18,7 @@ from cio_worker import keys
 from cio_worker.aio import AsyncProducer
 from cio_worker.config import Settings
 from cio_worker.connection import broker_url, get_redis
-from cio_worker.dev._embedded import RedisServer, SentinelCluster, online_replicas, replica_synced
+from cio_worker.dev import RedisServer, SentinelCluster, online_replicas, replica_synced
 from cio_worker.errors import EnqueueError
 from cio_worker.produce._producer import Producer
 from cio_worker.worker._tasks import create_app

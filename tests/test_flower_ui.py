@@ -34,7 +34,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from cio_worker.config import Settings
-from cio_worker.dev._embedded import RedisServer, SandboxProcess, free_port, stop_processes
+from cio_worker.dev import RedisServer, SandboxProcess, free_port, stop_processes
 from cio_worker.produce._producer import Producer
 
 #: apt-get may download ~100 MB on a fresh machine; the rest of the module takes ~30 s.

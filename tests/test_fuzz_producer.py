@@ -34,7 +34,7 @@ from cio_worker.aio import AsyncProducer
 from cio_worker.config import Settings
 from cio_worker.errors import ValidationError
 from cio_worker.job import Job
-from cio_worker.produce._aio_producer import _Builder
+from cio_worker.produce._calls import EnqueueCalls
 from cio_worker.produce._payloads import EMAIL_FIELDS, PUSH_FIELDS, SMS_FIELDS
 from cio_worker.produce._producer import Producer
 from cio_worker.queue._ledger import stats
@@ -394,10 +394,8 @@ NAMES = sorted(CALLS)
 def expected_payload(settings: Settings, name: str, args: Any, kwargs: Any) -> dict[str, Any]:
     """The payload validation builds for this call (raises ValidationError as the call must),
     as the worker will read it back: through JSON."""
-    builder = _Builder(settings)
-    getattr(builder, name)(*args, **kwargs)
-    assert builder.job is not None
-    result: dict[str, Any] = json.loads(jsonutil.dumps(builder.job.payload))
+    job = getattr(EnqueueCalls, name).build(*args, **kwargs)
+    result: dict[str, Any] = json.loads(jsonutil.dumps(job.payload))
     return result
 
 

@@ -22,7 +22,7 @@ import httpx
 import pytest
 
 from cio_worker.config import Settings
-from cio_worker.dev._embedded import RedisServer, SandboxProcess, free_port, stop_processes
+from cio_worker.dev import RedisServer, SandboxProcess, free_port, stop_processes
 from cio_worker.produce._producer import Producer
 
 pytestmark = pytest.mark.integration

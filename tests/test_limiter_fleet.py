@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from cio_worker.dev._embedded import RedisServer, SandboxProcess
+from cio_worker.dev import RedisServer, SandboxProcess
 
 pytestmark = pytest.mark.integration
 

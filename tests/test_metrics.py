@@ -22,7 +22,7 @@ from structlog.testing import capture_logs
 from cio_worker import keys
 from cio_worker.config import Settings
 from cio_worker.connection import create_redis
-from cio_worker.dev._embedded import free_port
+from cio_worker.dev import free_port
 from cio_worker.ids import new_ulid
 from cio_worker.job import Job
 from cio_worker.kinds import Family, Kind, queue_name
@@ -32,7 +32,6 @@ from cio_worker.ops._metrics import (
     LATENCY_BUCKETS_S,
     collect,
     enqueue_latency_s,
-    metrics_key,
     record_delivery,
 )
 from cio_worker.queue._deadletter import DeadLetterStore
@@ -181,7 +180,7 @@ class TestRecordDelivery:
         """An unknown label value is logged naming the field, and nothing is written."""
         with capture_logs() as logs:
             record_delivery(redis_client, **labels, latency_s=1.0, limiter_wait_s=None)
-        assert redis_client.keys(metrics_key("*")) == []
+        assert redis_client.keys(keys.metrics("*")) == []
         assert logs[0]["log_level"] == "warning"
         assert logs[0]["error"].startswith(f"{field}: must be")
 

@@ -26,7 +26,7 @@ from cio_worker.app_api import _requests as app_requests
 from cio_worker.config import Settings
 from cio_worker.customerio._http import CustomerIoClient
 from cio_worker.customerio._operations import ROUTES, HttpOperation, build_operation, route_of
-from cio_worker.dev._embedded import SandboxProcess
+from cio_worker.dev import SandboxProcess
 from cio_worker.errors import RejectedError, ServerError, ValidationError
 from cio_worker.job import Job
 from cio_worker.kinds import Kind

@@ -19,7 +19,7 @@ import cio_worker
 from cio_worker.config import Settings
 from cio_worker.errors import CioWorkerError, EnqueueError, ValidationError
 from cio_worker.kinds import Kind
-from cio_worker.produce import _producer as producer_module
+from cio_worker.produce import _defaults as producer_module
 from cio_worker.produce._producer import Producer
 
 EMAIL = "ada.lovelace@example.com"

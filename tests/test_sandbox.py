@@ -21,7 +21,7 @@ from cio_worker.config import (
     SANDBOX_SITE_ID,
     SANDBOX_TRACK_API_KEY,
 )
-from cio_worker.dev._embedded import SandboxProcess
+from cio_worker.dev import SandboxProcess
 from cio_worker.errors import ConfigError
 from cio_worker.sandbox import SandboxConfig, create_app, run_sandbox
 from cio_worker.sandbox import server as sandbox_server

@@ -9,10 +9,11 @@ import redis
 
 from cio_worker import keys
 from cio_worker.cli._main import main
+from cio_worker.cli._status import describe_circuit
 from cio_worker.config import Settings
 from cio_worker.limiter._circuit import Circuit
 from cio_worker.limiter._limiter import Limiter
-from cio_worker.ops._status import collect_status, describe_circuit
+from cio_worker.ops._status import collect_status
 from cio_worker.produce._producer import Producer
 from cio_worker.queue._deadletter import DeadLetterStore
 from cio_worker.queue._ledger import ErrorRecord, JobLedger

@@ -22,8 +22,9 @@ import pytest
 import redis
 
 from cio_worker.config import Settings
-from cio_worker.dev._embedded import free_port
-from cio_worker.webhooks._store import WebhookStore, sign
+from cio_worker.dev import free_port
+from cio_worker.webhooks._signature import sign
+from cio_worker.webhooks._store import WebhookStore
 
 KEY = "abuse-test-signing-key"
 MIB = 1024 * 1024

@@ -18,19 +18,14 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from cio_worker import keys
+from cio_worker import keys, webhooks
 from cio_worker.config import SANDBOX_WEBHOOK_SIGNING_KEY, Settings
 from cio_worker.errors import ConfigError, ValidationError, WebhookSignatureError
 from cio_worker.sandbox import webhook_sender
-from cio_worker.webhooks import _store as webhooks
-from cio_worker.webhooks._server import create_webhook_app
-from cio_worker.webhooks._store import (
-    WebhookEvent,
-    WebhookStore,
-    parse_event,
-    sign,
-    verify_signature,
-)
+from cio_worker.webhooks._app import create_webhook_app
+from cio_worker.webhooks._event import WebhookEvent, parse_event
+from cio_worker.webhooks._signature import sign, verify_signature
+from cio_worker.webhooks._store import WebhookStore
 
 with warnings.catch_warnings():
     # Starlette prefers httpx2 for its test client and warns when it falls back to httpx.
@@ -143,7 +138,7 @@ class TestVerifySignature:
             calls.append((a, b))
             return real(a, b)
 
-        monkeypatch.setattr(webhooks.hmac, "compare_digest", spy)
+        monkeypatch.setattr(hmac, "compare_digest", spy)
         body = b"{}"
         signature = reference_signature(KEY, NOW, body)
         verify_signature(KEY, timestamp=str(NOW), signature=signature, body=body, now=NOW)

@@ -1,84 +1,91 @@
-"""Reads from Customer.io's App API through the shared limiter's `app` bucket.
+"""Reads from Customer.io's App API through the shared limiter's `app` bucket: `AppClient`, and
+`AsyncAppClient` for asyncio code (the face `cio_worker.aio.AppClient`).
 
 People (search by filter, one person's attributes), segments, campaigns, a campaign's metrics,
 broadcasts and one delivery's status. Every request first takes a slot from the same Redis bucket
 the workers use, so reads and deliveries together stay under the App API's 10 requests/s, however
 many processes read. Paged answers are followed through their `next` cursor to the end.
 
-Requests are built by pure functions in app_requests.py (with the retry policy, `ReadAttempts`)
-and answers parsed into the typed results of app_models.py; this module re-exports both.
-`cio_worker.aio.AppClient` is the async twin and shares all of them.
+Each read is defined once, in reads.py (its request, its parser, paging, what a 404 means), and
+made a method of both clients by methods.py; the retry policy is defined once, in requests.py
+(`ReadAttempts`); settings, limiter and logs once, in `AppReaderBase`. What each client adds is
+only the I/O: how a request is sent, how a slot is waited for, how a pause between tries is spent.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any, TypeVar
 
+import httpx
 import redis
 import structlog
 
-from cio_worker.app_api._models import (
-    Broadcast,
-    Campaign,
-    CampaignMetrics,
-    Delivery,
-    Device,
-    Person,
-    PersonRef,
-    Segment,
-    Trigger,
-    delivery_status,
-    parse_broadcasts,
-    parse_campaigns,
-    parse_delivery,
-    parse_messages_page,
-    parse_metrics,
-    parse_person,
-    parse_search_page,
-    parse_segments,
-    parse_triggers,
-)
+from cio_worker.app_api import _reads as reads
+from cio_worker.app_api._methods import as_coroutine, as_method
+from cio_worker.app_api._reads import One, Pager, Pages
 from cio_worker.app_api._requests import (
-    BROADCASTS,
-    CAMPAIGNS,
     DEFAULT_MAX_ATTEMPTS,
-    DEFAULT_MAX_WAIT_S,
-    MAX_PAGE_SIZE,
-    SEGMENTS,
+    DEFAULT_READ_DEADLINE_S,
     AppRequest,
-    IdType,
     ReadAttempts,
-    Resolution,
-    T,
-    broadcast_triggers_request,
     check_app_key,
-    delivery_request,
-    is_not_found,
-    metrics_request,
-    next_page,
-    people_filter,
-    person_messages_request,
-    person_request,
-    search_request,
 )
 from cio_worker.config import Settings
 from cio_worker.connection import get_redis
-from cio_worker.customerio import CustomerIoClient, route_of
-from cio_worker.errors import (
-    RateLimitedError,
-    RejectedError,
-    RetryableError,
-    UnexpectedResponseError,
-)
+from cio_worker.customerio import AsyncCustomerIoClient, CustomerIoClient, route_of
+from cio_worker.errors import RateLimitedError, RejectedError, RetryableError
 from cio_worker.limiter import Limiter
 
 log = structlog.get_logger("cio_worker.app_client")
 
+T = TypeVar("T")
+
+
+class AppReaderBase:
+    """What both clients share: settings, the key check, the limiter and the retry decisions."""
+
+    def __init__(
+        self,
+        settings: Settings | None,
+        *,
+        redis_client: redis.Redis | None,
+        max_wait_s: float,
+        max_attempts: int,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.settings = settings or Settings.from_env()
+        check_app_key(self.settings)  # at construction, not at the first call
+        self._limiter = Limiter(
+            self.settings, redis_client or get_redis(self.settings), sleep=sleep
+        )
+        self._max_wait_s = max_wait_s
+        self._max_attempts = max_attempts
+
+    def _attempts(self) -> ReadAttempts:
+        """The retry policy of one request."""
+        return ReadAttempts(max_wait_s=self._max_wait_s, max_attempts=self._max_attempts)
+
+    @staticmethod
+    def _rate_limited(request: AppRequest, attempts: ReadAttempts, exc: RateLimitedError) -> None:
+        """After a 429 (the bucket is paused already): log it; raise it past the deadline."""
+        log.warning(
+            "app_rate_limited", path=route_of(request.path), retry_s=exc.retry_after_seconds
+        )
+        attempts.rate_limited(exc)
+
+    @staticmethod
+    def _backoff(request: AppRequest, attempts: ReadAttempts, exc: RetryableError) -> float:
+        """After a 5xx, 408 or transport failure: seconds to wait; raises when out of tries."""
+        delay = attempts.failed(exc)
+        log.warning("app_read_retry", path=route_of(request.path), error=str(exc), delay_s=delay)
+        return delay
+
 
 # -- The sync client -------------------------------------------------------------------------------
-class AppClient:
+class AppClient(AppReaderBase):
     """Read from the App API; each request takes a slot from the shared `app` bucket first.
 
     Thread-safe (httpx's pool and redis-py's are). `get_*` methods return None when Customer.io
@@ -93,19 +100,19 @@ class AppClient:
         *,
         redis_client: redis.Redis | None = None,
         http_client: CustomerIoClient | None = None,
-        max_wait_s: float = DEFAULT_MAX_WAIT_S,
+        max_wait_s: float = DEFAULT_READ_DEADLINE_S,
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        self.settings = settings or Settings.from_env()
-        check_app_key(self.settings)
-        self._limiter = Limiter(
-            self.settings, redis_client or get_redis(self.settings), sleep=sleep
+        super().__init__(
+            settings,
+            redis_client=redis_client,
+            max_wait_s=max_wait_s,
+            max_attempts=max_attempts,
+            sleep=sleep,
         )
         self._owns_http = http_client is None
         self._http = http_client or CustomerIoClient(self.settings)
-        self._max_wait_s = max_wait_s
-        self._max_attempts = max_attempts
         self._sleep = sleep
 
     def close(self) -> None:
@@ -119,105 +126,27 @@ class AppClient:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    # People ---------------------------------------------------------------------------------------
-    def search_people(
-        self,
-        filter: Mapping[str, Any] | None = None,
-        *,
-        email: str | None = None,
-        page_size: int = MAX_PAGE_SIZE,
-    ) -> list[PersonRef]:
-        """Everyone matching `filter` and/or `email`, every page followed to the end."""
-        return list(self.iter_people(filter, email=email, page_size=page_size))
-
-    def iter_people(
-        self,
-        filter: Mapping[str, Any] | None = None,
-        *,
-        email: str | None = None,
-        page_size: int = MAX_PAGE_SIZE,
-    ) -> Iterator[PersonRef]:
-        """As search_people, one page fetched at a time as the iterator is consumed."""
-        request = search_request(people_filter(filter, email), page_size=page_size)
-        return self._pages(request, parse_search_page)
-
-    def get_person(self, person_id: str, *, id_type: IdType = "id") -> Person | None:
-        """A person's attributes, identifiers, devices and subscription state; None if unknown."""
-        return self._one(person_request(person_id, id_type), parse_person)
-
-    # Segments, campaigns, broadcasts --------------------------------------------------------------
-    def list_segments(self) -> list[Segment]:
-        return list(self._pages(SEGMENTS, parse_segments))
-
-    def list_campaigns(self) -> list[Campaign]:
-        return list(self._pages(CAMPAIGNS, parse_campaigns))
-
-    def list_broadcasts(self) -> list[Broadcast]:
-        return list(self._pages(BROADCASTS, parse_broadcasts))
-
-    def get_campaign_metrics(
-        self,
-        campaign_id: int,
-        *,
-        res: Resolution = "days",
-        start: object = None,
-        end: object = None,
-        tz: str | None = None,
-    ) -> CampaignMetrics | None:
-        """Counts per metric and period (`res`), oldest first; None if the campaign is unknown.
-
-        `start`/`end` are Unix seconds or aware datetimes; `tz` a region name (Customer.io's
-        default is EST).
-        """
-        request = metrics_request(campaign_id, res=res, start=start, end=end, tz=tz)
-        return self._one(request, lambda body: parse_metrics(body, campaign_id, res))
-
-    def get_delivery(self, delivery_id: str) -> Delivery | None:
-        """One delivery (a message sent to one person) and its status; None if unknown."""
-        return self._one(delivery_request(delivery_id), parse_delivery)
-
-    # What was sent (reconcile.py asks these after an ambiguous send) -----------------------------
-    def list_person_messages(
-        self,
-        person_id: str,
-        *,
-        id_type: IdType = "id",
-        start_ts: int | None = None,
-        end_ts: int | None = None,
-    ) -> list[Delivery]:
-        """Deliveries to one person created in [start_ts, end_ts] (Unix seconds), every page."""
-        request = person_messages_request(
-            person_id, id_type=id_type, start_ts=start_ts, end_ts=end_ts
-        )
-        return list(self._pages(request, parse_messages_page))
-
-    def list_broadcast_triggers(self, broadcast_id: int) -> list[Trigger]:
-        """Every trigger of an API broadcast, with the time each was created."""
-        return list(self._pages(broadcast_triggers_request(broadcast_id), parse_triggers))
-
-    # Plumbing -------------------------------------------------------------------------------------
-    def _one(self, request: AppRequest, parse: Callable[[Any], T]) -> T | None:
+    # How each shape of read is sent (the reads themselves follow, from reads.py) ------------------
+    def _one(self, read: One[T]) -> T | None:
         try:
-            body = self._call(request)
+            body = self._call(read.request)
         except RejectedError as exc:
-            if is_not_found(exc):
-                return None
-            raise
-        return parse(body)
+            read.raise_unless_not_found(exc)
+            return None
+        return read.parse(body)
 
-    def _pages(
-        self, request: AppRequest, parse: Callable[[Any], tuple[list[T], str | None]]
-    ) -> Iterator[T]:
-        seen: set[str] = set()
-        current: AppRequest | None = request
-        while current is not None:
-            items, cursor = parse(self._call(current))
-            yield from items
-            current = next_page(current, cursor, seen)
+    def _pages(self, read: Pages[T]) -> Iterator[T]:
+        pager = Pager(read)
+        while pager.request is not None:
+            yield from pager.items(self._call(pager.request))
+            pager.turn()
+
+    def _list(self, read: Pages[T]) -> list[T]:
+        return list(self._pages(read))
 
     def _call(self, request: AppRequest) -> Any:
         """One request's JSON answer, after a limiter slot; retried as ReadAttempts decides."""
-        attempts = ReadAttempts(max_wait_s=self._max_wait_s, max_attempts=self._max_attempts)
+        attempts = self._attempts()
         operation = request.operation()
         while True:
             self._take_slot(attempts)
@@ -225,16 +154,9 @@ class AppClient:
                 return self._http.send(operation).body
             except RateLimitedError as exc:  # a 429: pause the bucket for every process
                 self._limiter.report_429("app", exc.retry_after_seconds)
-                log.warning(
-                    "app_rate_limited", path=route_of(request.path), retry_s=exc.retry_after_seconds
-                )
-                attempts.rate_limited(exc)
+                self._rate_limited(request, attempts, exc)
             except RetryableError as exc:  # 5xx, 408, timeouts, connection failures
-                delay = attempts.failed(exc)
-                log.warning(
-                    "app_read_retry", path=route_of(request.path), error=str(exc), delay_s=delay
-                )
-                self._sleep(delay)
+                self._sleep(self._backoff(request, attempts, exc))
 
     def _take_slot(self, attempts: ReadAttempts) -> None:
         while True:
@@ -244,43 +166,107 @@ class AppClient:
             except RateLimitedError as exc:  # the slot is over a second away: wait, ask again
                 self._sleep(attempts.slot_wait(exc))
 
+    # The reads --------------------------------------------------------------------------------
+    search_people = as_method(_list, reads.search_people)
+    iter_people = as_method(_pages, reads.iter_people)
+    get_person = as_method(_one, reads.get_person)
+    list_segments = as_method(_list, reads.list_segments)
+    list_campaigns = as_method(_list, reads.list_campaigns)
+    list_broadcasts = as_method(_list, reads.list_broadcasts)
+    get_campaign_metrics = as_method(_one, reads.get_campaign_metrics)
+    get_delivery = as_method(_one, reads.get_delivery)
+    list_person_messages = as_method(_list, reads.list_person_messages)
+    list_broadcast_triggers = as_method(_list, reads.list_broadcast_triggers)
 
-__all__ = [
-    "AppClient",
-    "AppRequest",
-    "BROADCASTS",
-    "Broadcast",
-    "CAMPAIGNS",
-    "Campaign",
-    "CampaignMetrics",
-    "DEFAULT_MAX_ATTEMPTS",
-    "DEFAULT_MAX_WAIT_S",
-    "Delivery",
-    "Device",
-    "IdType",
-    "MAX_PAGE_SIZE",
-    "Person",
-    "PersonRef",
-    "ReadAttempts",
-    "Resolution",
-    "SEGMENTS",
-    "Segment",
-    "Trigger",
-    "UnexpectedResponseError",
-    "check_app_key",
-    "delivery_request",
-    "delivery_status",
-    "is_not_found",
-    "metrics_request",
-    "next_page",
-    "parse_broadcasts",
-    "parse_campaigns",
-    "parse_delivery",
-    "parse_metrics",
-    "parse_person",
-    "parse_search_page",
-    "parse_segments",
-    "people_filter",
-    "person_request",
-    "search_request",
-]
+
+# -- The async client ------------------------------------------------------------------------------
+async def acquire_app_slot(limiter: Limiter, attempts: ReadAttempts) -> None:
+    """Wait, without blocking the loop, for a slot in the shared `app` bucket.
+
+    Raises RateLimitedError when Redis is unreachable or the slot is beyond the read's deadline.
+    """
+    while True:
+        granted, wait_s = await asyncio.to_thread(limiter.reserve, "app")
+        if granted:
+            if wait_s > 0:
+                await asyncio.sleep(wait_s)
+            return
+        busy = RateLimitedError(f"app bucket busy for {wait_s:.3f}s", retry_after_seconds=wait_s)
+        await asyncio.sleep(attempts.slot_wait(busy))
+
+
+class AsyncAppClient(AppReaderBase):
+    """Read from the App API from asyncio code, through the shared `app` bucket.
+
+    `async with AppClient() as app: people = await app.search_people(email="ada@example.com")`.
+    Methods, results and errors are those of the sync `AppClient`, as coroutines (`iter_people`
+    gives an async iterator). One instance belongs to one event loop (its connections do).
+    """
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        redis_client: redis.Redis | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        max_wait_s: float = DEFAULT_READ_DEADLINE_S,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+    ) -> None:
+        super().__init__(
+            settings, redis_client=redis_client, max_wait_s=max_wait_s, max_attempts=max_attempts
+        )
+        self._http = AsyncCustomerIoClient(self.settings, transport=transport)
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> AsyncAppClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    # How each shape of read is awaited (the reads themselves follow, from reads.py) ---------------
+    async def _one(self, read: One[T]) -> T | None:
+        try:
+            body = await self._call(read.request)
+        except RejectedError as exc:
+            read.raise_unless_not_found(exc)
+            return None
+        return read.parse(body)
+
+    async def _pages(self, read: Pages[T]) -> AsyncIterator[T]:
+        pager = Pager(read)
+        while pager.request is not None:
+            for item in pager.items(await self._call(pager.request)):
+                yield item
+            pager.turn()
+
+    async def _list(self, read: Pages[T]) -> list[T]:
+        return [item async for item in self._pages(read)]
+
+    async def _call(self, request: AppRequest) -> Any:
+        """As `AppClient._call`; the limiter's Redis calls run in a thread, waits are awaited."""
+        attempts = self._attempts()
+        operation = request.operation()
+        while True:
+            await acquire_app_slot(self._limiter, attempts)
+            try:
+                return (await self._http.send(operation)).body
+            except RateLimitedError as exc:  # a 429: pause the bucket for every process
+                await asyncio.to_thread(self._limiter.report_429, "app", exc.retry_after_seconds)
+                self._rate_limited(request, attempts, exc)
+            except RetryableError as exc:  # 5xx, 408, timeouts, connection failures
+                await asyncio.sleep(self._backoff(request, attempts, exc))
+
+    # The reads, as coroutines (iter_people: an async iterator) ----------------------------------
+    search_people = as_coroutine(_list, reads.search_people)
+    iter_people = as_method(_pages, reads.iter_people)
+    get_person = as_coroutine(_one, reads.get_person)
+    list_segments = as_coroutine(_list, reads.list_segments)
+    list_campaigns = as_coroutine(_list, reads.list_campaigns)
+    list_broadcasts = as_coroutine(_list, reads.list_broadcasts)
+    get_campaign_metrics = as_coroutine(_one, reads.get_campaign_metrics)
+    get_delivery = as_coroutine(_one, reads.get_delivery)
+    list_person_messages = as_coroutine(_list, reads.list_person_messages)
+    list_broadcast_triggers = as_coroutine(_list, reads.list_broadcast_triggers)

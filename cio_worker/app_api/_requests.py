@@ -7,11 +7,10 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 from urllib.parse import urlencode
 
 import redis
-import structlog
 
 from cio_worker import validation
 from cio_worker.backoff import compute_backoff_s
@@ -26,16 +25,14 @@ from cio_worker.errors import (
     ValidationError,
 )
 
-log = structlog.get_logger("cio_worker.app_client")
-
-T = TypeVar("T")
 IdType = Literal["id", "email", "cio_id"]
 Resolution = Literal["hours", "days", "weeks", "months"]
 
 #: Customer.io's largest page for a people search; fewer pages spend fewer of the 10 requests/s.
 MAX_PAGE_SIZE = 1000
-#: How long one read may wait in total for limiter slots, 429 pauses and retries, seconds.
-DEFAULT_MAX_WAIT_S = 60.0
+#: The default `max_wait_s`: how long one request of a read (a page of a list is one request) may
+#: wait in all for limiter slots, 429 pauses and retries before it gives up, seconds.
+DEFAULT_READ_DEADLINE_S = 60.0
 #: Tries of one request that meets 5xx, 408 or a connection failure (reads are idempotent).
 DEFAULT_MAX_ATTEMPTS = 4
 #: Backoff between those tries: full jitter from 0.5 s, at most 8 s.
@@ -63,7 +60,7 @@ class AppRequest:
         return replace(self, query=(*query, ("start", cursor)))
 
     def operation(self) -> HttpOperation:
-        """The request as client.py sends it, drawing from the `app` bucket."""
+        """The request as the customerio client sends it, drawing from the `app` bucket."""
         path = f"{self.path}?{urlencode(self.query)}" if self.query else self.path
         return HttpOperation("app", "app", self.method, path, self.json)
 

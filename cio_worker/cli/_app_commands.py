@@ -3,7 +3,7 @@
 `cio-worker people search|get`, `segments`, `campaigns`, `campaign-metrics ID`: tables by default;
 with `--json`, one JSON document on stdout and nothing else (logs go to stderr).
 `cio-worker webhooks serve [--host --port]` runs the receiver; `webhooks list [--json]` shows what
-it stored. Reads go through the shared limiter like the workers' requests (app_client.py).
+it stored. Reads go through the shared limiter like the workers' requests (app_api/_client.py).
 """
 
 from __future__ import annotations
@@ -12,15 +12,18 @@ import argparse
 import dataclasses
 import json
 import sys
-import time
-from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
+from cio_worker.cli._output import add_json_flag, print_json, print_table, when
 from cio_worker.config import Settings
 from cio_worker.errors import ValidationError
 
 if TYPE_CHECKING:
+    from cio_worker.app_api import AppClient
     from cio_worker.webhooks import WebhookStore
+
+T = TypeVar("T")
 
 #: Periods of a campaign's metrics shown in the table (the newest); --json has all of them.
 TABLE_PERIODS = 7
@@ -34,19 +37,19 @@ def register(sub: Any) -> None:  # argparse's _SubParsersAction is private
     search.add_argument("--email", help="people whose email attribute equals this")
     search.add_argument("--filter", help='audience filter as JSON, e.g. \'{"segment": {"id": 3}}\'')
     search.add_argument("--page-size", type=int, default=1000, help="people per request (1-1000)")
-    _json_flag(search)
+    add_json_flag(search)
     get = people_sub.add_parser("get", help="one person's attributes and devices")
     get.add_argument("id", help="the person's id (or email / cio_id with --id-type)")
     get.add_argument("--id-type", choices=("id", "email", "cio_id"), default="id")
-    _json_flag(get)
+    add_json_flag(get)
     people.set_defaults(handler=_people)
 
     segments = sub.add_parser("segments", help="list segments (App API)")
-    _json_flag(segments)
+    add_json_flag(segments)
     segments.set_defaults(handler=_segments)
 
     campaigns = sub.add_parser("campaigns", help="list campaigns (App API)")
-    _json_flag(campaigns)
+    add_json_flag(campaigns)
     campaigns.set_defaults(handler=_campaigns)
 
     metrics = sub.add_parser("campaign-metrics", help="a campaign's metrics per period (App API)")
@@ -55,7 +58,7 @@ def register(sub: Any) -> None:  # argparse's _SubParsersAction is private
     metrics.add_argument("--start", type=int, help="Unix seconds")
     metrics.add_argument("--end", type=int, help="Unix seconds")
     metrics.add_argument("--tz", help="time zone, e.g. America/New_York (Customer.io: EST)")
-    _json_flag(metrics)
+    add_json_flag(metrics)
     metrics.set_defaults(handler=_campaign_metrics)
 
     webhooks = sub.add_parser("webhooks", help="receive and list Customer.io reporting webhooks")
@@ -66,12 +69,8 @@ def register(sub: Any) -> None:  # argparse's _SubParsersAction is private
     listing = webhooks_sub.add_parser("list", help="the newest stored webhook events")
     listing.add_argument("--limit", type=int, default=50)
     listing.add_argument("--metric", help="only this metric (bounced, spammed, ...)")
-    _json_flag(listing)
+    add_json_flag(listing)
     webhooks.set_defaults(handler=_webhooks)
-
-
-def _json_flag(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--json", action="store_true", help="print one JSON document")
 
 
 def _settings() -> Settings:
@@ -80,10 +79,6 @@ def _settings() -> Settings:
     settings = Settings.from_env()
     configure_logging(settings)  # to stderr: stdout carries only the answer
     return settings
-
-
-def _print_json(document: Any) -> None:
-    print(json.dumps(document, indent=2, sort_keys=True))
 
 
 def _as_json(value: Any) -> Any:
@@ -101,31 +96,36 @@ def _people(args: argparse.Namespace, _: list[str]) -> int:
                 _filter_arg(args.filter), email=args.email, page_size=args.page_size
             )
             if args.json:
-                _print_json([_as_json(person) for person in found])
+                print_json([_as_json(person) for person in found])
             else:
-                _table(["id", "email", "cio_id"], ([p.id, p.email, p.cio_id] for p in found))
+                print_table(["id", "email", "cio_id"], ([p.id, p.email, p.cio_id] for p in found))
                 print(f"{len(found)} people")
             return 0
         person = app.get_person(args.id, id_type=args.id_type)
     if person is None:
-        print(f"cio-worker: no person with {args.id_type} {args.id!r}", file=sys.stderr)
-        if args.json:
-            _print_json(None)
-        return 1
+        return _not_found(args, f"person with {args.id_type} {args.id!r}")
     if args.json:
-        _print_json(_as_json(person))
+        print_json(_as_json(person))
         return 0
     print(f"id {person.id}  email {person.email}  cio_id {person.cio_id}")
     print(f"unsubscribed: {'yes' if person.unsubscribed else 'no'}")
     rows = (
-        [name, value, _when(person.timestamps.get(name))]
+        [name, value, when(person.timestamps.get(name))]
         for name, value in sorted(person.attributes.items())
     )
-    _table(["attribute", "value", "set at"], rows)
+    print_table(["attribute", "value", "set at"], rows)
     if person.devices:
-        devices = ([d.id, d.platform, _when(d.last_used)] for d in person.devices)
-        _table(["device", "platform", "last used"], devices)
+        devices = ([d.id, d.platform, when(d.last_used)] for d in person.devices)
+        print_table(["device", "platform", "last used"], devices)
     return 0
+
+
+def _not_found(args: argparse.Namespace, what: str) -> int:
+    """Exit 1 naming what is missing; with `--json`, stdout still gets its one document (null)."""
+    print(f"cio-worker: no {what}", file=sys.stderr)
+    if args.json:
+        print_json(None)
+    return 1
 
 
 def _filter_arg(raw: str | None) -> dict[str, Any] | None:
@@ -141,32 +141,38 @@ def _filter_arg(raw: str | None) -> dict[str, Any] | None:
 
 
 def _segments(args: argparse.Namespace, _: list[str]) -> int:
-    from cio_worker.app_api import AppClient
-
-    with AppClient(_settings()) as app:
-        segments = app.list_segments()
-    if args.json:
-        _print_json([_as_json(segment) for segment in segments])
-        return 0
-    _table(
+    return _listing(
+        args,
+        lambda app: app.list_segments(),
         ["id", "name", "type", "state", "tags", "updated"],
-        ([s.id, s.name, s.type, s.state, ", ".join(s.tags), _when(s.updated_at)] for s in segments),
+        lambda s: [s.id, s.name, s.type, s.state, ", ".join(s.tags), when(s.updated_at)],
     )
-    return 0
 
 
 def _campaigns(args: argparse.Namespace, _: list[str]) -> int:
+    return _listing(
+        args,
+        lambda app: app.list_campaigns(),
+        ["id", "name", "state", "active", "tags", "updated"],
+        lambda c: [c.id, c.name, c.state, c.active, ", ".join(c.tags), when(c.updated)],
+    )
+
+
+def _listing(
+    args: argparse.Namespace,
+    fetch: Callable[[AppClient], Sequence[T]],
+    columns: Sequence[str],
+    row: Callable[[T], Sequence[Any]],
+) -> int:
+    """An App API list command: the records as JSON with `--json`, else one table row each."""
     from cio_worker.app_api import AppClient
 
     with AppClient(_settings()) as app:
-        campaigns = app.list_campaigns()
+        items = fetch(app)
     if args.json:
-        _print_json([_as_json(campaign) for campaign in campaigns])
-        return 0
-    _table(
-        ["id", "name", "state", "active", "tags", "updated"],
-        ([c.id, c.name, c.state, c.active, ", ".join(c.tags), _when(c.updated)] for c in campaigns),
-    )
+        print_json([_as_json(item) for item in items])
+    else:
+        print_table(columns, (row(item) for item in items))
     return 0
 
 
@@ -178,17 +184,14 @@ def _campaign_metrics(args: argparse.Namespace, _: list[str]) -> int:
             args.id, res=args.res, start=args.start, end=args.end, tz=args.tz
         )
     if metrics is None:
-        print(f"cio-worker: no campaign {args.id}", file=sys.stderr)
-        if args.json:
-            _print_json(None)
-        return 1
+        return _not_found(args, f"campaign {args.id}")
     if args.json:
-        _print_json({**_as_json(metrics), "totals": metrics.totals})
+        print_json({**_as_json(metrics), "totals": metrics.totals})
         return 0
     periods = max((len(counts) for counts in metrics.series.values()), default=0)
     shown = min(periods, TABLE_PERIODS)
     print(f"campaign {metrics.campaign_id}: {periods} {metrics.res}, oldest first")
-    _table(
+    print_table(
         ["metric", "total", f"last {shown} {metrics.res}"],
         (
             [name, metrics.totals[name], " ".join(str(n) for n in counts[-shown:])]
@@ -240,13 +243,13 @@ def _serve_webhooks(args: argparse.Namespace, settings: Settings, store: Webhook
 def _list_webhooks(args: argparse.Namespace, store: WebhookStore) -> int:
     events = [event.summary() for event in store.recent(args.limit, metric=args.metric)]
     if args.json:
-        _print_json(events)
+        print_json(events)
         return 0
-    _table(
+    print_table(
         ["received", "event_id", "object_type", "metric", "delivery_id"],
         (
             [
-                _when(e["received_at"]),
+                when(e["received_at"]),
                 e["event_id"],
                 e["object_type"],
                 e["metric"],
@@ -258,23 +261,3 @@ def _list_webhooks(args: argparse.Namespace, store: WebhookStore) -> int:
     counts = store.counts()
     print("  ".join(f"{name} {value}" for name, value in counts.items()) or "no webhooks yet")
     return 0
-
-
-def _when(seconds: float | None) -> str | None:
-    if seconds is None:
-        return None
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(seconds))
-
-
-def _table(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(*columns)
-    count = 0
-    for row in rows:
-        table.add_row(*("" if value is None else str(value)[:80] for value in row))
-        count += 1
-    Console().print(table)
-    if not count:
-        print("(none)")

@@ -7,13 +7,12 @@ Each subcommand is a small function; heavy imports (Celery, Starlette) happen in
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
-import time
 from collections.abc import Sequence
 from typing import Any
 
+from cio_worker.cli._output import add_json_flag, print_json, print_table, when
 from cio_worker.config import Settings
 from cio_worker.errors import CioWorkerError
 
@@ -50,18 +49,18 @@ def _parser() -> argparse.ArgumentParser:
     worker.set_defaults(handler=_worker)
 
     status = sub.add_parser("status", help="queue depths, retries, dead letters, limiter state")
-    status.add_argument("--json", action="store_true", help="print one JSON document")
+    add_json_flag(status)
     status.set_defaults(handler=_status)
 
     dlq = sub.add_parser("dlq", help="list, inspect, replay and purge dead letters")
     dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True)
     dlq_list = dlq_sub.add_parser("list")
-    dlq_list.add_argument("--json", action="store_true")
+    add_json_flag(dlq_list)
     dlq_list.add_argument("--kind")
     dlq_list.add_argument("--limit", type=int, default=100)
     dlq_show = dlq_sub.add_parser("show")
     dlq_show.add_argument("id")
-    dlq_show.add_argument("--json", action="store_true")
+    add_json_flag(dlq_show)  # accepted for symmetry: `show` always prints JSON
     for name in ("replay", "purge"):
         action = dlq_sub.add_parser(name)
         action.add_argument("ids", nargs="*")
@@ -113,11 +112,12 @@ def _worker(args: argparse.Namespace, extra: list[str]) -> int:
 
 
 def _status(args: argparse.Namespace, _: list[str]) -> int:
-    from cio_worker.ops import collect_status, render_status
+    from cio_worker.cli._status import render_status
+    from cio_worker.ops import collect_status
 
     report = collect_status(Settings.from_env())
     if args.json:
-        print(json.dumps(report, indent=2, sort_keys=True))
+        print_json(report)
     else:
         render_status(report)
     return 0
@@ -133,16 +133,16 @@ def _dlq(args: argparse.Namespace, _: list[str]) -> int:
     if command == "list":
         letters = [letter.summary() for letter in store.list(kind=args.kind, limit=args.limit)]
         if args.json:
-            print(json.dumps(letters, indent=2))
+            print_json(letters, sort_keys=False)
         else:
-            _print_table(letters, ["id", "kind", "attempts", "status", "reason", "last_failed_at"])
+            _print_dead_letters(letters)
         return 0
     if command == "show":
         letter = store.get(args.id)
         if letter is None:
             print(f"cio-worker: no dead letter {args.id}", file=sys.stderr)
             return 1
-        print(json.dumps(letter.detail(), indent=2))
+        print_json(letter.detail(), sort_keys=False)
         return 0
     ids = store.all_ids() if args.all else list(args.ids)
     if not ids:
@@ -156,22 +156,17 @@ def _dlq(args: argparse.Namespace, _: list[str]) -> int:
     return 0
 
 
-def _print_table(rows: list[dict[str, Any]], columns: list[str]) -> None:
-    from rich.console import Console
-    from rich.table import Table
+def _print_dead_letters(letters: list[dict[str, Any]]) -> None:
+    columns = ["id", "kind", "attempts", "status", "reason", "last_failed_at"]
+    print_table(columns, ([_cell(letter, column) for column in columns] for letter in letters))
 
-    table = Table(*columns)
-    for row in rows:
-        values = []
-        for column in columns:
-            value = row.get(column)
-            if column.endswith("_at") and isinstance(value, int | float):
-                value = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(value))
-            values.append("" if value is None else str(value)[:80])
-        table.add_row(*values)
-    Console().print(table)
-    if not rows:
-        print("(none)")
+
+def _cell(letter: dict[str, Any], column: str) -> Any:
+    value = letter.get(column)
+    # Times are Unix seconds; anything else an old entry may hold is shown as it is.
+    if column.endswith("_at") and isinstance(value, int | float):
+        return when(value)
+    return value
 
 
 def _sandbox(args: argparse.Namespace, _: list[str]) -> int:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from typing import Any
 
+from cio_worker.cli._output import add_json_flag, print_json
 from cio_worker.config import Settings
 from cio_worker.errors import ConfigError
 
@@ -29,7 +29,7 @@ def register(sub: Any) -> None:  # argparse's _SubParsersAction is private
     check = sub.add_parser(
         "check", help="check Redis and every configured credential; exit 1 if any check fails"
     )
-    check.add_argument("--json", action="store_true", help="print one JSON document")
+    add_json_flag(check)
     check.set_defaults(handler=_check)
 
 
@@ -63,7 +63,7 @@ def _check(args: argparse.Namespace, _: list[str]) -> int:
         # A bad setting is a failed check too: a probe still gets exit 1 and one document.
         report = CheckReport((CheckResult("config", "fail", str(exc)),))
     if args.json:
-        print(json.dumps(report.to_dict(), indent=2))
+        print_json(report.to_dict(), sort_keys=False)
     else:
         print(report.render())
     sys.stdout.flush()

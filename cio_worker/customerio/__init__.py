@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from cio_worker.customerio._answers import Answer
 from cio_worker.customerio._batch_items import (
     BATCHABLE,
     MAX_BATCH_BYTES,
@@ -13,9 +14,8 @@ from cio_worker.customerio._batch_items import (
 from cio_worker.customerio._http import (
     MAX_CONNECTIONS,
     USER_AGENT,
+    AsyncCustomerIoClient,
     CustomerIoClient,
-    Delivered,
-    _outcome,
     get_client,
 )
 from cio_worker.customerio._operations import (
@@ -29,10 +29,11 @@ from cio_worker.customerio._operations import (
 )
 
 __all__ = [
+    "Answer",
     "Api",
+    "AsyncCustomerIoClient",
     "BATCHABLE",
     "CustomerIoClient",
-    "Delivered",
     "HttpOperation",
     "MAX_BATCH_BYTES",
     "MAX_CONNECTIONS",
@@ -40,7 +41,6 @@ __all__ = [
     "STRICT_HEADERS",
     "TRACK_BATCH_PATH",
     "USER_AGENT",
-    "_outcome",
     "batch_body",
     "batch_item_json",
     "build_operation",

@@ -21,7 +21,7 @@ from __future__ import annotations
 from typing import Any
 
 from cio_worker import jsonutil
-from cio_worker.customerio._operations import _pipelines
+from cio_worker.customerio._operations import pipelines_operation
 from cio_worker.job import Job
 from cio_worker.kinds import Kind
 
@@ -95,7 +95,7 @@ def track_v2_item(job: Job) -> dict[str, Any]:
 
 def pipelines_item(job: Job) -> dict[str, Any]:
     """The Data Pipelines batch call for `job`: the single call's body, `type` included."""
-    op = _pipelines(job)
+    op = pipelines_operation(job)
     assert op.json is not None and op.json["type"] == op.path.rsplit("/", 1)[1]
     return dict(op.json)
 

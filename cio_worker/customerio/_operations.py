@@ -5,7 +5,7 @@ Pure functions, no I/O: tests check every kind against Customer.io's published O
 
 Identifiers in paths are percent-encoded whole (`/` too), as the official clients do. An id that is
 exactly `.` or `..` cannot be sent as a path segment at all (percent-encoding does not make it
-literal, RFC 3986 §2.3, §6.2.2.2); validation.py refuses such ids at enqueue, and client.py refuses
+literal, RFC 3986 §2.3, §6.2.2.2); validation.py refuses such ids at enqueue, and http.py refuses
 to send any path the HTTP client would rewrite.
 """
 
@@ -111,7 +111,7 @@ def route_of(path: str) -> str:
 def build_operation(job: Job, settings: Settings) -> HttpOperation:
     """The request for `job`; identify/track/page go to Pipelines when data_api is `pipelines`."""
     if job.kind.family.value == "track" and settings.data_api == "pipelines":
-        return _pipelines(job)
+        return pipelines_operation(job)
     return _TRACK_V1.get(job.kind, _app)(job)
 
 
@@ -231,7 +231,7 @@ def iso_timestamp(unix_seconds: int) -> str:
     return datetime.fromtimestamp(unix_seconds, UTC).isoformat().replace("+00:00", "Z")
 
 
-def _pipelines(job: Job) -> HttpOperation:
+def pipelines_operation(job: Job) -> HttpOperation:
     """The single Pipelines call for `job`. Its body carries `type` = the call's own type (the
     published `/track` and `/batch` schemas require it), so it is also the job's batch item."""
     p = job.payload

@@ -25,7 +25,7 @@ from rich.live import Live
 from cio_worker.config import Settings
 from cio_worker.dev._embedded import RedisServer, SandboxProcess, free_port
 from cio_worker.dev._progress import Progress
-from cio_worker.kinds import Family
+from cio_worker.kinds import Family, queue_name
 from cio_worker.produce import Producer
 from cio_worker.worker import worker_command
 
@@ -109,7 +109,7 @@ def run_demo(
         worker_args = worker_command(["-n", "demo@%h"])
         if live:
             families = [f for f in Family if not settings.missing_credentials({f.value})]
-            worker_args += ["-Q", ",".join(f"cio.{f.value}" for f in families)]
+            worker_args += ["-Q", ",".join(queue_name(f) for f in families)]
         supervisor.start("worker", worker_args, env)
         console.print(f"worker     logs in {root / 'worker.log'}")
         if flower:

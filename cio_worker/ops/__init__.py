@@ -6,7 +6,7 @@ from cio_worker.ops._check import CheckReport, CheckResult, run_checks
 from cio_worker.ops._exporter import DEFAULT_HOST, DEFAULT_PORT, serve
 from cio_worker.ops._metrics import enqueue_latency_s, record_delivery
 from cio_worker.ops._preflight import check_credentials, check_redis
-from cio_worker.ops._status import collect_status, render_status
+from cio_worker.ops._status import collect_status
 
 __all__ = [
     "CheckReport",
@@ -18,7 +18,6 @@ __all__ = [
     "collect_status",
     "enqueue_latency_s",
     "record_delivery",
-    "render_status",
     "run_checks",
     "serve",
 ]

@@ -1,6 +1,6 @@
 """`cio-worker check`: is this deployment able to deliver? For probes and for people.
 
-Checks, in order: Redis answers; Redis will not evict jobs and keeps an AOF (preflight.py);
+Checks, in order: Redis answers; Redis will not evict jobs and keeps an AOF (ops/_preflight.py);
 then each configured credential with one cheap authenticated call through the same httpx client
 and shared limiter a worker uses (every call to Customer.io takes a limiter slot, even a probe's).
 A credential that is not configured is reported as such, not as a failure. Nothing printed ever

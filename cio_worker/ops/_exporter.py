@@ -1,6 +1,6 @@
 """`cio-worker metrics`: a Prometheus exporter that reads the fleet's metrics from Redis per scrape.
 
-Nothing is counted in this process: workers record into Redis (metrics.py), so one exporter
+Nothing is counted in this process: workers record into Redis (ops/_metrics.py), so one exporter
 anywhere shows the whole fleet, and restarting it loses nothing. Each exporter has its own
 `CollectorRegistry`; prometheus-client's global registry is never touched.
 
@@ -106,20 +106,18 @@ def _families(snapshot: metrics.MetricsSnapshot) -> Iterator[Metric]:
         snapshot.limiter_wait,
     )
 
-    depth = GaugeMetricFamily(
-        "cio_worker_queue_depth", "Messages waiting in the family's queue.", labels=["family"]
+    yield _per_family_gauge(
+        "cio_worker_queue_depth", "Messages waiting in the family's queue.", snapshot.queue_depth
     )
     oldest = GaugeMetricFamily(
         "cio_worker_oldest_job_age_seconds",
         "Age of the oldest waiting job in the family's queue (0 when empty).",
         labels=["family"],
     )
-    for family, count in sorted(snapshot.queue_depth.items()):
-        depth.add_metric([family], count)
+    for family in sorted(snapshot.queue_depth):
         age = snapshot.oldest_job_age_s.get(family)
         if age is not None:  # a message we cannot date is left out rather than shown as 0
             oldest.add_metric([family], age)
-    yield depth
     yield oldest
     yield GaugeMetricFamily(
         "cio_worker_delayed_jobs",
@@ -135,15 +133,12 @@ def _families(snapshot: metrics.MetricsSnapshot) -> Iterator[Metric]:
 
 
 def _circuit_families(snapshot: metrics.MetricsSnapshot) -> Iterator[Metric]:
-    """The circuit breakers (circuit.py): state, transitions and the jobs they hold back."""
-    open_ = GaugeMetricFamily(
+    """Circuit breakers (limiter/_circuit.py): state, transitions and the jobs they hold back."""
+    yield _per_family_gauge(
         "cio_worker_circuit_open",
         "1 while the family's circuit is open (Customer.io considered down), else 0.",
-        labels=["family"],
+        snapshot.circuit_open,
     )
-    for bucket, value in sorted(snapshot.circuit_open.items()):
-        open_.add_metric([bucket], value)
-    yield open_
     transitions = CounterMetricFamily(
         "cio_worker_circuit_transitions",
         "Times the family's circuit opened or closed, fleet-wide.",
@@ -152,14 +147,19 @@ def _circuit_families(snapshot: metrics.MetricsSnapshot) -> Iterator[Metric]:
     for (bucket, to), count in sorted(snapshot.circuit_transitions.items()):
         transitions.add_metric([bucket, "open" if to == "opened" else "closed"], count)
     yield transitions
-    parked = GaugeMetricFamily(
+    yield _per_family_gauge(
         "cio_worker_parked_jobs",
         "Jobs sent one per request that wait for their family's circuit to close.",
-        labels=["family"],
+        snapshot.parked_jobs,
     )
-    for bucket, count in sorted(snapshot.parked_jobs.items()):
-        parked.add_metric([bucket], count)
-    yield parked
+
+
+def _per_family_gauge(name: str, documentation: str, values: dict[str, int]) -> GaugeMetricFamily:
+    """A gauge labelled `family` (a family or limiter bucket), one sample per key, sorted."""
+    gauge = GaugeMetricFamily(name, documentation, labels=["family"])
+    for family, value in sorted(values.items()):
+        gauge.add_metric([family], value)
+    return gauge
 
 
 def _histogram(

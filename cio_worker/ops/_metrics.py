@@ -2,10 +2,10 @@
 
 Workers call `record_delivery` once per delivery outcome: one script call (one round trip, atomic)
 that never raises, because a metrics failure must not fail a delivery. The exporter
-(exporter.py) calls `collect` at each scrape; it also computes gauges (queue depth, oldest job,
+(ops/_exporter.py) calls `collect` at each scrape; it also computes gauges (queue depth, oldest job,
 delayed retries, dead letters) from the live Redis state at that moment.
 
-Keys, all prefixed `cio:metrics` and built by `metrics_key` only:
+Keys, all prefixed `cio:metrics` and built by `keys.metrics` only:
 
 - `cio:metrics:deliveries` — hash `<family>:<kind>:<outcome>` -> count.
 - `cio:metrics:latency:<family>` — histogram of enqueue → accepted seconds (delivered jobs).
@@ -33,6 +33,7 @@ from cio_worker.config import Settings
 from cio_worker.ids import is_ulid, ulid_time_ms
 from cio_worker.kinds import Family, Kind, queue_name
 from cio_worker.limiter import BUCKETS as CIRCUIT_BUCKETS
+from cio_worker.ops import _metrics_scripts as scripts
 from cio_worker.queue import BatchQueue, DeadLetterStore, batch_api
 
 log = structlog.get_logger("cio_worker.metrics")
@@ -48,16 +49,11 @@ LATENCY_BUCKETS_S: Final = (
 LIMITER_WAIT_BUCKETS_S: Final = (
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 )  # fmt: skip
-#: `cio:stats` outcomes (ledger.py) the exporter publishes as counters of their own.
+#: `cio:stats` outcomes (queue/_ledger.py) the exporter publishes as counters of their own.
 STATS_OUTCOMES: Final = ("enqueued", "retried", "rate_limited", "dead")
 
 _FAMILIES: Final = frozenset(family.value for family in Family)
 _KINDS: Final = frozenset(kind.value for kind in Kind)
-
-
-def metrics_key(*parts: str) -> str:
-    """A Redis key of this module: always `cio:metrics:<part>[:<part>...]`."""
-    return ":".join((f"{keys.PREFIX}metrics", *parts))
 
 
 def _le_field(bound: float) -> str:
@@ -110,47 +106,24 @@ def record_delivery(
         histograms += [
             (*observed, count)
             for observed in _observation(
-                metrics_key("latency", family), LATENCY_BUCKETS_S, latency_s
+                keys.metrics("latency", family), LATENCY_BUCKETS_S, latency_s
             )
         ]
     if limiter_wait_s is not None:
         histograms += [
             (*observed, 1)
             for observed in _observation(
-                metrics_key("limiter_wait", family), LIMITER_WAIT_BUCKETS_S, limiter_wait_s
+                keys.metrics("limiter_wait", family), LIMITER_WAIT_BUCKETS_S, limiter_wait_s
             )
         ]
     args: list[str | float] = [f"{family}:{kind}:{outcome}", count]
     for _key, fields, value, weight in histograms:
         args += [value, weight, len(fields), *fields]
     try:
-        script = redis_client.register_script(_RECORD)  # only hashes the text; no I/O
-        script(keys=[metrics_key("deliveries"), *(h[0] for h in histograms)], args=args)
+        script = redis_client.register_script(scripts.RECORD)  # only hashes the text; no I/O
+        script(keys=[keys.metrics("deliveries"), *(h[0] for h in histograms)], args=args)
     except Exception as exc:  # noqa: BLE001 - whatever goes wrong, the delivery must go on
         log.debug("metrics_not_recorded", error=f"{type(exc).__name__}: {exc}", family=family)
-
-
-# One EVALSHA rather than a MULTI of HINCRBYs: the same single round trip and atomicity, but a
-# cumulative histogram touches up to 15 fields, and queueing ~30 commands in a redis-py pipeline
-# measured 0.7 ms per call against 0.25 ms for this script (p50, loaded 2-core machine).
-# KEYS[1] = deliveries hash; KEYS[2..] = histogram hashes.
-# ARGV[1] = deliveries field, ARGV[2] = how many; then per histogram: value (s), weight, n, then
-# n bucket fields to increment by the weight.
-_RECORD = """
-redis.call('HINCRBY', KEYS[1], ARGV[1], tonumber(ARGV[2]))
-local i = 3
-for k = 2, #KEYS do
-  local weight = tonumber(ARGV[i + 1])
-  local n = tonumber(ARGV[i + 2])
-  for f = i + 3, i + 2 + n do
-    redis.call('HINCRBY', KEYS[k], ARGV[f], weight)
-  end
-  redis.call('HINCRBY', KEYS[k], 'count', weight)
-  redis.call('HINCRBYFLOAT', KEYS[k], 'sum', tonumber(ARGV[i]) * weight)
-  i = i + 3 + n
-end
-return 1
-"""
 
 
 def _invalid(family: str, kind: str, outcome: str) -> str | None:
@@ -198,7 +171,7 @@ class MetricsSnapshot:
             None when its oldest message carries no job id we can read).
         delayed_jobs: retries and deferrals waiting for their time (cio:delayed).
         dead_letters: entries in the dead-letter queue.
-        circuit_open: bucket -> 1 while its circuit is open (circuit.py), else 0.
+        circuit_open: bucket -> 1 while its circuit is open (limiter/_circuit.py), else 0.
         circuit_transitions: (bucket, "opened"|"closed") -> how many times, fleet-wide.
         parked_jobs: bucket -> jobs parked until its circuit closes.
     """
@@ -223,12 +196,12 @@ def collect(
     families = [family.value for family in Family]
     # MULTI gives a consistent view: a histogram's buckets never run ahead of its count.
     pipe = redis_client.pipeline(transaction=True)
-    pipe.hgetall(metrics_key("deliveries"))
+    pipe.hgetall(keys.metrics("deliveries"))
     pipe.hgetall(keys.stats())
     pipe.zcard(keys.delayed())
     for family in families:
-        pipe.hgetall(metrics_key("latency", family))
-        pipe.hgetall(metrics_key("limiter_wait", family))
+        pipe.hgetall(keys.metrics("latency", family))
+        pipe.hgetall(keys.metrics("limiter_wait", family))
         pipe.llen(queue_name(family))
         # kombu LPUSHes and workers BRPOP, so the tail is the message waiting longest.
         pipe.lindex(queue_name(family), -1)
@@ -250,7 +223,7 @@ def collect(
         limiter_wait[family] = _histogram(raw_wait, LIMITER_WAIT_BUCKETS_S)
         queue_depth[family] = int(depth)
         oldest[family] = 0.0 if tail is None else _message_age_s(tail, now)
-    # Batched Track-family jobs wait in shards of their own (batch_queue.py), not in cio.track.
+    # Batched Track-family jobs wait in shards of their own (queue/_shards.py), not in cio.track.
     batched, batched_age = BatchQueue(redis_client, batch_api(settings)).backlog(now)
     queue_depth["track"] += batched
     circuit_replies = replies[3 + 4 * len(families) :]

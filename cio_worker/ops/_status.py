@@ -1,4 +1,7 @@
-"""`cio-worker status`: what is queued, waiting, dead and paused, read from Redis in one pass."""
+"""`cio-worker status`: what is queued, waiting, dead and paused, read from Redis in one pass.
+
+This gathers the report (`status --json` prints it as is); cli/_status.py renders it as tables.
+"""
 
 from __future__ import annotations
 
@@ -12,9 +15,6 @@ from cio_worker.kinds import Family, queue_name
 from cio_worker.limiter import Circuit, Limiter, bucket_rates
 from cio_worker.queue import BatchQueue, DeadLetterStore, batch_api, stats
 
-#: kombu's Redis transport keeps delivered-but-unacknowledged messages in this hash.
-KOMBU_UNACKED = "unacked"
-
 
 def collect_status(settings: Settings) -> dict[str, Any]:
     """A JSON-ready report; its keys are stable for scripts."""
@@ -22,7 +22,7 @@ def collect_status(settings: Settings) -> dict[str, Any]:
     counters = stats(client)
     unacked_by_queue: dict[str, int] = {}
     scheduled = 0
-    for raw in client.hvals(KOMBU_UNACKED):
+    for raw in client.hvals(keys.kombu_unacked()):
         try:
             message, _exchange, routing_key = json.loads(raw)
         except (ValueError, TypeError):
@@ -42,7 +42,7 @@ def collect_status(settings: Settings) -> dict[str, Any]:
         name = queue_name(family)
         queues[family.value] = {
             "queue": name,
-            # Batched Track-family jobs wait in their shards (batch_queue.py), not in cio.track.
+            # Batched Track-family jobs wait in their shards (queue/_shards.py), not in cio.track.
             "waiting": int(client.llen(name))
             + (batched if family is Family.TRACK else 0)
             + parked_by_family[family.value],
@@ -94,60 +94,3 @@ def collect_status(settings: Settings) -> dict[str, Any]:
         "circuits": circuits,
         "jobs_pending": sum(1 for _ in client.scan_iter(match=keys.job("*"), count=1000)),
     }
-
-
-def render_status(report: dict[str, Any]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(
-        "family",
-        "waiting",
-        "in flight / scheduled",
-        "delivered",
-        "retried",
-        "429s",
-        "dead",
-        title="cio_worker queues",
-    )
-    for family, row in report["queues"].items():
-        table.add_row(
-            family,
-            *(
-                str(row[k])
-                for k in (
-                    "waiting",
-                    "in_flight_or_scheduled",
-                    "delivered",
-                    "retried",
-                    "rate_limited",
-                    "dead",
-                )
-            ),
-        )
-    console = Console()
-    console.print(table)
-    limits = Table(
-        "bucket", "limit/s", "now/s", "paused for (s)", "circuit", title="limiter and circuits"
-    )
-    for bucket, row in report["limiter"].items():
-        limits.add_row(
-            bucket,
-            f"{row['limit_per_s']:g}",
-            f"{row['effective_per_s']:g}",
-            f"{row['paused_for_s']:g}",
-            describe_circuit(report["circuits"][bucket]),
-        )
-    console.print(limits)
-    dead = report["dead_letters"]
-    console.print(f"dead letters: {dead['total']} {dead['by_kind'] or ''}")
-    console.print(f"scheduled retries: {report['scheduled_retries']}")
-
-
-def describe_circuit(row: dict[str, Any]) -> str:
-    """One cell: `closed`, or `OPEN 42s, probe in 3s, 120 parked`."""
-    parked = f", {row['parked']} parked" if row["parked"] else ""
-    if row["state"] != "open":
-        return f"closed{parked}"
-    probe = "probing" if row["probing"] else f"probe in {row['next_probe_in_s']:.0f}s"
-    return f"OPEN {row['open_for_s']:.0f}s, {probe}{parked}"

@@ -1,10 +1,29 @@
-"""Producing jobs: validate input, build each job's payload, store it durably in one round trip."""
+"""Producing jobs: validate input, build each job's payload, store it durably in one round trip.
+
+`cio_worker` offers `Producer`, `configure` and the module-level `enqueue_*`; `cio_worker.aio`
+offers `AsyncProducer` and the `async_*` functions, without the prefix (`aio.enqueue_track`).
+"""
 
 from __future__ import annotations
 
-from cio_worker.produce._producer import (
-    BulkProducer,
-    Producer,
+from cio_worker.produce._async_producer import AsyncProducer, create_async_redis
+from cio_worker.produce._defaults import (
+    async_configure,
+    async_default_producer,
+    async_enqueue_add_device,
+    async_enqueue_broadcast,
+    async_enqueue_delete,
+    async_enqueue_identify,
+    async_enqueue_merge,
+    async_enqueue_page,
+    async_enqueue_remove_device,
+    async_enqueue_send_email,
+    async_enqueue_send_push,
+    async_enqueue_send_sms,
+    async_enqueue_suppress,
+    async_enqueue_track,
+    async_enqueue_track_anonymous,
+    async_enqueue_unsuppress,
     configure,
     enqueue_add_device,
     enqueue_broadcast,
@@ -21,11 +40,30 @@ from cio_worker.produce._producer import (
     enqueue_track_anonymous,
     enqueue_unsuppress,
 )
+from cio_worker.produce._producer import BulkProducer, Producer
 
 __all__ = [
+    "AsyncProducer",
     "BulkProducer",
     "Producer",
+    "async_configure",
+    "async_default_producer",
+    "async_enqueue_add_device",
+    "async_enqueue_broadcast",
+    "async_enqueue_delete",
+    "async_enqueue_identify",
+    "async_enqueue_merge",
+    "async_enqueue_page",
+    "async_enqueue_remove_device",
+    "async_enqueue_send_email",
+    "async_enqueue_send_push",
+    "async_enqueue_send_sms",
+    "async_enqueue_suppress",
+    "async_enqueue_track",
+    "async_enqueue_track_anonymous",
+    "async_enqueue_unsuppress",
     "configure",
+    "create_async_redis",
     "enqueue_add_device",
     "enqueue_broadcast",
     "enqueue_delete",

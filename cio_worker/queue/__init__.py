@@ -13,15 +13,20 @@ from cio_worker.queue._ledger import (
 )
 from cio_worker.queue._receipts import Receipt, ReceiptBook, remote_id_of
 from cio_worker.queue._replication import (
-    ENQUEUE_SCRIPT,
     ReplicaWait,
     queue_exec,
-    queue_job_write,
     queue_multi,
     queue_wait,
     write_error,
 )
-from cio_worker.queue._routing import Router, batch_api, is_batched
+from cio_worker.queue._routing import (
+    JobWriter,
+    Router,
+    batch_api,
+    is_batched,
+    run_write,
+    run_write_async,
+)
 from cio_worker.queue._shards import (
     SHARDS,
     BatchItem,
@@ -35,9 +40,9 @@ __all__ = [
     "BatchItem",
     "BatchQueue",
     "DeadLetterStore",
-    "ENQUEUE_SCRIPT",
     "ErrorRecord",
     "JobLedger",
+    "JobWriter",
     "LeaseKeeper",
     "LedgerEntry",
     "Receipt",
@@ -53,10 +58,11 @@ __all__ = [
     "new_owner_id",
     "queue_enqueue",
     "queue_exec",
-    "queue_job_write",
     "queue_multi",
     "queue_wait",
     "remote_id_of",
+    "run_write",
+    "run_write_async",
     "stats",
     "write_error",
 ]

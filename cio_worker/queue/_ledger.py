@@ -220,11 +220,11 @@ class JobLedger:
     # -- the sweepers' side (reaper.py) ----------------------------------------------------------
     def due(self, limit: int = 500) -> list[tuple[str, str]]:
         """(job id, kind) of delayed jobs whose time has come."""
-        return _pairs(self._ripe(keys=[keys.delayed()], args=[limit]))
+        return _pairs(self._ripe(keys=[keys.delayed()], args=[limit, keys.job("")]))
 
     def expired(self, limit: int = 500) -> list[tuple[str, str]]:
         """(job id, kind) of running jobs whose worker stopped renewing the lease."""
-        return _pairs(self._ripe(keys=[keys.leases()], args=[limit]))
+        return _pairs(self._ripe(keys=[keys.leases()], args=[limit, keys.job("")]))
 
     def strays(
         self, family: Family, grace_s: float, limit: int = 500
@@ -232,7 +232,7 @@ class JobLedger:
         """(job id, kind, seq) of jobs whose message left the queue but were never claimed."""
         raw = self._strays(
             keys=[keys.unclaimed(family.value), keys.claimed_seq(family.value), queue_name(family)],
-            args=[int(grace_s * 1000), limit],
+            args=[int(grace_s * 1000), limit, keys.job("")],
         )
         items = [_text(item) for item in raw]
         return [(items[i], items[i + 1], int(float(items[i + 2]))) for i in range(0, len(items), 3)]

@@ -135,7 +135,8 @@ end
 return 1
 """
 
-# KEYS: a sorted set scored by Unix ms (keys.delayed or keys.leases); ARGV: limit.
+# KEYS: a sorted set scored by Unix ms (keys.delayed or keys.leases); ARGV: limit, the job hash
+# key's prefix (keys.job(""): keys are built in keys.py only, the script appends the id).
 # The job ids whose time has come (a due retry, an expired lease), each with its kind, so the
 # caller can build the task message to push again.
 RIPE = (
@@ -145,13 +146,13 @@ local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumb
 local out = {}
 for _, id in ipairs(ids) do
   out[#out + 1] = id
-  out[#out + 1] = redis.call('HGET', 'cio:job:' .. id, 'kind') or ''
+  out[#out + 1] = redis.call('HGET', ARGV[2] .. id, 'kind') or ''
 end
 return out
 """
 )
 
-# KEYS: unclaimed, claimed seq, queue; ARGV: grace (ms), limit
+# KEYS: unclaimed, claimed seq, queue; ARGV: grace (ms), limit, the job hash key's prefix
 # Jobs whose message left the queue (FIFO: a later one was claimed, or the queue is empty) yet
 # nobody claimed them. The first sweep marks them; those still unclaimed `grace` later are
 # returned (id, kind, seq) for re-pushing. See reaper.py for why this finds every lost message.
@@ -165,7 +166,7 @@ local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ceiling, 'WITHSCORES',
 local out = {}
 for i = 1, #ids, 2 do
   local id = ids[i]
-  local job_key = 'cio:job:' .. id
+  local job_key = ARGV[3] .. id
   if redis.call('EXISTS', job_key) == 0 then
     redis.call('ZREM', KEYS[1], id)
   else

@@ -33,20 +33,13 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from typing import Any
 
 import redis
-import redis.asyncio
 import structlog
 
-from cio_worker.config import Settings
-from cio_worker.customerio import batch_item_json
 from cio_worker.job import Job
-from cio_worker.queue import _ledger_scripts as ledger_scripts
-from cio_worker.queue._ledger import enqueue_call
-from cio_worker.queue._routing import batch_api, is_batched
-from cio_worker.queue._shards import queue_enqueue
 
 #: Seconds one client trusts its last `INFO replication` answer. A replica attached in between
 #: is waited for from the next check on.
@@ -107,21 +100,15 @@ class ReplicaWait:
         known = self._known
         return self.enabled and known is not None and known[0] > 0
 
-    def check(self, client: redis.Redis) -> bool:
-        """`should_wait`, asking the master first if the last answer is too old."""
+    def checking(self, client: Any) -> Generator[Callable[[], Any], Any, bool]:
+        """`should_wait`, asking the master first (`INFO replication`) if the last answer is too
+        old. A step of a write (routing.py): it yields that request, to send on `client`, sync
+        or asyncio, and is run by `run_write` or `run_write_async`, or inside a bigger write."""
         if self.needs_check():
             try:
-                self.learn(client.info("replication"))
+                self.learn((yield lambda: client.info("replication")))
             except redis.ResponseError:
                 self.learn({})  # INFO refused (a restricted service): nothing to wait for
-        return self.should_wait()
-
-    async def check_async(self, client: redis.asyncio.Redis) -> bool:
-        if self.needs_check():
-            try:
-                self.learn(await client.info("replication"))
-            except redis.ResponseError:
-                self.learn({})
         return self.should_wait()
 
     def record(self, acked: object, jobs: Sequence[Job]) -> None:
@@ -144,20 +131,6 @@ class ReplicaWait:
             answer=acked if isinstance(acked, int) else f"{type(acked).__name__}: {acked}",
             meaning="stored on the master (and its AOF) but not yet on a replica",
         )
-
-
-def queue_job_write(pipe: Any, job: Job, settings: Settings, enqueue_sha: str) -> None:
-    """Queue, on a non-transactional pipeline (sync or asyncio), the commands that store `job`
-    atomically: the ledger's ENQUEUE script by its SHA, or, for a batched job, the shard writes
-    between MULTI and EXEC (the same commands as batch_queue.queue_enqueue)."""
-    if is_batched(job, settings):
-        api = batch_api(settings)
-        queue_multi(pipe)
-        queue_enqueue(pipe, api, [(job, batch_item_json(job, api))])
-        queue_exec(pipe)
-    else:
-        script_keys, args = enqueue_call(job)
-        pipe.evalsha(enqueue_sha, len(script_keys), *script_keys, *args)
 
 
 def queue_multi(pipe: Any) -> None:
@@ -186,7 +159,3 @@ def write_error(replies: Sequence[Any]) -> Exception | None:
             if nested is not None:
                 return nested
     return None
-
-
-#: The ledger's ENQUEUE script, whose SHA `queue_job_write` sends.
-ENQUEUE_SCRIPT = ledger_scripts.ENQUEUE

@@ -7,7 +7,7 @@ injects faults on demand. Control endpoints live under /_sandbox/ (see control.p
 
 from __future__ import annotations
 
-from cio_worker.sandbox.app import create_app
+from cio_worker.sandbox.asgi import create_app
 from cio_worker.sandbox.config import SandboxConfig
 from cio_worker.sandbox.server import run_sandbox
 

@@ -116,6 +116,21 @@ def body_object(incoming: Incoming) -> tuple[dict[str, object], list[Problem]]:
     return incoming.body, []
 
 
+def batch_body(
+    incoming: Incoming, items: str
+) -> tuple[dict[str, object], list[object], list[Problem]]:
+    """A batch request's body and its `batch` array, or the problem with them: the body must be
+    an object whose `batch` is a non-empty array (of `items`, as the message calls them)."""
+    body, problems = body_object(incoming)
+    if problems:
+        return body, [], problems
+    batch = body.get("batch")
+    if not isinstance(batch, list) or not batch:
+        message = f"batch must be a non-empty array of {items}"
+        return body, [], [Problem("batch", "required", message)]
+    return body, batch, []
+
+
 def check_person_id(value: str, field: str) -> list[Problem]:
     """A person id: non-empty, at most 150 bytes."""
     if not value:

@@ -5,7 +5,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import datetime
 
-from cio_worker.sandbox.checks import KB, Check, Incoming, Problem, body_object, join, json_len
+from cio_worker.sandbox.checks import (
+    KB,
+    Check,
+    Incoming,
+    Problem,
+    batch_body,
+    body_object,
+    join,
+    json_len,
+)
 
 #: One call (a request, or one item of a batch), bytes.
 MAX_CALL_BYTES = 32 * KB
@@ -48,12 +57,9 @@ def check_batch(incoming: Incoming) -> list[Problem]:
     """POST /v1/batch: `{"batch": [call, ...], "context"?, "integrations"?}`."""
     if incoming.size > MAX_BATCH_BYTES:
         return [Problem("", "too_large", f"request is larger than {MAX_BATCH_BYTES} bytes")]
-    body, problems = body_object(incoming)
+    body, batch, problems = batch_body(incoming, "calls")
     if problems:
         return problems
-    batch = body.get("batch")
-    if not isinstance(batch, list) or not batch:
-        return [Problem("batch", "required", "batch must be a non-empty array of calls")]
     problems = _check_objects(body, ("context", "integrations"), "")
     for index, item in enumerate(batch):
         prefix = f"batch[{index}]"

@@ -8,6 +8,7 @@ from cio_worker.sandbox.checks import (
     KB,
     Incoming,
     Problem,
+    batch_body,
     body_object,
     check_attributes,
     check_event,
@@ -142,12 +143,9 @@ def check_batch(incoming: Incoming) -> list[Problem]:
     if incoming.size >= MAX_BATCH_BYTES:
         message = f"request must be smaller than {MAX_BATCH_BYTES} bytes"
         return [Problem("", "too_large", message, status=413)]
-    body, problems = body_object(incoming)
+    _, batch, problems = batch_body(incoming, "operations")
     if problems:
         return problems
-    batch = body.get("batch")
-    if not isinstance(batch, list) or not batch:
-        return [Problem("batch", "required", "batch must be a non-empty array of operations")]
     for index, operation in enumerate(batch):
         if json_len(operation) > MAX_OPERATION_BYTES:
             message = f"operation is larger than {MAX_OPERATION_BYTES} bytes"

@@ -132,7 +132,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     _read("campaign_metrics", "GET", "/v1/campaigns/{campaign_id}/metrics"),
     _read("broadcasts", "GET", "/v1/broadcasts"),
     _read("message", "GET", "/v1/messages/{message_id}"),
-    # What was sent: deliveries and triggers the sandbox accepted (reads.py; listing lag applies).
+    # What was sent: deliveries and triggers the sandbox accepted (sent_reads.py; listing lag).
     _read("transactional_messages", "GET", "/v1/transactional/{transactional_id}/messages"),
     _read("person_messages", "GET", "/v1/customers/{customer_id}/messages"),
     _read("broadcast_triggers", "GET", "/v1/broadcasts/{broadcast_id}/triggers"),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uvicorn
 
-from cio_worker.sandbox.app import create_app
+from cio_worker.sandbox.asgi import create_app
 from cio_worker.sandbox.config import SandboxConfig
 from cio_worker.sandbox.faults import quiet_dropped_connections
 

@@ -1,218 +1,46 @@
-"""Customer.io's reporting webhooks: verify the signature, store each event once, read them back.
+"""The Redis side of reporting webhooks: each verified event stored once, read back by groups.
 
-- Verification (reporting-webhooks spec, "Securely verifying requests"): `X-CIO-Signature` is the
-  hex HMAC-SHA256 of `v0:<X-CIO-Timestamp>:<raw body>` keyed with CUSTOMERIO_WEBHOOK_SIGNING_KEY.
-  It is compared in constant time, and a timestamp more than 5 minutes away from now is refused,
-  so a captured request cannot be replayed later.
 - Storage: one Redis stream; an event is appended once per `event_id` (Customer.io retries a
   delivery it did not see acknowledged, for up to seven days), under AOF like every job. Events
   older than the retention (CIO_WORKER_WEBHOOK_RETENTION_DAYS) are trimmed: approximately by
-  every append itself, so the stream stays bounded even when nobody reads it, and exactly by the
-  receiver's timer (`WebhookStore.trim`), so old events go even when no new ones come.
+  every append itself (webhooks/_store_scripts.py), so the stream stays bounded even when nobody
+  reads it, and exactly by the receiver's timer (`WebhookStore.trim`), so old events go even when
+  no new ones come.
 - Reading: Redis consumer groups, at least once. `read(group, consumer)` hands out new events and
   re-hands those another consumer took but did not `ack` within `claim_idle_s`; `ack` them once
   handled. A new group starts from the oldest stored event, so none is missed.
-
-```python
-from cio_worker import webhooks
-for event in webhooks.read("crm-sync", "worker-1", block_s=5):
-    update_crm(event.metric, event.data)          # event.body is the event as Customer.io sent it
-    webhooks.ack("crm-sync", event)
-```
+- Counters: how many events were stored, duplicates, refusals by reason (`cio-worker webhooks
+  list` shows them).
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import redis
 
 from cio_worker import keys
-from cio_worker.config import Settings
-from cio_worker.connection import get_redis
-from cio_worker.errors import ConfigError, ValidationError, WebhookSignatureError
+from cio_worker.errors import ValidationError
+from cio_worker.webhooks import _store_scripts as scripts
+from cio_worker.webhooks._event import WebhookEvent
 
-#: Signed requests older (or newer) than this are refused, seconds: Customer.io's 5 minutes.
-DEFAULT_TOLERANCE_S = 300
 #: How long an event_id is remembered, seconds: Customer.io retries for seven days; one spare.
 DEDUP_TTL_S = 8 * 86_400
 #: A handed-out event not acknowledged for this long goes to the next consumer that reads, s.
 DEFAULT_CLAIM_IDLE_S = 60.0
-#: Longest accepted event_id, object_type and metric, characters (event ids are 26-char ULIDs).
-MAX_EVENT_ID_CHARS = 200
 #: How long stored events are kept by default, s (CIO_WORKER_WEBHOOK_RETENTION_DAYS).
 DEFAULT_RETENTION_S = 7 * 86_400
-
-# KEYS[1] = seen marker of the event_id, KEYS[2] = stream; ARGV[1] = marker TTL (s), ARGV[2] =
-# retention (ms), ARGV[3..] = the entry's field/value pairs. Returns the new entry's id, or false
-# if the event_id was stored already. XADD comes before the marker: if Redis refuses a write
-# half-way, the worst case is an event stored twice (at least once), never an event marked seen
-# but not stored. Then entries older than the retention are trimmed, measured from the new entry's
-# id (Redis's clock, not this host's); `~` drops only whole stream nodes, so it costs next to
-# nothing per append and keeps the stream bounded however long nobody reads it.
-_APPEND = """
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  return false
-end
-local id = redis.call('XADD', KEYS[2], '*', unpack(ARGV, 3))
-redis.call('SET', KEYS[1], id, 'EX', ARGV[1])
-local ms = tonumber(string.match(id, '^(%d+)-'))
-local oldest = ms - tonumber(ARGV[2])
-if oldest > 0 then
-  redis.call('XTRIM', KEYS[2], 'MINID', '~', string.format('%d', oldest))
-end
-return id
-"""
-
-
-def signing_key(settings: Settings) -> str:
-    """The configured signing key, or a ConfigError naming the variable."""
-    if not settings.webhook_signing_key:
-        raise ConfigError(
-            "CUSTOMERIO_WEBHOOK_SIGNING_KEY: not set; it verifies Customer.io's reporting webhooks"
-        )
-    return settings.webhook_signing_key
-
-
-def sign(key: str, timestamp: int | str, body: bytes) -> str:
-    """The X-CIO-Signature Customer.io sends with `body` at `timestamp`."""
-    signer = start_signature(key, str(timestamp))
-    signer.update(body)
-    return signer.hexdigest()
-
-
-def start_signature(key: str, timestamp: str) -> hmac.HMAC:
-    """An HMAC fed `v0:<timestamp>:`; `update()` it with the body as it arrives, then compare
-    with `signature_matches`: a body is verified without being held twice."""
-    return hmac.new(key.encode(), b"v0:" + timestamp.encode("ascii") + b":", hashlib.sha256)
-
-
-def check_signature_headers(
-    timestamp: str | None,
-    signature: str | None,
-    *,
-    now: float | None = None,
-    tolerance_s: float = DEFAULT_TOLERANCE_S,
-) -> str:
-    """What can be refused before reading the body: both headers present, a timestamp of Unix
-    seconds within `tolerance_s` of now. Returns the timestamp as signed (stripped).
-
-    Raises WebhookSignatureError (reason missing, malformed or stale).
-    """
-    if not timestamp or not signature:
-        raise WebhookSignatureError("missing", "X-CIO-Timestamp and X-CIO-Signature are required")
-    text = timestamp.strip()
-    if not text.isascii() or not text.isdigit() or len(text) > 12:
-        raise WebhookSignatureError("malformed", "X-CIO-Timestamp must be Unix seconds")
-    current = time.time() if now is None else now
-    if abs(current - int(text)) > tolerance_s:
-        raise WebhookSignatureError(
-            "stale", f"X-CIO-Timestamp is more than {tolerance_s:g}s away from now"
-        )
-    return text
-
-
-def signature_matches(signer: hmac.HMAC, signature: str) -> bool:
-    """Whether `signature` (hex, any case) is the digest of what `signer` was fed; compared in
-    constant time, so there is no byte-by-byte oracle."""
-    expected = signer.hexdigest().encode()
-    given = signature.strip().lower().encode("utf-8", "replace")
-    return hmac.compare_digest(expected, given)
-
-
-def verify_signature(
-    key: str,
-    *,
-    timestamp: str | None,
-    signature: str | None,
-    body: bytes,
-    now: float | None = None,
-    tolerance_s: float = DEFAULT_TOLERANCE_S,
-) -> int:
-    """Check a request's X-CIO-Timestamp and X-CIO-Signature; return the timestamp.
-
-    Raises WebhookSignatureError (reason missing, malformed, stale or mismatch).
-    """
-    text = check_signature_headers(timestamp, signature, now=now, tolerance_s=tolerance_s)
-    signer = start_signature(key, text)
-    signer.update(body)
-    if not signature_matches(signer, signature or ""):
-        raise WebhookSignatureError("mismatch", "X-CIO-Signature does not match the body")
-    return int(text)
-
-
-def parse_event(raw: bytes) -> dict[str, Any]:
-    """The event in a verified body: a UTF-8 JSON object with event_id, object_type and metric.
-
-    Anything else is a ValidationError (the receiver's 400), never another exception: a body that
-    is not UTF-8 (json.loads would guess UTF-16/32, which the stream cannot hold as sent), nested
-    deeper than the parser's recursion limit, or whose ids hold lone surrogates (`"\\ud800"` is
-    valid JSON but no UTF-8 string, so Redis could not store it).
-    """
-    try:
-        event = json.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise ValidationError("body", "must be UTF-8") from None
-    except RecursionError:
-        raise ValidationError("body", "is nested too deeply") from None
-    except ValueError:
-        raise ValidationError("body", "must be JSON") from None
-    if not isinstance(event, dict):
-        raise ValidationError("body", "must be a JSON object")
-    for field in ("event_id", "object_type", "metric"):
-        value = event.get(field)
-        if not isinstance(value, str) or not 0 < len(value) <= MAX_EVENT_ID_CHARS:
-            raise ValidationError(field, f"must be a string of 1 to {MAX_EVENT_ID_CHARS} chars")
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            raise ValidationError(field, "must be valid Unicode (no lone surrogates)") from None
-    return event
-
-
-@dataclass(frozen=True, slots=True)
-class WebhookEvent:
-    """One stored event. `body` is the event exactly as Customer.io sent it (personal data:
-    handle it as such); `received_at` is when it was stored, Unix seconds."""
-
-    stream_id: str
-    event_id: str
-    object_type: str
-    metric: str
-    timestamp: int | None
-    received_at: float
-    body: dict[str, Any]
-
-    @property
-    def data(self) -> dict[str, Any]:
-        """The event's `data` object (identifiers, delivery_id, recipient...)."""
-        data = self.body.get("data")
-        return data if isinstance(data, dict) else {}
-
-    def summary(self) -> dict[str, Any]:
-        """Listing fields without personal data: ids, channel, metric, times."""
-        return {
-            "stream_id": self.stream_id,
-            "event_id": self.event_id,
-            "object_type": self.object_type,
-            "metric": self.metric,
-            "timestamp": self.timestamp,
-            "received_at": self.received_at,
-            "delivery_id": self.data.get("delivery_id"),
-        }
 
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def _event(stream_id: bytes | str, fields: Mapping[Any, Any]) -> WebhookEvent:
+def _decode(stream_id: bytes | str, fields: Mapping[Any, Any]) -> WebhookEvent:
+    """The event a stream entry holds: the fields `WebhookStore.append` writes."""
     values = {_text(key): _text(value) for key, value in fields.items()}
     timestamp = values.get("timestamp", "")
     return WebhookEvent(
@@ -252,7 +80,7 @@ class WebhookStore:
         self._redis = redis_client
         self._dedup_ttl_s = dedup_ttl_s
         self.retention_s = retention_s
-        self._append = redis_client.register_script(_APPEND)
+        self._append = redis_client.register_script(scripts.APPEND)
         self._groups: set[str] = set()
 
     def append(self, event: Mapping[str, Any], raw: bytes) -> str | None:
@@ -305,7 +133,7 @@ class WebhookStore:
             for stream_id, fields in batch:
                 if stream_id is None or fields is None:
                     continue
-                event = _event(stream_id, fields)
+                event = _decode(stream_id, fields)
                 if metric is None or event.metric == metric:
                     found.append(event)
             if len(batch) < page or batch[-1][0] is None:
@@ -339,7 +167,7 @@ class WebhookStore:
                 if stream_id is not None:
                     gone.append(stream_id)
             else:
-                events.append(_event(stream_id, fields))
+                events.append(_decode(stream_id, fields))
         if gone:
             self._redis.xack(stream, group, *gone)
         if len(events) < count:
@@ -370,7 +198,7 @@ class WebhookStore:
                 continue
             entries = _entries(reply)
             if entries or not block_s or time.monotonic() >= deadline:
-                return [_event(stream_id, fields) for stream_id, fields in entries]
+                return [_decode(stream_id, fields) for stream_id, fields in entries]
 
     def _max_block_ms(self) -> int:
         # A BLOCK longer than the client's socket timeout would look like a dead server: wait in
@@ -423,46 +251,3 @@ class WebhookStore:
 def _check_name(field: str, value: object) -> None:
     if not isinstance(value, str) or not value.strip() or len(value) > 200:
         raise ValidationError(field, "must be a non-empty string of at most 200 characters")
-
-
-def _store(settings: Settings | None, redis_client: redis.Redis | None) -> WebhookStore:
-    client = redis_client or get_redis(settings or Settings.from_env())
-    return WebhookStore(client)
-
-
-def read(
-    group: str,
-    consumer: str,
-    *,
-    count: int = 10,
-    block_s: float | None = None,
-    claim_idle_s: float = DEFAULT_CLAIM_IDLE_S,
-    settings: Settings | None = None,
-    redis_client: redis.Redis | None = None,
-) -> list[WebhookEvent]:
-    """Events for `consumer` in consumer group `group` (created on first use); see the module
-    docstring. `ack` each one once handled, or it is handed out again after `claim_idle_s`."""
-    store = _store(settings, redis_client)
-    return store.read(group, consumer, count=count, block_s=block_s, claim_idle_s=claim_idle_s)
-
-
-def ack(
-    group: str,
-    *events: WebhookEvent | str,
-    settings: Settings | None = None,
-    redis_client: redis.Redis | None = None,
-) -> int:
-    """Acknowledge handled events (WebhookEvent or stream ids) for `group`."""
-    ids = [event.stream_id if isinstance(event, WebhookEvent) else event for event in events]
-    return _store(settings, redis_client).ack(group, *ids)
-
-
-def list_events(
-    limit: int = 50,
-    *,
-    metric: str | None = None,
-    settings: Settings | None = None,
-    redis_client: redis.Redis | None = None,
-) -> list[WebhookEvent]:
-    """The newest stored events, for operators (`cio-worker webhooks list`)."""
-    return _store(settings, redis_client).recent(limit, metric=metric)

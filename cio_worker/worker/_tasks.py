@@ -40,7 +40,7 @@ from cio_worker.connection import (
 )
 from cio_worker.customerio import get_client
 from cio_worker.errors import ConfigError
-from cio_worker.kinds import Family, Kind, queue_name
+from cio_worker.kinds import Family, Kind, family_of_queue, queue_name
 from cio_worker.limiter import Limiter
 from cio_worker.logs import configure_logging
 from cio_worker.ops import check_credentials, check_redis
@@ -168,7 +168,8 @@ def _consumed_families(consumer: Any) -> set[str]:
     consumed = set(
         getattr(consumer.app.amqp.queues, "consume_from", None) or consumer.app.amqp.queues
     )
-    return {name.removeprefix("cio.") for name in consumed if name.startswith("cio.")}
+    families = (family_of_queue(name) for name in consumed)
+    return {family.value for family in families if family is not None}
 
 
 @signals.worker_ready.connect

@@ -23,7 +23,7 @@ import redis
 from redis.sentinel import Sentinel
 
 from cio_worker.connection import parse_sentinel_url
-from cio_worker.dev._embedded import SentinelCluster
+from cio_worker.dev import SentinelCluster
 from cio_worker.errors import EnqueueError
 from cio_worker.produce._producer import Producer
 

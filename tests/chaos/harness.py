@@ -24,7 +24,7 @@ import redis
 
 from cio_worker import keys
 from cio_worker.config import Settings
-from cio_worker.dev._embedded import RedisServer, SandboxProcess, free_port
+from cio_worker.dev import RedisServer, SandboxProcess, free_port
 from cio_worker.kinds import Family, queue_name
 from cio_worker.produce._producer import Producer
 from cio_worker.queue._deadletter import DeadLetter, DeadLetterStore

@@ -1,5 +1,5 @@
-"""The Starlette app: routes every API request through auth, faults, limits and body checks,
-records it, and answers in the API's own shape."""
+"""The sandbox's ASGI application (Starlette): routes every API request through auth, faults,
+limits and body checks, records it, and answers in the API's own shape."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from cio_worker.sandbox.checks import Incoming
 from cio_worker.sandbox.config import SandboxConfig
 from cio_worker.sandbox.endpoints import Endpoint, Match, resolve
 from cio_worker.sandbox.faults import DropConnection
+from cio_worker.sandbox.read_params import View
 from cio_worker.sandbox.responses import (
     Reply,
     injected,
@@ -173,7 +174,7 @@ async def _handle(request: Request) -> Response:
     if problems:
         reply = problems_reply(endpoint.api, problems, strict=strict)
     elif endpoint.reply == "read":
-        view = reads.View(state.app_data, now, state.listing_lag_s, config.missing_broadcast_ids)
+        view = View(state.app_data, now, state.listing_lag_s, config.missing_broadcast_ids)
         reply = reads.answer(endpoint.name, view, match.params, request.query_params, body)
     else:
         reply = Reply(200, _success_body(endpoint, match, state, request, body, now))
