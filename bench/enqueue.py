@@ -18,10 +18,10 @@ import tempfile
 import time
 from collections.abc import Callable
 
+from cio_worker import Producer
 from cio_worker.aio import AsyncProducer
 from cio_worker.config import Settings
 from cio_worker.dev import RedisServer, replica_synced
-from cio_worker.produce._producer import Producer
 
 
 def _line(name: str, samples: list[float], total: float) -> str:

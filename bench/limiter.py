@@ -23,11 +23,10 @@ import httpx
 
 from cio_worker.config import Settings
 from cio_worker.connection import get_redis
-from cio_worker.customerio._http import CustomerIoClient
-from cio_worker.customerio._operations import HttpOperation
+from cio_worker.customerio import CustomerIoClient, HttpOperation
 from cio_worker.dev import RedisServer, SandboxProcess
 from cio_worker.errors import RateLimitedError
-from cio_worker.limiter._limiter import Limiter, bucket_rates
+from cio_worker.limiter import Limiter, bucket_rates
 
 OPERATIONS = {
     "track": HttpOperation("track", "track", "PUT", "/api/v1/customers/bench", {"plan": "pro"}),

@@ -29,12 +29,10 @@ from typing import Any
 import httpx
 import redis
 
-from cio_worker import keys
+from cio_worker import Producer, keys
 from cio_worker.config import Settings
 from cio_worker.dev import RedisServer, SandboxProcess, stop_processes
-from cio_worker.produce._producer import Producer
-from cio_worker.queue._deadletter import DeadLetterStore
-from cio_worker.queue._ledger import stats
+from cio_worker.queue import DeadLetterStore, stats
 from cio_worker.sandbox.recorder import max_in_window
 
 #: The producer's cycle: 4 track events, 2 identifies, 2 transactional sends in every 8 jobs.

@@ -8,10 +8,10 @@ what the sandbox saw: events accepted, events/s end to end, requests, the most r
 1 s, 429s, and the exceptions the package raised (events lost).
 
 The package has no rate limiter. What it does on a 429 comes from its own session (3.x
-`client_base.py`): urllib3 `Retry(total=3, status_forcelist=[500, 502, 503, 504],
-allowed_methods=None)`, which also retries a 429 that carries `Retry-After`, sleeping that long;
-once the three retries are spent it raises `CustomerIOException` and the event is gone unless the
-caller keeps it. Without `Retry-After` a 429 is not retried at all.
+`customerio-python/customerio/client_base.py`): urllib3 `Retry(total=3, status_forcelist=[500, 502,
+503, 504], allowed_methods=None)`, which also retries a 429 that carries `Retry-After`, sleeping
+that long; once the three retries are spent it raises `CustomerIOException` and the event is gone
+unless the caller keeps it. Without `Retry-After` a 429 is not retried at all.
 
 bench/throughput.py imports `run_peer` to print the peer beside our figures; it is importable
 with bench/ on sys.path.

@@ -24,10 +24,10 @@ from pathlib import Path
 import httpx
 import redis
 
+from cio_worker import Producer
 from cio_worker.config import Settings
 from cio_worker.dev import RedisServer, SandboxProcess, stop_processes
-from cio_worker.produce._producer import Producer
-from cio_worker.queue._ledger import stats
+from cio_worker.queue import stats
 
 
 @dataclass(frozen=True)

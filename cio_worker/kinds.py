@@ -1,7 +1,7 @@
 """The kinds of job and the API family each belongs to.
 
 A *family* is both a queue (one Celery queue per family, so a slow family never starves another)
-and, except where noted in limiter.py, a rate-limit bucket.
+and, except where noted in limiter/_limiter.py, a rate-limit bucket.
 """
 
 from __future__ import annotations

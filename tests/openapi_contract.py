@@ -328,7 +328,7 @@ def _patch_pipelines_type(document: dict[str, Any]) -> None:
     call's own type), while `common_fields.type` (mixed into the single calls) and `alias.type`
     say `readOnly`, "set by Customer.io based on the endpoint". A request cannot satisfy both. We
     follow `required`: every call carries `type` = its endpoint's own type, exactly what
-    Customer.io's own Pipelines libraries send (customerio/cdp-analytics-python `client.py` puts
+    Customer.io's own Pipelines libraries send (`cdp-analytics-python/analytics/client.py` puts
     `type` in every message). Sending the value the server would set modifies nothing, which is
     all `readOnly` forbids (JSON Schema validation §9.4). So `readOnly` is dropped from those two
     `type`s only; every other read-only property (receivedAt, version...) stays enforced, and the
@@ -349,8 +349,8 @@ def _patch_pipelines_batch_alias(document: dict[str, Any]) -> None:
 
     The batch item `anyOf` lists identify, track, page, screen and group, not alias. Yet both of
     Customer.io's own server-side Pipelines libraries send *every* call, alias included, inside
-    `/v1/batch`: customerio/cdp-analytics-python (`client.py` `alias()` builds
-    `{"type": "alias", "userId", "previousId", ...}`, `request.py` posts it as
+    `/v1/batch`: customerio/cdp-analytics-python (`analytics/client.py` `alias()` builds
+    `{"type": "alias", "userId", "previousId", ...}`, `analytics/request.py` posts it as
     `{"batch": [msg]}` to `/v1/batch`) and customerio/cdp-analytics-js (its node publisher posts
     every queued event, alias included, to `/v1/batch`). So an alias item is read as the single
     `/alias` call's schema plus its `type`.

@@ -1,4 +1,5 @@
-"""The circuit breaker (circuit.py) against a real Redis, with explicit times where they matter."""
+"""The circuit breaker (limiter/_circuit.py) against a real Redis, with explicit times where they
+matter."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""client.py: credentials, headers and URLs of each API family; each answer mapped to one outcome.
+"""customerio/_http.py: credentials, headers and URLs of each API family; each answer mapped to one
+outcome.
 
 HTTP is faked only with `httpx.MockTransport`; no request leaves the process.
 """

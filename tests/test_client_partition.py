@@ -1,6 +1,7 @@
-"""client.py under a network partition: a name that does not resolve, a refused connection, and a
-pooled connection whose peer vanished all become `TransportError(request_sent=False)`: nothing
-reached Customer.io, so the outcome is not ambiguous and even a transactional send may be retried.
+"""customerio/_http.py under a network partition: a name that does not resolve, a refused
+connection, and a pooled connection whose peer vanished all become
+`TransportError(request_sent=False)`: nothing reached Customer.io, so the outcome is not ambiguous
+and even a transactional send may be retried.
 
 Real httpx/httpcore over real loopback sockets; no packet leaves the machine (the DNS failure is
 the resolver's own error, raised by a patched `getaddrinfo` instead of asking a name server).

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import structlog
 
+from cio_worker import logs
 from cio_worker.config import (
     SANDBOX_APP_API_KEY,
     SANDBOX_PIPELINES_API_KEY,
@@ -513,6 +514,30 @@ class TestSecrets:
         assert "hunter2-pw" not in out.getvalue()
         assert line["url"] == "rediss://u:***@r:6380/0?ssl_ca_certs=/etc/ca.crt"
         assert line["error"].endswith("sentinel://:***@s1:26379;sentinel://:***@s2")
+        logging.getLogger("httpx").setLevel(logging.NOTSET)
+
+    def test_every_line_names_its_stage_not_its_private_module(self) -> None:
+        """One logger convention: `logs.get_logger(__name__)` in every module; a line says which
+        stage wrote it, so log queries survive moving code between a stage's private modules."""
+        out = io.StringIO()
+        configure_logging(Settings())
+        structlog.configure(logger_factory=structlog.WriteLoggerFactory(file=out))
+        logs.get_logger("cio_worker.worker._batcher").warning("batch_failed")
+        logs.get_logger("cio_worker.connection").warning("redis_down")
+        logs.get_logger("cio_worker.sandbox.faults").warning("fault")
+        lines = [json.loads(line) for line in out.getvalue().splitlines()]
+        assert [line["stage"] for line in lines] == [
+            "cio_worker.worker",
+            "cio_worker.connection",
+            "cio_worker.sandbox",
+        ]
+        sources = Path(__file__).resolve().parent.parent / "cio_worker"
+        made_elsewhere = [
+            str(path)
+            for path in sources.rglob("*.py")
+            if "structlog.get_logger(" in path.read_text() and path.name != "logs.py"
+        ]
+        assert made_elsewhere == []
         logging.getLogger("httpx").setLevel(logging.NOTSET)
 
     def test_keys_still_readable_as_attributes(self) -> None:

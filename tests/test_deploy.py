@@ -70,7 +70,7 @@ def longest_delivery_s() -> float:
     settings = Settings()
     client = CustomerIoClient(settings)
     try:
-        timeout = client._http.timeout  # the timeouts client.py really configures
+        timeout = client._http.timeout  # the timeouts customerio/_http.py really configures
     finally:
         client.close()
     phases = [timeout.pool, timeout.connect, timeout.write, timeout.read]

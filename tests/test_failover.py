@@ -1,5 +1,5 @@
 """Replica confirmation (WAIT) and Redis Sentinel failover, against real redis-server processes:
-a master with an attached replica, and a master + replica + three sentinels (embedded.py)."""
+a master with an attached replica, and a master + replica + three sentinels (dev/_sentinel.py)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
-"""operations.py: every job kind becomes the right request, and that request honours Customer.io's
-published contract (OpenAPI specs for Track v1 and Pipelines, docs/customerio-api.md §4 for the
-App API).
+"""customerio/_operations.py: every job kind becomes the right request, and that request honours
+Customer.io's published contract (OpenAPI specs for Track v1 and Pipelines, docs/customerio-api.md
+§4 for the App API).
 
 Jobs are made the way production makes them: a `Producer` over fakeredis stores each job, and the
 test reads it back from `cio:job:<id>` with `Job.from_json`.

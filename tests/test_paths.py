@@ -5,8 +5,8 @@ that very id, and no error message or dead letter carries a person's id.
 (`/customers/victim/devices/..` is sent as `DELETE /customers/victim`, deleting the person), and
 their percent-encoded forms are no cure, since RFC 3986 lets any proxy or router decode `%2E` to
 `.` before it resolves dot segments. So they are refused at enqueue for the fields that are path
-segments (validation.PATH_BOUND_FIELDS), and client.py refuses to send any path httpx would
-rewrite. Every other character is percent-encoded and arrives literally: checked here on the
+segments (validation.PATH_BOUND_FIELDS), and customerio/_http.py refuses to send any path httpx
+would rewrite. Every other character is percent-encoded and arrives literally: checked here on the
 wire (an httpx MockTransport records the URL the client emits) and by a real sandbox over
 loopback (it logs the raw path it received and decodes the parameters once).
 """

@@ -1,4 +1,4 @@
-"""Reconciling ambiguous sends (reconcile.py) through the delivery code, with a real Redis.
+"""Reconciling ambiguous sends (worker/_reconcile.py) through the delivery code, with a real Redis.
 
 Customer.io is modelled by `FakeApp`, an httpx transport that keeps what it accepted and answers
 the App API listings from it: a send can be answered, dropped before it is processed (nothing

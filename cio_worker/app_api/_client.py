@@ -7,7 +7,7 @@ the workers use, so reads and deliveries together stay under the App API's 10 re
 many processes read. Paged answers are followed through their `next` cursor to the end.
 
 Each read is defined once, in reads.py (its request, its parser, paging, what a 404 means), and
-made a method of both clients by methods.py; the retry policy is defined once, in requests.py
+made a method of both clients by _methods.py; the retry policy is defined once, in _requests.py
 (`ReadAttempts`); settings, limiter and logs once, in `AppReaderBase`. What each client adds is
 only the I/O: how a request is sent, how a slot is waited for, how a pause between tries is spent.
 """
@@ -21,8 +21,8 @@ from typing import Any, TypeVar
 
 import httpx
 import redis
-import structlog
 
+from cio_worker import logs
 from cio_worker.app_api import _reads as reads
 from cio_worker.app_api._methods import as_coroutine, as_method
 from cio_worker.app_api._reads import One, Pager, Pages
@@ -39,7 +39,7 @@ from cio_worker.customerio import AsyncCustomerIoClient, CustomerIoClient, route
 from cio_worker.errors import RateLimitedError, RejectedError, RetryableError
 from cio_worker.limiter import Limiter
 
-log = structlog.get_logger("cio_worker.app_client")
+log = logs.get_logger(__name__)
 
 T = TypeVar("T")
 

@@ -1,6 +1,6 @@
 """The App API's answers as typed results: what `AppClient`'s reads return.
 
-Plain frozen dataclasses, built by parsers.py from Customer.io's JSON.
+Plain frozen dataclasses, built by _parsers.py from Customer.io's JSON.
 """
 
 from __future__ import annotations

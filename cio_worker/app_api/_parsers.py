@@ -1,4 +1,4 @@
-"""Parsers of the App API's answers into the typed results of models.py.
+"""Parsers of the App API's answers into the typed results of _models.py.
 
 Pure functions: strict about the shape Customer.io promises, lenient about optional fields. A 2xx
 body of the wrong shape is an `UnexpectedResponseError`, never an empty result.

@@ -1,6 +1,6 @@
 """Each App API read, defined once and without I/O: the request it sends, how its answer is read.
 
-methods.py makes each function here a method of `AppClient` (which sends and sleeps) and of
+_methods.py makes each function here a method of `AppClient` (which sends and sleeps) and of
 `AsyncAppClient` (which awaits), with the function's name, parameters and docstring; so neither
 client repeats what a read asks for, how its answer is parsed, how pages follow or what a 404 means.
 """

@@ -2,7 +2,7 @@
 
 Everything but the I/O lives once, in `BaseCustomerIoClient`: httpx's options, the URL and
 credentials of each API, and the mapping of transport failures to `TransportError` (answers are
-mapped in answers.py). Only this module catches httpx errors; it re-raises ours (errors.py) `from`
+mapped in _answers.py). Only this module catches httpx errors; it re-raises ours (errors.py) `from`
 them. Credentials go into headers here and nowhere else, and never into a message or a log line.
 """
 

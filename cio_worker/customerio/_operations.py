@@ -5,7 +5,7 @@ Pure functions, no I/O: tests check every kind against Customer.io's published O
 
 Identifiers in paths are percent-encoded whole (`/` too), as the official clients do. An id that is
 exactly `.` or `..` cannot be sent as a path segment at all (percent-encoding does not make it
-literal, RFC 3986 §2.3, §6.2.2.2); validation.py refuses such ids at enqueue, and http.py refuses
+literal, RFC 3986 §2.3, §6.2.2.2); validation.py refuses such ids at enqueue, and _http.py refuses
 to send any path the HTTP client would rewrite.
 """
 

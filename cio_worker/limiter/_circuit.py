@@ -19,8 +19,8 @@ States, per limiter bucket (track, pipelines, transactional, broadcast, app):
 
 While open, per-job deliveries park their job in `keys.parked(bucket)` (ledger.park) and
 batched senders leave their shards alone: nothing is sent and **no attempt is spent**. The
-sweeper (reaper.py) releases one parked job when a probe is due and nobody is probing, and, once
-the circuit has closed, every parked job at once, due now, to drain at the limiter's rate.
+sweeper (queue/_sweeper.py) releases one parked job when a probe is due and nobody is probing, and,
+once the circuit has closed, every parked job at once, due now, to drain at the limiter's rate.
 
 Probes are real jobs (a send, a batch), not a synthetic health check: they test exactly the
 endpoint that failed, and a successful probe is also a delivery.
@@ -37,14 +37,13 @@ from dataclasses import dataclass
 from typing import Literal
 
 import redis
-import structlog
 
-from cio_worker import keys
+from cio_worker import keys, logs
 from cio_worker.config import Settings
 from cio_worker.ids import new_ulid
 from cio_worker.limiter import _circuit_scripts as scripts
 
-log = structlog.get_logger("cio_worker.circuit")
+log = logs.get_logger(__name__)
 
 #: The buckets that have a circuit: one per limiter bucket (limiter.bucket_rates).
 BUCKETS = ("track", "pipelines", "transactional", "broadcast", "app")

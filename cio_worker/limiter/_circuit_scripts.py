@@ -1,4 +1,4 @@
-"""The circuit breaker's Lua scripts (circuit.py explains the design; this is its Redis side).
+"""The circuit breaker's Lua scripts (_circuit.py explains the design; this is its Redis side).
 
 One hash per bucket (keys.circuit) holds everything, so each transition is one atomic script:
   state        'open' while the family is considered down; absent or 'closed' otherwise

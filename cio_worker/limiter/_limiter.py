@@ -54,14 +54,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import redis
-import structlog
 
-from cio_worker import keys
+from cio_worker import keys, logs
 from cio_worker.config import Settings
 from cio_worker.errors import RateLimitedError
 from cio_worker.limiter import _limiter_scripts as scripts
 
-log = structlog.get_logger("cio_worker.limiter")
+log = logs.get_logger(__name__)
 
 #: Waits up to this long are slept in the worker; longer ones go back to the queue.
 DEFAULT_MAX_WAIT_S = 1.0

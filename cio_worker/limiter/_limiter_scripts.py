@@ -1,4 +1,4 @@
-"""The shared limiter's Lua scripts (limiter.py explains the algorithm; this is its Redis side).
+"""The shared limiter's Lua scripts (_limiter.py explains the algorithm; this is its Redis side).
 
 Each script is atomic and uses Redis `TIME` as its only clock unless a test passes "now".
 """

@@ -24,7 +24,6 @@ from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import redis
-import structlog
 from prometheus_client import make_wsgi_app
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -35,10 +34,11 @@ from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from cio_worker import logs
 from cio_worker.config import Settings
 from cio_worker.ops import _metrics as metrics
 
-log = structlog.get_logger("cio_worker.exporter")
+log = logs.get_logger(__name__)
 
 #: Default listen address: loopback, so nothing is open to the network unless asked for.
 DEFAULT_HOST = "127.0.0.1"

@@ -26,9 +26,8 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 import redis
-import structlog
 
-from cio_worker import keys
+from cio_worker import keys, logs
 from cio_worker.config import Settings
 from cio_worker.ids import is_ulid, ulid_time_ms
 from cio_worker.kinds import Family, Kind, queue_name
@@ -36,7 +35,7 @@ from cio_worker.limiter import BUCKETS as CIRCUIT_BUCKETS
 from cio_worker.ops import _metrics_scripts as scripts
 from cio_worker.queue import BatchQueue, DeadLetterStore, batch_api
 
-log = structlog.get_logger("cio_worker.metrics")
+log = logs.get_logger(__name__)
 
 #: What `record_delivery` accepts as `outcome`.
 OUTCOMES: Final = ("delivered", "retry", "dead", "rate_limited")

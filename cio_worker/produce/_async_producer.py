@@ -1,7 +1,7 @@
 """The asyncio producer: the same `enqueue_*` calls as `Producer`, with the Redis write awaited.
 
-Validation, payloads and the write itself (routing.py) are the sync producer's; only the client
-is redis.asyncio's, so an enqueue never blocks the event loop.
+Validation, payloads and the write itself (queue/_routing.py) are the sync producer's; only the
+client is redis.asyncio's, so an enqueue never blocks the event loop.
 """
 
 from __future__ import annotations

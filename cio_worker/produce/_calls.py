@@ -1,6 +1,6 @@
 """The `enqueue_*` calls of both producers, sync and asyncio, made from one definition each.
 
-A call is defined once, as a job builder (jobs.py: parameters, docs, validation, the payload).
+A call is defined once, as a job builder (_jobs.py: parameters, docs, validation, the payload).
 `Enqueue` turns a builder into a method of every producer class, the way stamina and structlog
 make their sync and async halves from one definition: on a class whose `_store` is a coroutine
 function (`AsyncProducer`) the method is an `async def` that awaits the store, on any other
@@ -112,7 +112,7 @@ def _describe(
     """Give `call` the name, docstring and parameters of the call `build` defines; it returns
     the job id (or a coroutine of it), and a method takes the producer first."""
     module = call.__module__
-    functools.update_wrapper(call, build)  # also `__wrapped__`: annotations resolve in jobs.py
+    functools.update_wrapper(call, build)  # also `__wrapped__`: annotations resolve in _jobs.py
     call.__module__ = module
     call.__name__ = f"enqueue_{build.__name__}"
     call.__qualname__ = qualname
@@ -128,7 +128,7 @@ def _describe(
 
 
 class EnqueueCalls:
-    """The `enqueue_*` methods every producer has: the job builders of jobs.py, each handing
+    """The `enqueue_*` methods every producer has: the job builders of _jobs.py, each handing
     the kind and payload it built to the producer's `_store`."""
 
     # -- Track API -------------------------------------------------------------------------------

@@ -1,8 +1,8 @@
 """Every `enqueue_*` call, defined once: its parameters, its docs, its validation, its job.
 
 Each function here builds what one call enqueues, without touching Redis: it validates its
-arguments (payloads.py, validation.py) and returns a `JobDraft`, the job's kind and payload; the
-producer that stores it gives it its id (`new_job`). calls.py turns each one into the call
+arguments (_payloads.py, validation.py) and returns a `JobDraft`, the job's kind and payload; the
+producer that stores it gives it its id (`new_job`). _calls.py turns each one into the call
 itself, on every producer (`Producer.enqueue_<kind>` stores the job, `AsyncProducer.enqueue_<kind>`
 awaits the store) and as a module-level function. So a builder's parameters and docstring are what
 `help(cio_worker.enqueue_<kind>)` shows, and its docstring is written for that call.

@@ -1,7 +1,8 @@
 """Jobs: the frozen record the producer stores and the worker delivers, and one builder per kind.
 
 A builder validates its arguments (validation.py) and returns the job's payload: a plain dict,
-independent of which Customer.io API will carry it (operations.py decides that at delivery).
+independent of which Customer.io API will carry it (customerio/_operations.py decides that at
+delivery).
 """
 
 from __future__ import annotations

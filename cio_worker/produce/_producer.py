@@ -2,7 +2,7 @@
 
 `Producer` stores each job as it is enqueued; `BulkProducer` (from `Producer.pipeline()`) collects
 them and writes large atomic flushes. Their `enqueue_*` methods are defined once, with the async
-producer's, in calls.py; defaults.py has the module-level functions.
+producer's, in _calls.py; _defaults.py has the module-level functions.
 """
 
 from __future__ import annotations
@@ -66,8 +66,8 @@ class Producer(EnqueueCalls):
         return BulkProducer(self, flush_every=flush_every)
 
     def _store(self, kind: Kind, payload: dict[str, Any]) -> str:
-        """Write the job record and queue it atomically, in one round trip (routing.py); where
-        the master has replicas, wait for one of them too (replication.py)."""
+        """Write the job record and queue it atomically, in one round trip (queue/_routing.py);
+        where the master has replicas, wait for one of them too (queue/_replication.py)."""
         job = new_job(kind, payload)
         run_write(self._job_writer.store(job))
         return job.id

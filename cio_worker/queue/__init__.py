@@ -8,7 +8,6 @@ from cio_worker.queue._ledger import (
     ErrorRecord,
     JobLedger,
     LedgerEntry,
-    enqueue_call,
     stats,
 )
 from cio_worker.queue._receipts import Receipt, ReceiptBook, remote_id_of
@@ -53,7 +52,6 @@ __all__ = [
     "Sweeper",
     "TakenBatch",
     "batch_api",
-    "enqueue_call",
     "is_batched",
     "new_owner_id",
     "queue_enqueue",

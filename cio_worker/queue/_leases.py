@@ -1,8 +1,8 @@
 """Leases: how a worker says "I am still working on these jobs", and how its death is noticed.
 
-A worker claims a job for `LEASE_S` (ledger_scripts.CLAIM) and a daemon thread renews the leases
+A worker claims a job for `LEASE_S` (`_ledger_scripts.CLAIM`) and a daemon thread renews the leases
 of every job this process holds every `LEASE_S / 3`. A worker that dies (SIGKILL, OOM, power)
-stops renewing; once its leases expire the reaper (reaper.py) puts its jobs back in their queues.
+stops renewing; once its leases expire the sweeper (_sweeper.py) puts its jobs back in their queues.
 So a dead worker's jobs return within LEASE_S plus one sweep, whatever kombu's visibility timeout
 is, and a slow but alive worker is never mistaken for a dead one.
 """
@@ -14,15 +14,14 @@ import socket
 import threading
 import uuid
 
-import structlog
-
+from cio_worker import logs
 from cio_worker.queue._ledger import JobLedger
 
 #: How long a claim lasts without renewal. Short enough that a dead worker's jobs come back
 #: well inside a minute; long enough that a renewal missed under load does not expire it.
 LEASE_S = 20.0
 
-log = structlog.get_logger("cio_worker.leases")
+log = logs.get_logger(__name__)
 
 
 def new_owner_id() -> str:

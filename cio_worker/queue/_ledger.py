@@ -66,8 +66,8 @@ class LedgerEntry:
 class JobLedger:
     """A job's life in Redis: enqueue, claim, renew, defer, complete, re-queue.
 
-    Each transition is one Lua script (ledger_scripts.py), so a worker dying between two Redis
-    calls never leaves a job half-moved. The indexes are what the reaper (reaper.py) sweeps:
+    Each transition is one Lua script (_ledger_scripts.py), so a worker dying between two Redis
+    calls never leaves a job half-moved. The indexes are what the sweeper (_sweeper.py) sweeps:
     `keys.unclaimed` (pushed, not yet claimed), `keys.leases` (claimed by a live worker) and
     `keys.delayed` (waiting for a retry or a rate-limit slot) and `keys.parked` (waiting for its
     family's circuit to close). A job is in exactly one of them until it ends, so a job can
@@ -145,7 +145,7 @@ class JobLedger:
     def defer(self, job_id: str, delay_s: float, owner: str, *, keep_sending: bool = False) -> bool:
         """Park the job until `delay_s` from now (Redis time); the mover re-queues it then.
 
-        `keep_sending`: keep the mark that a message may have been sent (reconcile.py asks
+        `keep_sending`: keep the mark that a message may have been sent (worker/_reconcile.py asks
         Customer.io about it when the job comes back).
         """
         return bool(
@@ -156,7 +156,8 @@ class JobLedger:
         )
 
     def park(self, job_id: str, bucket: str, owner: str) -> bool:
-        """Park the job until `bucket`'s circuit closes (circuit.py); the sweeper releases it.
+        """Park the job until `bucket`'s circuit closes (limiter/_circuit.py); the sweeper releases
+        it.
 
         Parked jobs wait in their own sorted set, not in `keys.delayed`, so an outage of hours
         costs Redis nothing per job while it lasts; they are ordered by park time.
@@ -187,7 +188,8 @@ class JobLedger:
     ) -> int:
         """Record a failed try; count it as an attempt if `attempt`. Returns the attempts so far.
 
-        A failure during an outage (fate.py) is recorded for the operator but spends nothing.
+        A failure during an outage (worker/_fate.py) is recorded for the operator but spends
+        nothing.
         `keep_sending`: the message may have gone out; leave the mark for reconciliation.
         """
         encoded = json.dumps(error.to_dict())
@@ -217,7 +219,7 @@ class JobLedger:
     def count(self, family: Family, outcome: str, amount: int = 1) -> None:
         self.redis.hincrby(keys.stats(), f"{family.value}:{outcome}", amount)
 
-    # -- the sweepers' side (reaper.py) ----------------------------------------------------------
+    # -- the sweepers' side (_sweeper.py) ----------------------------------------------------------
     def due(self, limit: int = 500) -> list[tuple[str, str]]:
         """(job id, kind) of delayed jobs whose time has come."""
         return _pairs(self._ripe(keys=[keys.delayed()], args=[limit, keys.job("")]))
@@ -282,7 +284,7 @@ def enqueue_call(
 
 @dataclass(frozen=True, slots=True)
 class Claim:
-    """What `JobLedger.claim` found: see ledger_scripts.CLAIM for the outcomes."""
+    """What `JobLedger.claim` found: see `_ledger_scripts.CLAIM` for the outcomes."""
 
     outcome: str
     attempts: int

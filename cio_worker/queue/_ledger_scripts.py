@@ -1,6 +1,6 @@
 """The job ledger's Lua scripts: every change of a job's state is one atomic script.
 
-Kept apart from ledger.py so the state machine reads as Python there and as Redis here. All
+Kept apart from _ledger.py so the state machine reads as Python there and as Redis here. All
 times are Redis `TIME` in milliseconds, so hosts whose clocks disagree still agree on leases and
 due times. A job's hash (keys.job) holds `job` (JSON), `kind`, `attempts`, `state`
 (queued | running | delayed), `seq`, and while running `owner` and `lease_until`; a replayed
@@ -15,7 +15,7 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 """
 
 # Push a job's task message onto its family's queue and index it as unclaimed under a fresh
-# sequence number (the queue is FIFO, so seq order is pop order: see reaper.py).
+# sequence number (the queue is FIFO, so seq order is pop order: see _sweeper.py).
 _PUSH = """
 local function push(job_key, queue, unclaimed, seq_key, job_id, message)
   local seq = redis.call('INCR', seq_key)
@@ -126,7 +126,7 @@ redis.call('ZREM', KEYS[3], ARGV[1])
 redis.call('ZREM', KEYS[4], ARGV[1])
 redis.call('HINCRBY', KEYS[5], ARGV[2], 1)
 if ARGV[3] then
-  -- A message's receipt (receipts.py), kept with the job's end in one step: a delivery id is
+  -- A message's receipt (_receipts.py), kept with the job's end in one step: a delivery id is
   -- never recorded for a job that is still pending, nor a job ended without its receipt.
   redis.call('HSET', KEYS[6], ARGV[1], ARGV[3])
   redis.call('ZADD', KEYS[7], ARGV[5], ARGV[1])
@@ -155,7 +155,7 @@ return out
 # KEYS: unclaimed, claimed seq, queue; ARGV: grace (ms), limit, the job hash key's prefix
 # Jobs whose message left the queue (FIFO: a later one was claimed, or the queue is empty) yet
 # nobody claimed them. The first sweep marks them; those still unclaimed `grace` later are
-# returned (id, kind, seq) for re-pushing. See reaper.py for why this finds every lost message.
+# returned (id, kind, seq) for re-pushing. See _sweeper.py for why this finds every lost message.
 STRAYS = (
     _NOW_MS
     + """

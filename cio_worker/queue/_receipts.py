@@ -1,9 +1,9 @@
 """Receipts: what Customer.io returned for each message it accepted (delivery id, trigger id).
 
 Transactional sends and broadcast triggers carry no dedup key, so after an ambiguous failure the
-worker asks Customer.io what it sent (reconcile.py) and must tell *this* job's delivery from the
-deliveries of other jobs. Every accepted message therefore leaves a receipt, written with the
-job's end in one script (ledger.complete):
+worker asks Customer.io what it sent (worker/_reconcile.py) and must tell *this* job's delivery
+from the deliveries of other jobs. Every accepted message therefore leaves a receipt, written with
+the job's end in one script (`JobLedger.complete`):
 
 - `keys.receipts()`: job id -> JSON {job, kind, family, remote_id, at, via};
 - `keys.receipt_owners()`: `<family>:<remote id>` -> job id, the reverse look-up;
@@ -79,7 +79,7 @@ def remote_id_of(family: str, body: Any) -> str | None:
 
 
 class ReceiptBook:
-    """Reads and trims the receipts (they are written by ledger.complete)."""
+    """Reads and trims the receipts (they are written by `JobLedger.complete`)."""
 
     def __init__(self, redis_client: redis.Redis, *, retention_days: float = 7.0) -> None:
         self.redis = redis_client

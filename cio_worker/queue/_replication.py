@@ -37,8 +37,8 @@ from collections.abc import Callable, Generator, Mapping, Sequence
 from typing import Any
 
 import redis
-import structlog
 
+from cio_worker import logs
 from cio_worker.job import Job
 
 #: Seconds one client trusts its last `INFO replication` answer. A replica attached in between
@@ -47,7 +47,7 @@ REPLICA_CHECK_S = 5.0
 #: Fewest seconds between two `enqueue_unreplicated` warnings from one client.
 WARN_EVERY_S = 10.0
 
-log = structlog.get_logger("cio_worker.replication")
+log = logs.get_logger(__name__)
 
 
 def online_replicas(info: Mapping[str, Any]) -> int:
@@ -102,7 +102,7 @@ class ReplicaWait:
 
     def checking(self, client: Any) -> Generator[Callable[[], Any], Any, bool]:
         """`should_wait`, asking the master first (`INFO replication`) if the last answer is too
-        old. A step of a write (routing.py): it yields that request, to send on `client`, sync
+        old. A step of a write (_routing.py): it yields that request, to send on `client`, sync
         or asyncio, and is run by `run_write` or `run_write_async`, or inside a bigger write."""
         if self.needs_check():
             try:

@@ -1,4 +1,4 @@
-"""Where a job goes, a batch shard (shards.py) or a Celery queue (ledger.py), and the write that
+"""Where a job goes, a batch shard (_shards.py) or a Celery queue (_ledger.py), and the write that
 puts it there.
 
 `route` is the one decision, for every writer: the producers (sync, asyncio, bulk) and dead-letter
@@ -99,7 +99,7 @@ class JobWriter(Generic[C]):
     With no replica to wait for, a batched job's shard writes go in one MULTI/EXEC and any other
     job is the ledger's ENQUEUE script (EVALSHA; redis-py loads the script on NOSCRIPT). Where
     the master has replicas attached, the same write is followed by `WAIT 1 <ms>` in one
-    pipeline (replication.py).
+    pipeline (_replication.py).
     """
 
     def __init__(
@@ -149,7 +149,7 @@ class JobWriter(Generic[C]):
     def _store_and_wait(self, job: Job) -> Write[None]:
         """Write `job` and `WAIT 1 <ms>` in one pipeline, on one connection (WAIT counts the
         acknowledgements of its own connection's writes). A replica's silence does not fail
-        the enqueue: see replication.py for why."""
+        the enqueue: see _replication.py for why."""
         client = self._waiting()
         for first_try in (True, False):
             try:

@@ -1,4 +1,4 @@
-"""Lua for batched delivery (batch_queue.py explains the design; this is its Redis side).
+"""Lua for batched delivery (_shards.py explains the design; this is its Redis side).
 
 Every change is one atomic script with Redis `TIME` (ms) as the clock. A shard `<base>` is:
 - `<base>`: list of job ids, LPUSH in, oldest at the right;
@@ -10,7 +10,7 @@ Every change is one atomic script with Redis `TIME` (ms) as the clock. A shard `
   so a job that kills its worker (a poison job) runs out of attempts alone, not with its batch;
 - `<base>:hold`: no sending before this time (ms).
 Jobs live in per-shard hashes, not one hash each, so a bulk write of a thousand jobs is three
-variadic commands per shard (batch_queue.queue_enqueue) instead of two thousand.
+variadic commands per shard (`_shards.queue_enqueue`) instead of two thousand.
 """
 
 from __future__ import annotations
@@ -183,7 +183,7 @@ return delivered
 # The batch was not accepted: its jobs go back to the front of the shard in order, and nobody
 # sends from the shard for `hold` ms (backoff, or a 429's pause), so a later job of the same
 # person cannot overtake them. `split` marks them suspects: each is next sent alone, where a
-# failure is its own (fate.py). Returns how many went back, or -1 if the shard was lost.
+# failure is its own (worker/_fate.py). Returns how many went back, or -1 if the shard was lost.
 RESTORE = (
     _NOW_MS
     + """

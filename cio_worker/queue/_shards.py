@@ -2,9 +2,9 @@
 
 One Celery message per event tops out near 350 tasks/s per worker on two cores, far below what
 a 100 requests/s limit allows when each request carries a 500 KB batch. So batchable jobs
-(batch_ops.BATCHABLE) skip Celery: the producer stores each job with its ready-made batch item
+(`customerio.BATCHABLE`) skip Celery: the producer stores each job with its ready-made batch item
 and pushes its id onto one of `SHARDS` lists, chosen by the person, in one script for any number
-of jobs. Worker threads (batcher.py) take a whole batch from a shard in one script.
+of jobs. Worker threads (worker/_batcher.py) take a whole batch from a shard in one script.
 
 Guarantees, and how:
 - **Durable and reliable.** Taking a batch and recording it as in flight (owner, lease, ids) is
@@ -192,7 +192,7 @@ class BatchQueue:
     ) -> int:
         """Put the batch back at the front of its shard and hold the shard for `hold_s`.
 
-        `split`: its jobs are next sent one per request (see batch_scripts.RESTORE).
+        `split`: its jobs are next sent one per request (see `_shard_scripts.RESTORE`).
         """
         return int(
             self._restore(

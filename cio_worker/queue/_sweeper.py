@@ -3,8 +3,8 @@
 Every worker process runs one `Sweeper` thread; they share the work through Redis, so any number
 of them is safe (each re-push is a script that re-checks the job's state, so a job is pushed once).
 
-Parked jobs (circuit.py) are released with the due ones: every parked job of a family once its
-circuit closes, due at once, and one at a time as a probe while it is open.
+Parked jobs (limiter/_circuit.py) are released with the due ones: every parked job of a family once
+its circuit closes, due at once, and one at a time as a probe while it is open.
 
 Three sweeps close the gaps that stock Celery on Redis leaves open (kombu pops a message before
 it records it as unacknowledged; a dead worker's messages wait out the visibility timeout;
@@ -15,7 +15,7 @@ countdowns wait in worker memory):
    survives the death of the worker that scheduled it, never outlives a visibility timeout (it is
    not a message at all while it waits), and is never run twice.
 2. **Expired leases** (every `SWEEP_INTERVAL_S`): a claimed job carries a lease its worker renews
-   (leases.py). A worker killed mid-job stops renewing; once the lease expires its job is pushed
+   (_leases.py). A worker killed mid-job stops renewing; once the lease expires its job is pushed
    again, counting one attempt, so a job that kills every worker that takes it is dead-lettered
    when attempts run out instead of looping forever.
 3. **Strays** (every `SWEEP_INTERVAL_S`): kombu pops a message before it records it as unacked,
@@ -36,9 +36,8 @@ import threading
 import time
 
 import redis
-import structlog
 
-from cio_worker import keys
+from cio_worker import keys, logs
 from cio_worker.config import Settings
 from cio_worker.kinds import Family
 from cio_worker.limiter import Circuit
@@ -54,7 +53,7 @@ SWEEP_INTERVAL_S = 5.0
 #: a stalled process; a false alarm costs a duplicate message, which the claim drops.
 STRAY_GRACE_S = 20.0
 
-log = structlog.get_logger("cio_worker.reaper")
+log = logs.get_logger(__name__)
 
 
 class Sweeper:

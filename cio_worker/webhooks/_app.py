@@ -31,13 +31,13 @@ from typing import Any
 import anyio
 import anyio.to_thread
 import redis
-import structlog
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from cio_worker import logs
 from cio_worker.config import Settings
 from cio_worker.connection import get_redis
 from cio_worker.errors import ValidationError, WebhookSignatureError
@@ -64,7 +64,7 @@ from cio_worker.webhooks._upkeep import (
     trim_forever,
 )
 
-log = structlog.get_logger("cio_worker.webhook_server")
+log = logs.get_logger(__name__)
 
 
 def create_webhook_app(

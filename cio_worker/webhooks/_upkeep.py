@@ -17,11 +17,11 @@ from collections import Counter
 import anyio
 import anyio.to_thread
 import redis
-import structlog
 
+from cio_worker import logs
 from cio_worker.webhooks._store import WebhookStore
 
-log = structlog.get_logger("cio_worker.webhook_server")
+log = logs.get_logger(__name__)
 
 #: How often the receiver trims the stream to its retention, seconds.
 TRIM_INTERVAL_S = 60.0

@@ -1,12 +1,12 @@
 """Batched delivery: worker threads that send Track-family jobs many to a request.
 
-Each thread takes a whole batch from a shard (batch_queue.py), asks the family's circuit
-(circuit.py) whether it may send, takes ONE limiter slot, sends `{"batch":[...]}` to Track v2
-`/api/v2/batch` (or Pipelines `/v1/batch`), and then:
+Each thread takes a whole batch from a shard (queue/_shards.py), asks the family's circuit
+(limiter/_circuit.py) whether it may send, takes ONE limiter slot, sends `{"batch":[...]}` to Track
+v2 `/api/v2/batch` (or Pipelines `/v1/batch`), and then:
 
 - 200: forgets every job of the batch (Customer.io has them);
 - 207: dead-letters only the items Customer.io listed (`batch_index`), forgets the rest;
-- any failure: fate.py decides, this module carries it out. In short: a 429 pauses every worker
+- any failure: _fate.py decides, this module carries it out. In short: a 429 pauses every worker
   and puts the batch back with no attempt; a transient failure while the family is healthy puts
   it back, held for the backoff, to be sent one job per request (where a failure is the job's
   own attempt); while the family's circuit is open the batch goes back untouched and nobody
@@ -29,8 +29,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis
-import structlog
 
+from cio_worker import logs
 from cio_worker.config import Settings
 from cio_worker.customerio import (
     MAX_BATCH_BYTES,
@@ -59,7 +59,7 @@ from cio_worker.queue import (
 from cio_worker.worker._deliverer import complete_despite_outage
 from cio_worker.worker._fate import FailureJudge, Fate, classify, out_of_time, out_of_time_reason
 
-log = structlog.get_logger("cio_worker.batcher")
+log = logs.get_logger(__name__)
 
 #: Sender threads per worker process. Two keep the pipe full (one builds while one waits on
 #: HTTP) without starving the process's per-job threads of the GIL.
@@ -246,7 +246,7 @@ class Batcher:
         task_id: str,
         fields: dict[str, Any],
     ) -> None:
-        """Carry out what fate.py decides for a batch that was not accepted."""
+        """Carry out what _fate.py decides for a batch that was not accepted."""
         if classify(exc) == "transient":
             sendable = self._dead_letter_out_of_time(batch, sendable, exc)
         since = self.queue.enqueued_at_s(batch.shard, [item.job_id for item in sendable])

@@ -1,10 +1,10 @@
-"""Deliver one job: ledger -> circuit -> limiter -> client -> outcome; tasks.py only wraps it.
+"""Deliver one job: ledger -> circuit -> limiter -> client -> outcome; _tasks.py only wraps it.
 
 - 2xx: the ledger forgets the job *before* the Celery message is acknowledged, so a redelivery
   after a crash finds no record and sends nothing (no second email).
-- The family's circuit is open (circuit.py): the job is parked until it closes, unsent, with no
-  attempt spent; unless this caller is the circuit's one probe.
-- Any failure: fate.py decides (rate limited, transient, permanent, a bug) and this module
+- The family's circuit is open (limiter/_circuit.py): the job is parked until it closes, unsent,
+  with no attempt spent; unless this caller is the circuit's one probe.
+- Any failure: _fate.py decides (rate limited, transient, permanent, a bug) and this module
   carries the decision out: retry after a delay (with or without an attempt), park, or
   dead-letter.
 """
@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from typing import Literal, TypeVar, cast
 
 import redis
-import structlog
 
+from cio_worker import logs
 from cio_worker.config import Settings
 from cio_worker.customerio import CustomerIoClient, build_operation
 from cio_worker.errors import DeliveryError
@@ -44,7 +44,7 @@ from cio_worker.worker._fate import (
 )
 from cio_worker.worker._reconcile import Reconciler
 
-log = structlog.get_logger("cio_worker.delivery")
+log = logs.get_logger(__name__)
 
 State = Literal["delivered", "retry", "parked", "dead", "gone", "busy", "delayed"]
 
@@ -133,7 +133,7 @@ class Deliverer:
             result = self.client.send(op, job_id=job.id)
         except redis.RedisError:
             self.circuit.abandon(gate, op.bucket)
-            raise  # tasks.py puts the message back; the ledger still holds the job
+            raise  # _tasks.py puts the message back; the ledger still holds the job
         except Exception as exc:
             if not isinstance(exc, DeliveryError):  # a bug must not lose the job
                 log.exception("delivery_crashed", **fields)
@@ -256,7 +256,7 @@ class Deliverer:
         waited_s: float | None = None,
         latency_s: float | None = None,
     ) -> None:
-        """Count the outcome for the fleet-wide metrics (never raises: see metrics.py)."""
+        """Count the outcome for the fleet-wide metrics (never raises: see ops/_metrics.py)."""
         record_delivery(
             self.ledger.redis,
             family=family.value,

@@ -1,20 +1,20 @@
 """What a failed delivery means for its job: the one place that decides "exception -> fate".
 
-Both delivery paths (delivery.py, one request per job; batcher.py, many jobs per request) call
+Both delivery paths (_deliverer.py, one request per job; _batcher.py, many jobs per request) call
 `FailureJudge.judge` and then carry out the `Fate` it returns; neither decides on its own.
 
 The rules, in order:
 
 1. **Rate limited** (the shared bucket is busy or paused, or Customer.io answered 429): try again
    after the hinted delay; never an attempt. A 429 pauses the bucket for the whole fleet
-   (limiter.report_429) and, being an answer, tells the circuit the API is up.
+   (`Limiter.report_429`) and, being an answer, tells the circuit the API is up.
 2. **Transient** (5xx, 408, timeout, connection refused, DNS failure): counted by the family's
-   circuit (circuit.py), then
+   circuit (limiter/_circuit.py), then
    - a job older than `CIO_WORKER_RETRY_FOR_S` (since its enqueue or replay) is dead-lettered:
      nothing retries forever;
    - a transactional send or broadcast trigger whose request may have reached Customer.io (it
      has no dedup key) follows `CIO_WORKER_AMBIGUOUS_MESSAGES`: `reconcile` (the default) waits
-     `CIO_WORKER_RECONCILE_SETTLE_S`, then asks Customer.io whether it was sent (reconcile.py)
+     `CIO_WORKER_RECONCILE_SETTLE_S`, then asks Customer.io whether it was sent (_reconcile.py)
      before sending again; `dead` dead-letters it; `retry` sends it again like an event;
    - **family unhealthy** (the circuit is open, or this failure opened it): the job is *parked*
      until the circuit closes, and no attempt is spent: the outage is not the job's fault;

@@ -10,7 +10,7 @@ and then this module looks, through the shared `app` bucket:
 - a transactional send: the person's deliveries (`GET /v1/customers/{id}/messages`, by the
   identifier the send used) created since the attempt began (less `CLOCK_SKEW_S`), of the send's
   channel (`email`, `push`, `sms`) and template, that no other job's receipt claims
-  (receipts.py);
+  (queue/_receipts.py);
 - a broadcast trigger: the broadcast's triggers (`GET /v1/broadcasts/{id}/triggers`) created
   since the attempt began that no other job's receipt claims.
 
@@ -33,8 +33,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 import redis
-import structlog
 
+from cio_worker import logs
 from cio_worker.app_api import AppClient
 from cio_worker.config import Settings
 from cio_worker.customerio import CustomerIoClient
@@ -43,7 +43,7 @@ from cio_worker.job import Job
 from cio_worker.kinds import Kind
 from cio_worker.queue import ReceiptBook
 
-log = structlog.get_logger("cio_worker.reconcile")
+log = logs.get_logger(__name__)
 
 Verdict = Literal["found", "not_found", "unclear", "unavailable"]
 

@@ -1,7 +1,7 @@
 """`cio-worker worker`: run a Celery worker as a child process and start it again if it dies.
 
 A worker can die (OOM, a crash inside kombu after a Redis restart) or stop itself because its
-consumer stalled (watchdog.py, exit status 75). Under systemd or Kubernetes the platform restarts
+consumer stalled (_watchdog.py, exit status 75). Under systemd or Kubernetes the platform restarts
 it; `cio-worker worker` does the same wherever it runs, so a laptop or a plain VM gets the same
 behaviour. SIGTERM and SIGINT go to the child (a warm shutdown: running jobs finish), and then
 the supervisor exits with the child's status instead of restarting it.
@@ -16,12 +16,11 @@ import time
 from collections.abc import Callable, Sequence
 from types import FrameType
 
-import structlog
-
+from cio_worker import logs
 from cio_worker.worker._watchdog import EXIT_STALLED
 
-#: Exit statuses that mean "do not try again": a configuration error (preflight.py exits 2) or a
-#: usage error (64). Not 1: Celery exits 1 on crashes worth a restart (kombu after a Redis
+#: Exit statuses that mean "do not try again": a configuration error (ops/_preflight.py exits 2) or
+#: a usage error (64). Not 1: Celery exits 1 on crashes worth a restart (kombu after a Redis
 #: restart: "Unrecoverable error: AttributeError ... 'hostname'").
 FATAL_EXIT_CODES = frozenset({2, 64})
 #: Restart delay doubles from the first to the cap, and resets once a child stays up a minute.
@@ -29,7 +28,7 @@ FIRST_DELAY_S = 1.0
 MAX_DELAY_S = 30.0
 STABLE_AFTER_S = 60.0
 
-log = structlog.get_logger("cio_worker.supervise")
+log = logs.get_logger(__name__)
 
 
 def worker_command(extra: Sequence[str]) -> list[str]:

@@ -1,9 +1,9 @@
-"""The Celery app and its tasks: thin wrappers that hand a job id to delivery.Deliverer.
+"""The Celery app and its tasks: thin wrappers that hand a job id to `Deliverer` (_deliverer.py).
 
-This is the only module that imports Celery. The job ledger (ledger.py), not the Celery message,
-is the source of truth: a task claims its job before sending, so a duplicated or redelivered
-message is harmless, and the sweeper (reaper.py) re-pushes any job whose message was lost or
-whose worker died. Settings that keep delivery durable and fair:
+This is the only module that imports Celery. The job ledger (queue/_ledger.py), not the Celery
+message, is the source of truth: a task claims its job before sending, so a duplicated or
+redelivered message is harmless, and the sweeper (queue/_sweeper.py) re-pushes any job whose
+message was lost or whose worker died. Settings that keep delivery durable and fair:
 
 - `task_acks_late` + `task_reject_on_worker_lost`: a message is acknowledged only after its job
   ended (delivered, dead-lettered or parked in keys.delayed).
@@ -16,7 +16,8 @@ whose worker died. Settings that keep delivery durable and fair:
   declared with its own direct exchange, so a busy family never starves another.
 - Task events and sent events on, for Flower. Task arguments are only the job id.
 - A thread pool: delivery is network-bound, and one httpx pool per process is shared by threads.
-- Each worker process runs a sweeper thread (reaper.py) and a consumer watchdog (watchdog.py).
+- Each worker process runs a sweeper thread (queue/_sweeper.py) and a consumer watchdog
+  (_watchdog.py).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from celery import Celery, signals
 from celery.exceptions import Reject
 from kombu import Exchange, Queue
 
+from cio_worker import logs
 from cio_worker.config import Settings, redact_url
 from cio_worker.connection import (
     broker_ssl_options,
@@ -50,7 +52,7 @@ from cio_worker.worker._batcher import Batcher
 from cio_worker.worker._deliverer import Deliverer
 from cio_worker.worker._watchdog import WATCHDOG_STALL_S, ConsumerWatchdog
 
-kombu_fixes.install()  # before any worker connects: see kombu_fixes.py
+kombu_fixes.install()  # before any worker connects: see _kombu_fixes.py
 
 #: Threads per worker process by default: enough to keep 100 requests/s moving at ~50 ms each.
 DEFAULT_CONCURRENCY = 8
@@ -212,9 +214,8 @@ def _event_sender(hostname: str) -> Callable[..., None]:
                 dispatcher.send(event_type, **fields)
             except Exception as exc:  # Redis away: drop the event, retry the connection later
                 dispatcher = None
-                import structlog
 
-                structlog.get_logger("cio_worker.worker").debug(
+                logs.get_logger(__name__).debug(
                     "task_event_not_sent", error=f"{type(exc).__name__}: {exc}"
                 )
 
@@ -241,9 +242,8 @@ def _stop_background(**_: Any) -> None:
 def _preflight(sender: Any = None, **_: Any) -> None:
     """Refuse to start without credentials or on an evicting Redis; warn when AOF is off."""
     configure_logging(settings)
-    import structlog
 
-    log = structlog.get_logger("cio_worker.worker")
+    log = logs.get_logger(__name__)
     families = _consumed_families(sender)
     try:
         check_credentials(settings, families)

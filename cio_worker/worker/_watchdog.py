@@ -18,7 +18,8 @@ import time
 from collections.abc import Callable
 
 import redis
-import structlog
+
+from cio_worker import logs
 
 #: Idle with work waiting for this long means the consumer is stuck. A healthy idle worker takes
 #: a waiting message within milliseconds, so a minute is far beyond any honest pause.
@@ -28,7 +29,7 @@ EXIT_STALLED = 75
 #: After SIGTERM, how long Celery gets to shut down before the process exits hard.
 HARD_EXIT_AFTER_S = 30.0
 
-log = structlog.get_logger("cio_worker.watchdog")
+log = logs.get_logger(__name__)
 
 
 def _stop_process() -> None:

@@ -327,7 +327,7 @@ class ChaosStack:
         return found
 
     def _batch_leftovers(self) -> dict[str, int]:
-        """Batched delivery's keys (`cio:bq:<api>:<shard>[:part]`, batch_queue.py), by part."""
+        """Batched delivery's keys (`cio:bq:<api>:<shard>[:part]`, queue/_shards.py), by part."""
         found = {"cio:bq:* ids queued": 0, "cio:bq:*:inflight batches": 0}
         for name in self.redis.scan_iter(match="cio:bq:*", count=1000):
             kind = self.redis.type(name)
@@ -403,9 +403,9 @@ StackFactory = Callable[..., ChaosStack]
 
 
 # -- bookkeeping ---------------------------------------------------------------------------------
-#: Kinds a test enqueues. `track` events travel in Track v2 batches (batcher.py, the default);
-#: `track_anonymous` events are not batchable and take the per-job path (a Celery message per
-#: job, claimed in the ledger), as transactional sends do. Events carry their job id as the
+#: Kinds a test enqueues. `track` events travel in Track v2 batches (worker/_batcher.py, the
+#: default); `track_anonymous` events are not batchable and take the per-job path (a Celery message
+#: per job, claimed in the ledger), as transactional sends do. Events carry their job id as the
 #: dedup id; transactional sends have none.
 EVENT_KINDS = frozenset({"track", "track_anonymous"})
 

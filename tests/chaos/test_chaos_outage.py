@@ -7,7 +7,7 @@ are scaled down: 10 attempts with backoff from 0.2 s capped at 2 s spend a job's
 about 10 s, so each outage below (18-22 s) outlasts it about twice. Every test asserts every
 job delivered (the sandbox's log), nothing dead-lettered, and nothing left in Redis; the 503
 tests also bound the requests the fleet sends into the dead API (the circuit breaker sends one
-probe per interval per family, circuit.py) and how soon the backlog drains after recovery.
+probe per interval per family, limiter/_circuit.py) and how soon the backlog drains after recovery.
 
 Scenarios: every API answers 503; a network partition (connections refused, partition.py); a
 flapping API (5 s down, 5 s up); one family down (transactional) while track keeps delivering.
