@@ -191,3 +191,9 @@ def get_redis(settings: Settings) -> redis.Redis:
                 settings.redis_url, timeout_s=settings.redis_timeout_s
             )
         return client
+
+
+def reply_text(item: object) -> str:
+    """A Redis reply as text: clients made without `decode_responses` answer bytes (UTF-8 here,
+    as everything cio_worker writes), scripts may answer integers."""
+    return item.decode() if isinstance(item, bytes) else str(item)

@@ -40,6 +40,7 @@ import redis
 
 from cio_worker import keys, logs
 from cio_worker.config import Settings
+from cio_worker.connection import reply_text
 from cio_worker.ids import new_ulid
 from cio_worker.limiter import _circuit_scripts as scripts
 
@@ -123,7 +124,7 @@ class Circuit:
             )
         except redis.RedisError:
             return Gate("closed")  # the limiter, taken next, fails closed without Redis
-        decided = _text(state)
+        decided = reply_text(state)
         if decided == "open":
             return Gate("open", wait_s=int(wait_ms) / 1000)
         if decided == "probe":
@@ -170,9 +171,9 @@ class Circuit:
         if int(opened):
             log.warning("circuit_opened", bucket=bucket, failures=int(failures),
                         probe_in_s=int(interval_ms) / 1000)  # fmt: skip
-        elif token and _text(state) == "open":
+        elif token and reply_text(state) == "open":
             log.info("circuit_probe_failed", bucket=bucket, next_probe_in_s=int(interval_ms) / 1000)
-        return Health(healthy=_text(state) == "closed", opened=bool(int(opened)))
+        return Health(healthy=reply_text(state) == "closed", opened=bool(int(opened)))
 
     def abandon(self, gate: Gate, bucket: str) -> None:
         """A probe that sent nothing gives its turn back."""
@@ -205,7 +206,7 @@ class Circuit:
         state, failures, open_ms, next_ms, interval_ms, probing = raw
         return CircuitState(
             bucket=bucket,
-            state="open" if _text(state) == "open" else "closed",
+            state="open" if reply_text(state) == "open" else "closed",
             failures=int(failures),
             open_for_s=int(open_ms) / 1000,
             next_probe_in_s=int(next_ms) / 1000,
@@ -219,7 +220,3 @@ class Circuit:
 
 def _now(now_ms: int | None) -> int | str:
     return "" if now_ms is None else now_ms
-
-
-def _text(item: object) -> str:
-    return item.decode() if isinstance(item, bytes) else str(item)

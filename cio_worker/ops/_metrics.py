@@ -29,6 +29,7 @@ import redis
 
 from cio_worker import keys, logs
 from cio_worker.config import Settings
+from cio_worker.connection import reply_text
 from cio_worker.ids import is_ulid, ulid_time_ms
 from cio_worker.kinds import Family, Kind, queue_name
 from cio_worker.limiter import BUCKETS as CIRCUIT_BUCKETS
@@ -252,16 +253,12 @@ def collect(
     )
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
 def _deliveries(raw: dict[Any, Any]) -> dict[tuple[str, str, str], int]:
     # Every known combination starts at 0, so a series exists before its first increment and
     # Prometheus's increase() sees that first one too.
     counts = {(kind.family.value, kind.value, outcome): 0 for kind in Kind for outcome in OUTCOMES}
     for field, value in raw.items():
-        parts = _text(field).split(":")
+        parts = reply_text(field).split(":")
         if len(parts) == 3:
             counts[(parts[0], parts[1], parts[2])] = int(value)
     return counts
@@ -270,14 +267,14 @@ def _deliveries(raw: dict[Any, Any]) -> dict[tuple[str, str, str], int]:
 def _stats(raw: dict[Any, Any], families: list[str]) -> dict[tuple[str, str], int]:
     counts = {(family, outcome): 0 for family in families for outcome in STATS_OUTCOMES}
     for field, value in raw.items():
-        family, _, outcome = _text(field).partition(":")
+        family, _, outcome = reply_text(field).partition(":")
         if outcome in STATS_OUTCOMES:
             counts[(family, outcome)] = int(value)
     return counts
 
 
 def _histogram(raw: dict[Any, Any], bounds: tuple[float, ...]) -> Histogram:
-    fields = {_text(key): value for key, value in raw.items()}
+    fields = {reply_text(key): value for key, value in raw.items()}
     return Histogram(
         buckets=tuple((bound, int(fields.get(_le_field(bound), 0))) for bound in bounds),
         count=int(fields.get("count", 0)),

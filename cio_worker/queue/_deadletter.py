@@ -16,15 +16,12 @@ import redis
 
 from cio_worker import keys
 from cio_worker.config import Settings
+from cio_worker.connection import reply_text
 from cio_worker.job import Job
 from cio_worker.queue._ledger import ErrorRecord
 
 # `DeadLetterStore.list` shadows the builtin inside the class body.
 _List = list
-
-
-def _text(item: object) -> str:
-    return item.decode() if isinstance(item, bytes) else str(item)
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +99,7 @@ class DeadLetterStore:
         """Drop entries older than the retention."""
         expired = self.redis.zrangebyscore(keys.dead_letter_index(), "-inf", now - self.retention_s)
         if expired:
-            self._remove([_text(item) for item in expired])
+            self._remove([reply_text(item) for item in expired])
 
     def get(self, job_id: str) -> DeadLetter | None:
         raw = self.redis.hget(keys.dead_letters(), job_id)
@@ -110,7 +107,7 @@ class DeadLetterStore:
 
     def list(self, *, kind: str | None = None, limit: int | None = None) -> _List[DeadLetter]:
         """Oldest first, optionally only one kind."""
-        ids = [_text(item) for item in self.redis.zrange(keys.dead_letter_index(), 0, -1)]
+        ids = [reply_text(item) for item in self.redis.zrange(keys.dead_letter_index(), 0, -1)]
         result: _List[DeadLetter] = []
         for start in range(0, len(ids), 500):
             chunk: _List[bytes | None] = self.redis.hmget(
@@ -127,7 +124,7 @@ class DeadLetterStore:
         return int(self.redis.zcard(keys.dead_letter_index()))
 
     def all_ids(self) -> _List[str]:
-        return [_text(item) for item in self.redis.zrange(keys.dead_letter_index(), 0, -1)]
+        return [reply_text(item) for item in self.redis.zrange(keys.dead_letter_index(), 0, -1)]
 
     def replay(self, job_ids: Iterable[str], *, settings: Settings | None = None) -> _List[str]:
         """Re-enqueue dead letters (attempts reset, same id); return the ids replayed.

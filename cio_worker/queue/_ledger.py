@@ -18,6 +18,7 @@ from typing import Any
 import redis
 
 from cio_worker import keys
+from cio_worker.connection import reply_text
 from cio_worker.ids import ulid_time_ms
 from cio_worker.job import Job
 from cio_worker.kinds import Family, Kind, queue_name
@@ -129,7 +130,7 @@ class JobLedger:
             ],
             args=[job_id, owner, int(lease_s * 1000)],
         )
-        return Claim(_text(outcome), int(attempts))
+        return Claim(reply_text(outcome), int(attempts))
 
     def heartbeat(self, owner: str, job_ids: list[str], lease_s: float) -> int:
         """Renew `owner`'s leases on `job_ids`; return how many it still holds."""
@@ -236,7 +237,7 @@ class JobLedger:
             keys=[keys.unclaimed(family.value), keys.claimed_seq(family.value), queue_name(family)],
             args=[int(grace_s * 1000), limit, keys.job("")],
         )
-        items = [_text(item) for item in raw]
+        items = [reply_text(item) for item in raw]
         return [(items[i], items[i + 1], int(float(items[i + 2]))) for i in range(0, len(items), 3)]
 
     def push_again(self, job_id: str, kind: str, reason: str, seq: int = 0) -> bool:
@@ -256,7 +257,7 @@ class JobLedger:
             ],
             args=[job_id, task_message(job_id, job_kind), reason, seq],
         )
-        return _text(outcome) == "pushed"
+        return reply_text(outcome) == "pushed"
 
 
 def enqueue_call(
@@ -290,12 +291,8 @@ class Claim:
     attempts: int
 
 
-def _text(item: object) -> str:
-    return item.decode() if isinstance(item, bytes) else str(item)
-
-
 def _pairs(raw: list[object]) -> list[tuple[str, str]]:
-    items = [_text(item) for item in raw]
+    items = [reply_text(item) for item in raw]
     return [(items[i], items[i + 1]) for i in range(0, len(items), 2)]
 
 

@@ -23,6 +23,7 @@ from typing import Any
 import redis
 
 from cio_worker import keys
+from cio_worker.connection import reply_text
 from cio_worker.errors import ValidationError
 from cio_worker.webhooks import _store_scripts as scripts
 from cio_worker.webhooks._event import WebhookEvent
@@ -35,16 +36,12 @@ DEFAULT_CLAIM_IDLE_S = 60.0
 DEFAULT_RETENTION_S = 7 * 86_400
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
 def _decode(stream_id: bytes | str, fields: Mapping[Any, Any]) -> WebhookEvent:
     """The event a stream entry holds: the fields `WebhookStore.append` writes."""
-    values = {_text(key): _text(value) for key, value in fields.items()}
+    values = {reply_text(key): reply_text(value) for key, value in fields.items()}
     timestamp = values.get("timestamp", "")
     return WebhookEvent(
-        stream_id=_text(stream_id),
+        stream_id=reply_text(stream_id),
         event_id=values.get("event_id", ""),
         object_type=values.get("object_type", ""),
         metric=values.get("metric", ""),
@@ -104,7 +101,7 @@ class WebhookStore:
         stream_id = self._append(
             keys=[keys.webhook_seen(str(event["event_id"])), keys.webhook_events()], args=args
         )
-        return None if stream_id is None else _text(stream_id)
+        return None if stream_id is None else reply_text(stream_id)
 
     def count(self, name: str, amount: int = 1) -> None:
         """Add to counter `name` (stored, duplicate, rejected_<reason>, invalid, ...)."""
@@ -121,7 +118,7 @@ class WebhookStore:
 
     def counts(self) -> dict[str, int]:
         raw: Mapping[Any, Any] = self._redis.hgetall(keys.webhook_counts())
-        return {_text(name): int(value) for name, value in sorted(raw.items())}
+        return {reply_text(name): int(value) for name, value in sorted(raw.items())}
 
     def recent(self, limit: int = 50, *, metric: str | None = None) -> list[WebhookEvent]:
         """The newest stored events first (at most `limit`), optionally of one metric."""
@@ -138,7 +135,7 @@ class WebhookStore:
                     found.append(event)
             if len(batch) < page or batch[-1][0] is None:
                 break
-            end = "(" + _text(batch[-1][0])
+            end = "(" + reply_text(batch[-1][0])
         return found[:limit]
 
     def read(
