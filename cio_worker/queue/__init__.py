@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cio_worker.queue._deadletter import DeadLetterStore
+from cio_worker.queue._deadletter import DeadLetter, DeadLetterStore, LetterFilter
 from cio_worker.queue._leases import LeaseKeeper, new_owner_id
 from cio_worker.queue._ledger import (
     ErrorRecord,
@@ -36,6 +36,8 @@ from cio_worker.queue._shards import (
 from cio_worker.queue._sweeper import Sweeper
 
 __all__ = [
+    "LetterFilter",
+    "DeadLetter",
     "BatchItem",
     "BatchQueue",
     "DeadLetterStore",

@@ -8,7 +8,8 @@ job back in its queue with attempts reset and the same id, so event dedup still 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +19,7 @@ from cio_worker import keys
 from cio_worker.config import Settings
 from cio_worker.connection import reply_text
 from cio_worker.job import Job
+from cio_worker.kinds import Family, Kind
 from cio_worker.queue._ledger import ErrorRecord
 
 # `DeadLetterStore.list` shadows the builtin inside the class body.
@@ -53,6 +55,42 @@ class DeadLetter:
             "payload": self.job.payload,
             "errors": [self.first_error, self.last_error],
         }
+
+
+@dataclass(frozen=True, slots=True)
+class LetterFilter:
+    """Which dead letters an operator means: the one filter of `dlq list/replay/purge` and of
+    the console. Every field left None matches everything.
+
+    `status`: the HTTP status of the last failure (0 matches letters that never got an answer:
+    timeouts, connection errors, bugs). `reason`: text the reason contains, case-insensitive.
+    `older_than_s` / `newer_than_s`: age since the job was dead-lettered.
+    """
+
+    kind: Kind | None = None
+    family: Family | None = None
+    status: int | None = None
+    reason: str | None = None
+    older_than_s: float | None = None
+    newer_than_s: float | None = None
+
+    def matches(self, letter: DeadLetter) -> bool:
+        if self.kind is not None and letter.job.kind != self.kind:
+            return False
+        if self.family is not None and letter.job.family != self.family:
+            return False
+        if self.status is not None and (letter.status or 0) != self.status:
+            return False
+        return self.reason is None or self.reason.casefold() in letter.reason.casefold()
+
+    def age_bounds(self, now: float) -> tuple[float | str, float | str]:
+        """The dead-letter index's score range (dead-lettered at) this filter allows."""
+        low: float | str = "-inf" if self.newer_than_s is None else now - self.newer_than_s
+        high: float | str = "+inf" if self.older_than_s is None else now - self.older_than_s
+        return low, high
+
+
+EVERY_LETTER = LetterFilter()
 
 
 class DeadLetterStore:
@@ -107,18 +145,47 @@ class DeadLetterStore:
 
     def list(self, *, kind: str | None = None, limit: int | None = None) -> _List[DeadLetter]:
         """Oldest first, optionally only one kind."""
-        ids = [reply_text(item) for item in self.redis.zrange(keys.dead_letter_index(), 0, -1)]
+        letters = LetterFilter(kind=Kind(kind) if kind is not None else None)
+        return self.select(letters, limit=limit)
+
+    def select(
+        self, letters: LetterFilter = EVERY_LETTER, *, limit: int | None = None, offset: int = 0
+    ) -> _List[DeadLetter]:
+        """The dead letters `letters` matches, oldest first: `limit` of them after skipping
+        `offset` matches (a page of a listing)."""
         result: _List[DeadLetter] = []
+        skipped = 0
+        for letter in self._scan(letters):
+            if skipped < offset:
+                skipped += 1
+                continue
+            if limit is not None and len(result) >= limit:
+                break
+            result.append(letter)
+        return result
+
+    def count_matching(self, letters: LetterFilter = EVERY_LETTER) -> int:
+        if letters == EVERY_LETTER:
+            return self.count()
+        return sum(1 for _ in self._scan(letters))
+
+    def matching_ids(self, letters: LetterFilter = EVERY_LETTER) -> _List[str]:
+        return [letter.job.id for letter in self._scan(letters)]
+
+    def _scan(self, letters: LetterFilter) -> Iterator[DeadLetter]:
+        """Matching letters, oldest first, read 500 at a time (age narrows the index first)."""
+        low, high = letters.age_bounds(time.time())
+        ids = [
+            reply_text(item)
+            for item in self.redis.zrangebyscore(keys.dead_letter_index(), low, high)
+        ]
         for start in range(0, len(ids), 500):
             chunk: _List[bytes | None] = self.redis.hmget(
                 keys.dead_letters(), ids[start : start + 500]
             )  # type: ignore[assignment]
             for raw in chunk:
-                if raw and (letter := _decode(raw)) and (kind is None or letter.job.kind == kind):
-                    result.append(letter)
-                    if limit is not None and len(result) >= limit:
-                        return result
-        return result
+                if raw and letters.matches(letter := _decode(raw)):
+                    yield letter
 
     def count(self) -> int:
         return int(self.redis.zcard(keys.dead_letter_index()))
@@ -126,11 +193,18 @@ class DeadLetterStore:
     def all_ids(self) -> _List[str]:
         return [reply_text(item) for item in self.redis.zrange(keys.dead_letter_index(), 0, -1)]
 
-    def replay(self, job_ids: Iterable[str], *, settings: Settings | None = None) -> _List[str]:
+    def replay(
+        self,
+        job_ids: Iterable[str],
+        *,
+        settings: Settings | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> _List[str]:
         """Re-enqueue dead letters (attempts reset, same id); return the ids replayed.
 
         A job goes where a new one of its kind would (a batch shard or its Celery queue), as
-        `settings` (default: from the environment) decide.
+        `settings` (default: from the environment) decide. `progress` is called with 1 after
+        each id (replayed or gone), for a progress bar.
         """
         from cio_worker.queue._routing import (
             Router,  # routing imports the ledger, as this module does
@@ -141,6 +215,8 @@ class DeadLetterStore:
         for job_id in job_ids:
             if self._replay_one(router, job_id):
                 done.append(job_id)
+            if progress is not None:
+                progress(1)
         return done
 
     def _replay_one(self, router: Any, job_id: str) -> bool:
