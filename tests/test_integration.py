@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -225,7 +226,9 @@ class TestDeadLetters:
         assert json.loads(shown)["payload"]["identifiers"] == {"id": "d0"}
 
         httpx.delete(f"{base}/_sandbox/faults")
-        subprocess.run([*cli, "replay", "--all"], env=stack["env"], check=True, capture_output=True)
+        subprocess.run(
+            [*cli, "replay", "--all", "--yes"], env=stack["env"], check=True, capture_output=True
+        )
         _wait_until(
             lambda: len([r for r in _records(base) if r["status"] == 200]) >= 5,
             what="5 replayed sends",
@@ -288,7 +291,9 @@ class TestLogs:
         for form in _personal_forms(PERSON_EMAIL, PERSON_ID):
             assert form not in listed, (form, reasons)
             assert not [line for line in serious if form in line], form
-        subprocess.run([*cli, "purge", "--all"], env=stack["env"], check=True, capture_output=True)
+        subprocess.run(
+            [*cli, "purge", "--all", "--yes"], env=stack["env"], check=True, capture_output=True
+        )
 
     def test_worker_logs_no_key_and_no_email(self, stack: dict[str, Any]) -> None:
         """After the deliveries above, the worker's DEBUG log holds no key and no email address,
@@ -347,6 +352,10 @@ class TestDemo:
         )  # fmt: skip
         assert result.returncode == 0, result.stdout + result.stderr
         assert "all 86 jobs ended (86 delivered or dead-lettered)" in result.stdout
+        # The operator console starts beside the worker, its URL and credentials in the banner.
+        assert re.search(
+            r"^console +http://127\.0\.0\.1:\d+ +\(user cio, password \S+\)$", result.stdout, re.M
+        ), result.stdout
         assert "summary" in result.stdout
         assert (tmp_path / "data" / "redis" / "appendonly.aof").exists() or any(
             (tmp_path / "data" / "redis").glob("appendonly*")
@@ -378,14 +387,17 @@ class TestDemo:
                     break
             redis_line = next(line for line in lines if line.startswith("redis"))
             redis_port = int(redis_line.split("127.0.0.1:")[1].split("/")[0])
-            time.sleep(3)  # the worker is up and consuming by now
+            worker_log = tmp_path / "data" / "worker.log"
+            _wait_until(
+                lambda: worker_log.exists() and "ready" in worker_log.read_text(),
+                60,
+                "the demo's worker",
+            )
             demo.send_signal(signal.SIGINT)
             assert demo.wait(timeout=60) == 130
             demo.stdout.close()
             assert _records(base) == []  # no demo data reached "Customer.io"
             with pytest.raises(OSError):
                 socket.create_connection(("127.0.0.1", redis_port), timeout=1).close()
-            worker_log = (tmp_path / "data" / "worker.log").read_text()
-            assert "ready" in worker_log
         finally:
             sandbox.stop()

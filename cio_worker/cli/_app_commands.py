@@ -15,7 +15,8 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from cio_worker.cli._output import add_json_flag, print_json, print_table, when
+from cio_worker.cli._filters import positive
+from cio_worker.cli._output import add_json_flag, load_settings, print_json, print_table, when
 from cio_worker.config import Settings
 from cio_worker.errors import ValidationError
 
@@ -31,54 +32,96 @@ TABLE_PERIODS = 7
 
 def register(sub: Any) -> None:  # argparse's _SubParsersAction is private
     """Add `people`, `segments`, `campaigns`, `campaign-metrics` and `webhooks` to `cio-worker`."""
-    people = sub.add_parser("people", help="search people or show one person (App API)")
-    people_sub = people.add_subparsers(dest="people_command", required=True)
-    search = people_sub.add_parser("search", help="people matching an email or a filter")
+    people = sub.add_parser(
+        "people",
+        help="search people or show one person (Customer.io App API)",
+        description="Read people from Customer.io's App API, through the same rate limit as "
+        "the workers (CUSTOMERIO_APP_API_KEY).",
+    )
+    people_sub = people.add_subparsers(
+        dest="people_command", required=True, metavar="ACTION", title="actions"
+    )
+    search = people_sub.add_parser(
+        "search",
+        help="people matching an email or an audience filter",
+        description="People matching an email or an audience filter, every page followed.",
+    )
     search.add_argument("--email", help="people whose email attribute equals this")
     search.add_argument("--filter", help='audience filter as JSON, e.g. \'{"segment": {"id": 3}}\'')
     search.add_argument("--page-size", type=int, default=1000, help="people per request (1-1000)")
     add_json_flag(search)
-    get = people_sub.add_parser("get", help="one person's attributes and devices")
+    get = people_sub.add_parser(
+        "get",
+        help="one person's attributes and devices",
+        description="One person's attributes (with when each was set) and devices.",
+    )
     get.add_argument("id", help="the person's id (or email / cio_id with --id-type)")
-    get.add_argument("--id-type", choices=("id", "email", "cio_id"), default="id")
+    get.add_argument(
+        "--id-type", choices=("id", "email", "cio_id"), default="id", help="what ID is"
+    )
     add_json_flag(get)
-    people.set_defaults(handler=_people)
+    people.set_defaults(handler=_people, customerio_api="app")
 
-    segments = sub.add_parser("segments", help="list segments (App API)")
+    segments = sub.add_parser(
+        "segments",
+        help="list segments (Customer.io App API)",
+        description="Every segment of the workspace: id, name, type, state, tags.",
+    )
     add_json_flag(segments)
-    segments.set_defaults(handler=_segments)
+    segments.set_defaults(handler=_segments, customerio_api="app")
 
-    campaigns = sub.add_parser("campaigns", help="list campaigns (App API)")
+    campaigns = sub.add_parser(
+        "campaigns",
+        help="list campaigns (Customer.io App API)",
+        description="Every campaign of the workspace: id, name, state, tags.",
+    )
     add_json_flag(campaigns)
-    campaigns.set_defaults(handler=_campaigns)
+    campaigns.set_defaults(handler=_campaigns, customerio_api="app")
 
-    metrics = sub.add_parser("campaign-metrics", help="a campaign's metrics per period (App API)")
+    metrics = sub.add_parser(
+        "campaign-metrics",
+        help="a campaign's metrics per period (Customer.io App API)",
+        description=f"A campaign's metrics (sent, delivered, opened, ...) per period; the table "
+        f"shows the newest {TABLE_PERIODS} periods, --json all of them.",
+    )
     metrics.add_argument("id", type=int, help="campaign id")
-    metrics.add_argument("--res", choices=("hours", "days", "weeks", "months"), default="days")
-    metrics.add_argument("--start", type=int, help="Unix seconds")
-    metrics.add_argument("--end", type=int, help="Unix seconds")
+    metrics.add_argument(
+        "--res", choices=("hours", "days", "weeks", "months"), default="days", help="period"
+    )
+    metrics.add_argument("--start", type=int, help="first period, Unix seconds")
+    metrics.add_argument("--end", type=int, help="last period, Unix seconds")
     metrics.add_argument("--tz", help="time zone, e.g. America/New_York (Customer.io: EST)")
     add_json_flag(metrics)
-    metrics.set_defaults(handler=_campaign_metrics)
+    metrics.set_defaults(handler=_campaign_metrics, customerio_api="app")
 
-    webhooks = sub.add_parser("webhooks", help="receive and list Customer.io reporting webhooks")
-    webhooks_sub = webhooks.add_subparsers(dest="webhooks_command", required=True)
-    serve = webhooks_sub.add_parser("serve", help="receive webhooks (POST /) into Redis")
+    webhooks = sub.add_parser(
+        "webhooks",
+        help="receive Customer.io reporting webhooks, and list what was received",
+        description="Customer.io's reporting webhooks (delivered, opened, bounced, ...): a "
+        "receiver that verifies their signature (CUSTOMERIO_WEBHOOK_SIGNING_KEY) and stores "
+        "them in Redis, and a listing of what it stored.",
+    )
+    webhooks_sub = webhooks.add_subparsers(
+        dest="webhooks_command", required=True, metavar="ACTION", title="actions"
+    )
+    serve = webhooks_sub.add_parser(
+        "serve",
+        help="receive webhooks (POST /) into Redis",
+        description="Receive reporting webhooks on POST / and store each event once in Redis "
+        "(GET /healthz for probes). Redis must answer at start.",
+    )
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    serve.add_argument("--port", type=int, default=8788)
-    listing = webhooks_sub.add_parser("list", help="the newest stored webhook events")
-    listing.add_argument("--limit", type=int, default=50)
+    serve.add_argument("--port", type=int, default=8788, help="port to listen on")
+    listing = webhooks_sub.add_parser(
+        "list",
+        help="the newest stored webhook events (no personal data) and the counters",
+        description="The newest stored events (ids, metric, delivery id; no bodies) and the "
+        "receiver's counters.",
+    )
+    listing.add_argument("--limit", type=positive, default=50, help="show at most this many events")
     listing.add_argument("--metric", help="only this metric (bounced, spammed, ...)")
     add_json_flag(listing)
     webhooks.set_defaults(handler=_webhooks)
-
-
-def _settings() -> Settings:
-    from cio_worker.logs import configure_logging
-
-    settings = Settings.from_env()
-    configure_logging(settings)  # to stderr: stdout carries only the answer
-    return settings
 
 
 def _as_json(value: Any) -> Any:
@@ -90,7 +133,7 @@ def _as_json(value: Any) -> Any:
 def _people(args: argparse.Namespace, _: list[str]) -> int:
     from cio_worker.app_api import AppClient
 
-    with AppClient(_settings()) as app:
+    with AppClient(load_settings()) as app:
         if args.people_command == "search":
             found = app.search_people(
                 _filter_arg(args.filter), email=args.email, page_size=args.page_size
@@ -167,7 +210,7 @@ def _listing(
     """An App API list command: the records as JSON with `--json`, else one table row each."""
     from cio_worker.app_api import AppClient
 
-    with AppClient(_settings()) as app:
+    with AppClient(load_settings()) as app:
         items = fetch(app)
     if args.json:
         print_json([_as_json(item) for item in items])
@@ -179,7 +222,7 @@ def _listing(
 def _campaign_metrics(args: argparse.Namespace, _: list[str]) -> int:
     from cio_worker.app_api import AppClient
 
-    with AppClient(_settings()) as app:
+    with AppClient(load_settings()) as app:
         metrics = app.get_campaign_metrics(
             args.id, res=args.res, start=args.start, end=args.end, tz=args.tz
         )
@@ -202,30 +245,14 @@ def _campaign_metrics(args: argparse.Namespace, _: list[str]) -> int:
 
 
 def _webhooks(args: argparse.Namespace, _: list[str]) -> int:
-    import redis
-
     from cio_worker.connection import get_redis
     from cio_worker.webhooks import WebhookStore
 
-    settings = _settings()
-    if args.webhooks_command != "serve" and args.limit < 1:
-        raise ValidationError("--limit", "must be at least 1")
+    settings = load_settings()
     store = WebhookStore(get_redis(settings))
-    try:
-        if args.webhooks_command == "serve":
-            return _serve_webhooks(args, settings, store)
-        return _list_webhooks(args, store)
-    except redis.RedisError as exc:
-        # One line, not a traceback: the receiver and the listing both need Redis.
-        from cio_worker.config import redact_url
-
-        where = redact_url(settings.redis_url)
-        print(
-            f"cio-worker: webhooks {args.webhooks_command}: Redis at {where} does not answer "
-            f"({type(exc).__name__}: {exc})",
-            file=sys.stderr,
-        )
-        return 2
+    if args.webhooks_command == "serve":
+        return _serve_webhooks(args, settings, store)
+    return _list_webhooks(args, store)
 
 
 def _serve_webhooks(args: argparse.Namespace, settings: Settings, store: WebhookStore) -> int:

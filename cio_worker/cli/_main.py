@@ -1,7 +1,8 @@
-"""The `cio-worker` command: worker | status | dlq | sandbox | demo.
+"""The `cio-worker` command: argparse, the commands that fit in a few lines, and dispatch.
 
 Each subcommand is a small function; heavy imports (Celery, Starlette) happen inside them so that
-`cio-worker dlq list` starts fast.
+`cio-worker dlq list` starts fast. Every command runs through `_failures.run`, so Redis or
+Customer.io being away is one line on stderr and exit 1, never a traceback.
 """
 
 from __future__ import annotations
@@ -9,71 +10,130 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import textwrap
 from collections.abc import Sequence
 from typing import Any
 
-from cio_worker.cli._output import add_json_flag, print_json, print_table, when
-from cio_worker.config import Settings
-from cio_worker.errors import CioWorkerError
+from cio_worker.cli._failures import USAGE, run
+from cio_worker.cli._output import add_json_flag, load_settings, print_json
+from cio_worker.version import __version__
+
+DESCRIPTION = """\
+Deliver customer data and messages to Customer.io from Redis-backed Celery workers, and look
+after them: see what is queued, waiting or dead, replay what failed, check the configuration.
+
+Settings come from the environment (CIO_WORKER_REDIS_URL, CUSTOMERIO_SITE_ID, ...; see the
+README). `cio-worker COMMAND --help` describes each command and its options."""
+
+EPILOG = """\
+exit status: 0 done; 1 something failed (Redis or Customer.io unreachable, an id not found,
+a check failed); 2 the command or a setting was wrong; 130 interrupted."""
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Descriptions keep their paragraphs; every option's help ends with its default, if any."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        return "\n\n".join(
+            textwrap.fill(" ".join(paragraph.split()), width, initial_indent=indent,
+                          subsequent_indent=indent)
+            for paragraph in text.split("\n\n")
+        )  # fmt: skip
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        if (
+            "%(default)" not in text
+            and default not in (None, False, argparse.SUPPRESS)
+            and (action.option_strings or action.nargs in (argparse.OPTIONAL,))
+        ):
+            text += " (default: %(default)s)"
+        return text
+
+
+class Parser(argparse.ArgumentParser):
+    """`cio-worker`'s parser; its subcommands are made of the same class, with the same help."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = _parser()
+    parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if args.command is None:
         parser.print_help()
-        return 2
+        return USAGE
     if extra and args.command != "worker":
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    try:
-        return int(args.handler(args, extra) or 0)
-    except CioWorkerError as exc:
-        print(f"cio-worker: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
+    return run(args.handler, args, extra)
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="cio-worker", description=__doc__)
-    sub = parser.add_subparsers(dest="command")
+def build_parser() -> Parser:
+    """The whole command line: every command, option, help text and default."""
+    parser = Parser(prog="cio-worker", description=DESCRIPTION, epilog=EPILOG)
+    parser.add_argument(
+        "--version", action="version", version=f"cio-worker {__version__}", help="print the version"
+    )
+    # Typed loosely: each module's `register` takes argparse's (private) _SubParsersAction.
+    sub: Any = parser.add_subparsers(dest="command", title="commands", metavar="COMMAND")
 
     worker = sub.add_parser(
-        "worker", help="run a Celery worker with cio_worker's defaults, restarted if it dies"
+        "worker",
+        help="run a worker that delivers jobs (restarted if it dies)",
+        description="Run a Celery worker consuming every cio_worker queue with cio_worker's "
+        "defaults, restarted when it dies or stalls. Options it does not know are passed to "
+        "`celery worker` (e.g. --concurrency 16, -Q cio.track). Redis must answer at start; "
+        "once running, the worker waits out Redis outages.",
     )
     worker.add_argument(
         "--allow-eviction",
         action="store_true",
-        help="start even if Redis may evict keys (not recommended)",
+        help="start even if Redis may evict keys (not recommended: jobs could be lost)",
     )
     worker.set_defaults(handler=_worker)
 
-    status = sub.add_parser("status", help="queue depths, retries, dead letters, limiter state")
+    status = sub.add_parser(
+        "status",
+        help="queues, retries, dead letters, limits and workers online, now",
+        description="What is waiting, in flight, scheduled and dead, what was delivered since "
+        "the counters began, the rate limiter and circuits, and the workers that answer a "
+        "ping (1 s): read from the Redis it names.",
+    )
     add_json_flag(status)
     status.set_defaults(handler=_status)
 
-    dlq = sub.add_parser("dlq", help="list, inspect, replay and purge dead letters")
-    dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True)
-    dlq_list = dlq_sub.add_parser("list")
-    add_json_flag(dlq_list)
-    dlq_list.add_argument("--kind")
-    dlq_list.add_argument("--limit", type=int, default=100)
-    dlq_show = dlq_sub.add_parser("show")
-    dlq_show.add_argument("id")
-    add_json_flag(dlq_show)  # accepted for symmetry: `show` always prints JSON
-    for name in ("replay", "purge"):
-        action = dlq_sub.add_parser(name)
-        action.add_argument("ids", nargs="*")
-        action.add_argument("--all", action="store_true")
-    dlq.set_defaults(handler=_dlq)
+    from cio_worker.cli import _dlq_commands as cli_dlq
 
-    sandbox = sub.add_parser("sandbox", help="run a local stand-in for Customer.io's APIs")
-    sandbox.add_argument("--host", default="127.0.0.1")
-    sandbox.add_argument("--port", type=int, default=8765)
-    sandbox.add_argument("--track-rps", type=float, default=100)
-    sandbox.add_argument("--app-rps", type=float, default=10)
-    sandbox.add_argument("--transactional-rps", type=float, default=100)
-    sandbox.add_argument("--broadcast-interval-s", type=float, default=10)
+    cli_dlq.register(sub)
+
+    sandbox = sub.add_parser(
+        "sandbox",
+        help="run a local stand-in for Customer.io's APIs (for trying things out)",
+        description="A strict local stand-in for Customer.io's Track, App and Pipelines APIs, "
+        "with their auth, limits and error shapes and fault injection (/_sandbox/faults). "
+        "Point workers at it with CIO_WORKER_SANDBOX_URL. It needs no Redis.",
+    )
+    sandbox.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    sandbox.add_argument("--port", type=int, default=8765, help="port to listen on")
+    sandbox.add_argument(
+        "--track-rps", type=float, default=100, help="Track (and Pipelines) API limit, requests/s"
+    )
+    sandbox.add_argument("--app-rps", type=float, default=10, help="App API limit, requests/s")
+    sandbox.add_argument(
+        "--transactional-rps",
+        type=float,
+        default=100,
+        help="transactional sends limit, requests/s",
+    )
+    sandbox.add_argument(
+        "--broadcast-interval-s",
+        type=float,
+        default=10,
+        help="seconds between two triggers of one broadcast",
+    )
     sandbox.add_argument(
         "--listing-lag-s",
         type=float,
@@ -82,23 +142,31 @@ def _parser() -> argparse.ArgumentParser:
     )
     sandbox.set_defaults(handler=_sandbox)
 
-    demo = sub.add_parser("demo", help="the embedded default behind `make run`")
-    demo.add_argument("--data-dir", default=".data")
-    demo.add_argument("--people", type=int, default=1500, help="identify + track jobs each")
-    demo.add_argument("--messages", type=int, default=100, help="transactional emails")
+    demo = sub.add_parser(
+        "demo",
+        help="try it all locally: Redis, sandbox, worker, Flower and a demo load (`make run`)",
+        description="Start an embedded Redis (in --data-dir, not CIO_WORKER_REDIS_URL), the "
+        "sandbox, a worker and Flower, send a demo load and show its progress. Ctrl-C stops "
+        "everything.",
+    )
+    demo.add_argument("--data-dir", default=".data", help="where the embedded Redis keeps data")
+    demo.add_argument("--people", type=int, default=1500, help="people: identify + track jobs each")
+    demo.add_argument("--messages", type=int, default=100, help="transactional emails to send")
     demo.add_argument(
         "--exit-when-done",
         action="store_true",
         help="stop everything after the summary instead of waiting for Ctrl-C",
     )
-    demo.add_argument("--no-flower", action="store_true")
+    demo.add_argument("--no-flower", action="store_true", help="do not start Flower")
     demo.set_defaults(handler=_demo)
 
     # Larger command groups live in their own modules, each adding its subcommands here.
     from cio_worker.cli import _app_commands as cli_app
+    from cio_worker.cli import _console_command
     from cio_worker.cli import _ops_commands as cli_ops
 
     cli_ops.register(sub)
+    _console_command.add_parser(sub)
     cli_app.register(sub)
     return parser
 
@@ -106,8 +174,11 @@ def _parser() -> argparse.ArgumentParser:
 def _worker(args: argparse.Namespace, extra: list[str]) -> int:
     if args.allow_eviction:
         os.environ["CIO_WORKER_ALLOW_EVICTION"] = "1"
+    from cio_worker.connection import get_redis
     from cio_worker.worker import supervise, worker_command
 
+    # Celery would retry an absent Redis for ever, silently for a supervisor; say it at once.
+    get_redis(load_settings()).ping()
     return supervise(worker_command(extra))
 
 
@@ -115,58 +186,12 @@ def _status(args: argparse.Namespace, _: list[str]) -> int:
     from cio_worker.cli._status import render_status
     from cio_worker.ops import collect_status
 
-    report = collect_status(Settings.from_env())
+    report = collect_status(load_settings())
     if args.json:
         print_json(report)
     else:
         render_status(report)
     return 0
-
-
-def _dlq(args: argparse.Namespace, _: list[str]) -> int:
-    from cio_worker.connection import get_redis
-    from cio_worker.queue import DeadLetterStore
-
-    settings = Settings.from_env()
-    store = DeadLetterStore(get_redis(settings), retention_days=settings.dlq_retention_days)
-    command = args.dlq_command
-    if command == "list":
-        letters = [letter.summary() for letter in store.list(kind=args.kind, limit=args.limit)]
-        if args.json:
-            print_json(letters, sort_keys=False)
-        else:
-            _print_dead_letters(letters)
-        return 0
-    if command == "show":
-        letter = store.get(args.id)
-        if letter is None:
-            print(f"cio-worker: no dead letter {args.id}", file=sys.stderr)
-            return 1
-        print_json(letter.detail(), sort_keys=False)
-        return 0
-    ids = store.all_ids() if args.all else list(args.ids)
-    if not ids:
-        print(f"cio-worker: dlq {command}: give job ids or --all", file=sys.stderr)
-        return 2
-    if command == "replay":
-        done = store.replay(ids, settings=settings)
-        print(f"replayed {len(done)} dead letter(s)")
-        return 0 if len(done) == len(ids) else 1
-    print(f"purged {store.purge(ids)} dead letter(s)")
-    return 0
-
-
-def _print_dead_letters(letters: list[dict[str, Any]]) -> None:
-    columns = ["id", "kind", "attempts", "status", "reason", "last_failed_at"]
-    print_table(columns, ([_cell(letter, column) for column in columns] for letter in letters))
-
-
-def _cell(letter: dict[str, Any], column: str) -> Any:
-    value = letter.get(column)
-    # Times are Unix seconds; anything else an old entry may hold is shown as it is.
-    if column.endswith("_at") and isinstance(value, int | float):
-        return when(value)
-    return value
 
 
 def _sandbox(args: argparse.Namespace, _: list[str]) -> int:

@@ -1,4 +1,10 @@
-"""`cio-worker status` for people: the report `collect_status` gathers, as two tables."""
+"""`cio-worker status` for people: the report `collect_status` gathers, as tables.
+
+What holds now (jobs waiting, in flight, dead letters) and what has been counted since the
+counters began (delivered, retried, dead-lettered: cumulative, they only grow) are in separate
+tables with labels saying which is which, so `dead-lettered 20000` beside `dead letters now: 0`
+reads as "20000 died over time, all since replayed or purged".
+"""
 
 from __future__ import annotations
 
@@ -6,28 +12,38 @@ from typing import Any
 
 from cio_worker.cli._output import print_table
 
-#: The queue table's columns after `family`: (heading, field of the report's queue row).
-QUEUE_COLUMNS = (
+#: The "now" table's columns after `family`: (heading, field of the report's queue row).
+NOW_COLUMNS = (
     ("waiting", "waiting"),
+    ("parked (circuit open)", "parked"),
     ("in flight / scheduled", "in_flight_or_scheduled"),
+)
+
+#: The cumulative table's columns after `family`.
+TOTAL_COLUMNS = (
+    ("enqueued", "enqueued"),
     ("delivered", "delivered"),
     ("retried", "retried"),
     ("429s", "rate_limited"),
-    ("dead", "dead"),
+    ("dead-lettered", "dead"),
 )
 
 
 def render_status(report: dict[str, Any]) -> None:
-    """Queues, then limiter buckets with their circuits, then dead letters and retries."""
-    from rich.console import Console
-
+    """Where it was read, workers, jobs now, cumulative counts, limiter and circuits, then dead
+    letters and retries now."""
+    print(f"Redis: {report['redis']}")
+    print(describe_workers(report["workers_online"]))
+    queues = report["queues"]
     print_table(
-        ["family", *(heading for heading, _ in QUEUE_COLUMNS)],
-        (
-            [family, *(row[field] for _, field in QUEUE_COLUMNS)]
-            for family, row in report["queues"].items()
-        ),
-        title="cio_worker queues",
+        ["family", *(heading for heading, _ in NOW_COLUMNS)],
+        ([family, *(row[field] for _, field in NOW_COLUMNS)] for family, row in queues.items()),
+        title="jobs now",
+    )
+    print_table(
+        ["family", *(heading for heading, _ in TOTAL_COLUMNS)],
+        ([family, *(row[field] for _, field in TOTAL_COLUMNS)] for family, row in queues.items()),
+        title="since the counters began (cumulative)",
     )
     print_table(
         ["bucket", "limit/s", "now/s", "paused for (s)", "circuit"],
@@ -41,12 +57,23 @@ def render_status(report: dict[str, Any]) -> None:
             ]
             for bucket, row in report["limiter"].items()
         ),
-        title="limiter and circuits",
+        title="limiter and circuits now",
     )
-    console = Console()
     dead = report["dead_letters"]
-    console.print(f"dead letters: {dead['total']} {dead['by_kind'] or ''}")
-    console.print(f"scheduled retries: {report['scheduled_retries']}")
+    kinds = ", ".join(f"{kind} {count}" for kind, count in sorted(dead["by_kind"].items()))
+    print(
+        f"dead letters now: {dead['total']}" + (f" ({kinds}; cio-worker dlq list)" if kinds else "")
+    )
+    print(f"scheduled retries now: {report['scheduled_retries']}  running now: {report['running']}")
+
+
+def describe_workers(names: list[str] | None) -> str:
+    """`workers online: 2 (a@host, b@host)`; None means they were not asked."""
+    if names is None:
+        return "workers online: not asked"
+    if not names:
+        return "workers online: none answered"
+    return f"workers online: {len(names)} ({', '.join(names)})"
 
 
 def describe_circuit(row: dict[str, Any]) -> str:

@@ -1,7 +1,10 @@
-"""`make run`: a real Redis, the sandbox, a worker and Flower, a demo load, and a live display.
+"""`make run`: a real Redis, the sandbox, a worker, Flower and the operator console, a demo load,
+and a live display.
 
-With real Customer.io credentials in the environment it starts Redis, a worker and Flower against
-Customer.io and sends no demo data. Ctrl-C stops every process it started.
+With real Customer.io credentials in the environment it starts Redis, a worker, Flower and the
+console against Customer.io and sends no demo data. Ctrl-C stops every process it started.
+Flower and the console get a fresh random password each run, passed in their environment (never
+on a command line, where `ps` shows it); the banner prints their URLs with the credentials.
 """
 
 from __future__ import annotations
@@ -85,7 +88,13 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
 
 
 def run_demo(
-    *, data_dir: str, people: int, messages: int, exit_when_done: bool, flower: bool
+    *,
+    data_dir: str,
+    people: int,
+    messages: int,
+    exit_when_done: bool,
+    flower: bool,
+    operator_console: bool = True,
 ) -> int:
     console = Console()
     root = Path(data_dir).resolve()
@@ -113,26 +122,9 @@ def run_demo(
         supervisor.start("worker", worker_args, env)
         console.print(f"worker     logs in {root / 'worker.log'}")
         if flower:
-            user, password = "cio", secrets.token_urlsafe(9)
-            flower_port = free_port()
-            supervisor.start(
-                "flower",
-                [
-                    sys.executable,
-                    "-m",
-                    "celery",
-                    "-A",
-                    "cio_worker",
-                    "flower",
-                    "--address=127.0.0.1",
-                    f"--port={flower_port}",
-                    f"--basic-auth={user}:{password}",
-                ],
-                env,
-            )
-            console.print(
-                f"flower     http://127.0.0.1:{flower_port}  (user {user}, password {password})"
-            )
+            _start_page(console, supervisor, env, "flower", "FLOWER_BASIC_AUTH")
+        if operator_console:
+            _start_page(console, supervisor, env, "console", "CIO_WORKER_CONSOLE_BASIC_AUTH")
         if live:
             console.print(
                 "Customer.io credentials found: the worker delivers to Customer.io; no demo "
@@ -150,6 +142,23 @@ def run_demo(
         supervisor.stop()
         if redis_server:
             redis_server.stop()
+
+
+def _start_page(
+    console: Console, supervisor: Supervisor, env: dict[str, str], name: str, auth_variable: str
+) -> None:
+    """Start Flower or the operator console on a free loopback port behind basic auth with a
+    new random password (in its environment only), and print its URL and credentials."""
+    user, password = "cio", secrets.token_urlsafe(12)
+    port = free_port()
+    if name == "flower":
+        args = ["celery", "-A", "cio_worker", "flower", "--address=127.0.0.1", f"--port={port}"]
+    else:
+        args = ["cio_worker", "console", "--host", "127.0.0.1", "--port", str(port)]
+    supervisor.start(
+        name, [sys.executable, "-m", *args], {**env, auth_variable: f"{user}:{password}"}
+    )
+    console.print(f"{name:<10} http://127.0.0.1:{port}  (user {user}, password {password})")
 
 
 def _run_load(

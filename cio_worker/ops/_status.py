@@ -1,6 +1,10 @@
-"""`cio-worker status`: what is queued, waiting, dead and paused, read from Redis in one pass.
+"""`cio-worker status`: what is queued, waiting, dead and paused, read from Redis in one pass,
+and which workers are online.
 
 This gathers the report (`status --json` prints it as is); cli/_status.py renders it as tables.
+Queue counters (`enqueued`, `delivered`, `retried`, `rate_limited`, `dead`) are cumulative: they
+only grow, from the first job this Redis saw. `dead_letters` is what the dead-letter queue holds
+now (replayed and purged letters have left it).
 """
 
 from __future__ import annotations
@@ -9,15 +13,24 @@ import json
 from typing import Any
 
 from cio_worker import keys
-from cio_worker.config import Settings
-from cio_worker.connection import get_redis
+from cio_worker.config import Settings, redact_url
+from cio_worker.connection import (
+    broker_ssl_options,
+    broker_transport_options,
+    broker_url,
+    get_redis,
+)
 from cio_worker.kinds import Family, queue_name
 from cio_worker.limiter import Circuit, Limiter, bucket_rates
 from cio_worker.queue import BatchQueue, DeadLetterStore, batch_api, stats
 
+#: How long `status` waits for workers to answer its ping, seconds (as `celery inspect ping`).
+WORKER_PING_S = 1.0
 
-def collect_status(settings: Settings) -> dict[str, Any]:
-    """A JSON-ready report; its keys are stable for scripts."""
+
+def collect_status(settings: Settings, *, worker_ping_s: float = WORKER_PING_S) -> dict[str, Any]:
+    """A JSON-ready report; its keys are stable for scripts. `worker_ping_s=0` skips asking the
+    workers (`workers_online` is then None)."""
     client = get_redis(settings)
     counters = stats(client)
     unacked_by_queue: dict[str, int] = {}
@@ -84,6 +97,9 @@ def collect_status(settings: Settings) -> dict[str, Any]:
             "closed": counters.get(f"circuit:{bucket}:closed", 0),
         }
     return {
+        # Which Redis this was read from (password masked), so two reports can be told apart.
+        "redis": redact_url(settings.redis_url),
+        "workers_online": workers_online(settings, worker_ping_s) if worker_ping_s > 0 else None,
         "queues": queues,
         # Retries and rate-limit waits parked in Redis (ledger), plus any Celery ETA messages.
         "scheduled_retries": int(client.zcard(keys.delayed())) + scheduled,
@@ -94,3 +110,33 @@ def collect_status(settings: Settings) -> dict[str, Any]:
         "circuits": circuits,
         "jobs_pending": sum(1 for _ in client.scan_iter(match=keys.job("*"), count=1000)),
     }
+
+
+def workers_online(settings: Settings, timeout_s: float = WORKER_PING_S) -> list[str]:
+    """The names (`celery@host`) of the workers that answer a ping within `timeout_s`, sorted.
+
+    The ping goes through Celery's remote-control mailbox in Redis, as `celery inspect ping`
+    does; every cio_worker worker answers it (`cio-worker worker`, `celery -A cio_worker
+    worker`, the demo's). A worker too busy to answer in time is not counted.
+    """
+    from celery import Celery  # imported here: only a report that asks the workers needs it
+
+    app = Celery("cio_worker_status", set_as_current=False)
+    transport: dict[str, Any] = {
+        "socket_timeout": max(settings.redis_timeout_s, 1.0),
+        "socket_connect_timeout": max(settings.redis_timeout_s, 1.0),
+        "max_retries": 1,
+    }
+    transport.update(broker_transport_options(settings.redis_url, timeout_s=1.0))
+    app.conf.update(
+        broker_url=broker_url(settings.redis_url),
+        broker_transport_options=transport,
+        broker_use_ssl=broker_ssl_options(settings.redis_url),
+        broker_connection_retry_on_startup=False,
+        broker_connection_max_retries=1,
+    )
+    try:
+        replies = app.control.ping(timeout=timeout_s) or []
+    finally:
+        app.close()
+    return sorted(name for reply in replies for name in reply)

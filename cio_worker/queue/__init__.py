@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from cio_worker.queue._deadletter import DeadLetter, DeadLetterStore, LetterFilter
+from cio_worker.queue._deadletter import (
+    AGE_RULE,
+    STATUS_RULE,
+    DeadLetter,
+    DeadLetterStore,
+    LetterFilter,
+    parse_age,
+    parse_status,
+)
 from cio_worker.queue._leases import LeaseKeeper, new_owner_id
 from cio_worker.queue._ledger import (
     ErrorRecord,
@@ -26,6 +34,7 @@ from cio_worker.queue._routing import (
     run_write,
     run_write_async,
 )
+from cio_worker.queue._scheduled import ScheduledJob, ScheduledJobs
 from cio_worker.queue._shards import (
     SHARDS,
     BatchItem,
@@ -36,6 +45,10 @@ from cio_worker.queue._shards import (
 from cio_worker.queue._sweeper import Sweeper
 
 __all__ = [
+    "parse_status",
+    "parse_age",
+    "STATUS_RULE",
+    "AGE_RULE",
     "LetterFilter",
     "DeadLetter",
     "BatchItem",
@@ -51,6 +64,8 @@ __all__ = [
     "ReplicaWait",
     "Router",
     "SHARDS",
+    "ScheduledJob",
+    "ScheduledJobs",
     "Sweeper",
     "TakenBatch",
     "batch_api",

@@ -8,6 +8,7 @@ job back in its queue with attempts reset and the same id, so event dedup still 
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -91,6 +92,29 @@ class LetterFilter:
 
 
 EVERY_LETTER = LetterFilter()
+
+#: Seconds per unit of a dead letter's age (`90s`, `30m`, `2h`, `7d`, `1w`): one grammar for the
+#: CLI's `--older-than` and the console's "dead for over".
+AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
+AGE_RULE = "a number and a unit s, m, h, d or w (90s, 30m, 2h, 7d)"
+STATUS_RULE = "an HTTP status 100-599, or 0 for no answer (timeouts, refusals)"
+_AGE = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
+
+
+def parse_age(text: str) -> float:
+    """`30m` -> 1800.0 seconds; ValueError stating `AGE_RULE` otherwise."""
+    match = _AGE.fullmatch(text.strip().lower())
+    if match is None:
+        raise ValueError(f"{text!r} is not {AGE_RULE}")
+    return float(match.group(1)) * AGE_UNITS[match.group(2)]
+
+
+def parse_status(text: str) -> int:
+    """The `status` a filter takes: 100-599, or 0; ValueError stating `STATUS_RULE` otherwise."""
+    raw = text.strip()
+    if not (raw.isascii() and raw.isdigit()) or not (int(raw) == 0 or 100 <= int(raw) <= 599):
+        raise ValueError(f"{text!r} is not {STATUS_RULE}")
+    return int(raw)
 
 
 class DeadLetterStore:

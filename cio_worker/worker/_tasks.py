@@ -132,7 +132,7 @@ def get_deliverer() -> Deliverer:
                 ),
                 limiter=Limiter(settings, redis_client),
                 client=get_client(settings),
-                leases=LeaseKeeper(ledger, new_owner_id()),
+                leases=LeaseKeeper(ledger, new_owner_id(), lease_s=settings.lease_s),
             )
         return _deliverer
 

@@ -1,7 +1,8 @@
 """Chaos: processes dying. A worker SIGKILLed mid-flight, and Redis SIGKILLed and restarted
 from its append-only file while workers run (test_chaos_poison.py has jobs that kill workers).
 
-Recovery here rests on leases (20 s for a claimed job, 2 × HTTP timeout + 10 s for a batch) and
+Recovery here rests on leases (`CIO_WORKER_LEASE_S` for a claimed job, 8 s here instead of the
+default 20 s; 2 × HTTP timeout + 10 s for a batch) and
 on the sweeper, so these tests take tens of seconds each; every wait polls against a deadline.
 """
 
@@ -40,7 +41,8 @@ def test_sigkilled_worker_jobs_come_back_within_a_minute(chaos_stack: StackFacto
     death; events it had sent may arrive twice with one dedup id; a transactional send it had
     on the wire is reconciled (the default policy): found in the sandbox's listing, it ends
     delivered, never sent twice, never dead-lettered."""
-    stack = chaos_stack()
+    # A 4 s HTTP timeout (answers take 1 s here) makes a dead sender's batch lease 18 s, not 30 s.
+    stack = chaos_stack(CIO_WORKER_LEASE_S="8", CIO_WORKER_HTTP_TIMEOUT_S="4")
     survivor_and_victim = [stack.start_worker("w1"), stack.start_worker("w2")]
     stack.wait_ready(*survivor_and_victim)
     stack.set_fault(delay_s=1)  # every answer takes 1 s: jobs are in flight when the kill lands

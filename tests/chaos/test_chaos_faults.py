@@ -212,7 +212,7 @@ def test_400s_are_dead_lettered_then_replayed(chaos_stack: StackFactory) -> None
     assert verdict(stack, book).delivered() == set()
 
     stack.clear_fault()  # the cause is fixed
-    replayed = dlq("replay", "--all")
+    replayed = dlq("replay", "--all", "--yes")
     took = stack.wait_all_ended(sends, 60)
     result = verdict(stack, book)
     print(f"\n400s: 30 dead-lettered with status 400; replay --all said {replayed.strip()!r}; "

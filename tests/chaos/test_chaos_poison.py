@@ -58,8 +58,9 @@ def test_poison_job_is_dead_lettered_after_max_attempts(chaos_stack: StackFactor
     """A job (one Celery message per job: an anonymous event) that kills every worker taking
     it is dead-lettered after CIO_WORKER_MAX_ATTEMPTS=2, with a reason saying workers were lost;
     the workers (restarted by `cio-worker worker`) go on delivering."""
-    max_attempts = 2  # each lost attempt costs a lease (about 25 s); two show the limit works
-    stack = chaos_stack(CIO_WORKER_MAX_ATTEMPTS=str(max_attempts))
+    max_attempts = 2  # each lost attempt costs a lease and a sweep; two show the limit works
+    # An 8 s lease (20 s by default) makes each lost attempt cost about 13 s instead of 25 s.
+    stack = chaos_stack(CIO_WORKER_MAX_ATTEMPTS=str(max_attempts), CIO_WORKER_LEASE_S="8")
     workers = [stack.start_worker(f"p{i}", supervised=True, concurrency=4) for i in range(2)]
     stack.wait_ready(*workers, timeout_s=60)
     book = JobBook(stack.producer())
