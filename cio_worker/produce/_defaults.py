@@ -41,12 +41,21 @@ def default_producer() -> Producer:
 
 
 def configure(
-    settings: Settings | None = None, *, redis_client: redis.Redis | None = None
+    settings: Settings | None = None,
+    *,
+    redis_client: redis.Redis | None = None,
+    producer: Producer | None = None,
 ) -> Producer:
-    """Replace the default producer (for applications that build `Settings` in code, and tests)."""
+    """Replace the default producer (for applications that build `Settings` in code, and tests).
+
+    `producer`: install this one as it is (an integration's producer: Django's, which stores on
+    commit, or `cio_worker.testing`'s, which keeps jobs in memory); then `settings` and
+    `redis_client` must be None."""
     global _default
+    if producer is not None and (settings is not None or redis_client is not None):
+        raise TypeError("configure(producer=...) takes no settings or redis_client")
     with _default_lock:
-        _default = Producer(settings, redis_client=redis_client)
+        _default = producer or Producer(settings, redis_client=redis_client)
         return _default
 
 
@@ -60,13 +69,17 @@ def async_default_producer() -> AsyncProducer:
 
 
 def async_configure(
-    settings: Settings | None = None, *, redis_client: redis.asyncio.Redis | None = None
+    settings: Settings | None = None,
+    *,
+    redis_client: redis.asyncio.Redis | None = None,
+    producer: AsyncProducer | None = None,
 ) -> AsyncProducer:
-    """Replace the running loop's default async producer."""
-    producer = _async_defaults[asyncio.get_running_loop()] = AsyncProducer(
-        settings, redis_client=redis_client
-    )
-    return producer
+    """Replace the running loop's default async producer (`producer`: install this one)."""
+    if producer is not None and (settings is not None or redis_client is not None):
+        raise TypeError("configure(producer=...) takes no settings or redis_client")
+    installed = producer or AsyncProducer(settings, redis_client=redis_client)
+    _async_defaults[asyncio.get_running_loop()] = installed
+    return installed
 
 
 def _on_defaults(build: Callable[P, JobDraft]) -> tuple[Callable[P, str], Callable[P, Pending]]:
