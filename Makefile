@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint format mypy pytest bench all clean
+.PHONY: install run test lint format mypy package pytest bench all clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,9 +28,20 @@ format: $(STAMP)
 mypy: $(STAMP)
 	$(VENV)/bin/mypy
 
+# The sdist and the wheel as they would be published, in a temporary directory (removed after),
+# and `twine check --strict` on both (the package index's page renders, metadata complete).
+# Quiet unless it fails. tests/test_package.py does the same in `make test`, checks what they
+# hold and installs the wheel in a fresh virtualenv.
+package: $(STAMP)
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+	if ! $(PY) -m build --outdir "$$tmp/dist" . >"$$tmp/build.log" 2>&1; then \
+		cat "$$tmp/build.log"; exit 1; fi && \
+	$(VENV)/bin/twine check --strict "$$tmp"/dist/*
+
 pytest: $(STAMP)
 	$(PY) -m pytest
 
+# The build and `twine check --strict` run inside pytest (tests/test_package.py), built once.
 test: lint mypy pytest
 
 all: test

@@ -224,9 +224,13 @@ def _text_of(node: ast.expr) -> str | None:
     return node.value if isinstance(node, ast.Constant) and isinstance(node.value, str) else None
 
 
+#: Django system-check ids (`cio_worker.E001`) name a check, not a module.
+_CHECK_ID = re.compile(r"cio_worker\.[EWIC]\d{3}")
+
+
 @cache
 def module_problem(dotted: str) -> str | None:
-    if dotted in defined_names():
+    if dotted in defined_names() or _CHECK_ID.fullmatch(dotted):
         return None
     parts = dotted.split(".")
     for cut in range(len(parts), 0, -1):

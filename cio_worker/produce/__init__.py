@@ -25,6 +25,7 @@ from cio_worker.produce._defaults import (
     async_enqueue_track_anonymous,
     async_enqueue_unsuppress,
     configure,
+    default_producer,
     enqueue_add_device,
     enqueue_broadcast,
     enqueue_delete,
@@ -40,9 +41,12 @@ from cio_worker.produce._defaults import (
     enqueue_track_anonymous,
     enqueue_unsuppress,
 )
+from cio_worker.produce._jobs import new_job
 from cio_worker.produce._producer import BulkProducer, Producer
 
 __all__ = [
+    "default_producer",
+    "new_job",
     "AsyncProducer",
     "BulkProducer",
     "Producer",

@@ -69,8 +69,12 @@ class Producer(EnqueueCalls):
         """Write the job record and queue it atomically, in one round trip (queue/_routing.py);
         where the master has replicas, wait for one of them too (queue/_replication.py)."""
         job = new_job(kind, payload)
-        run_write(self._job_writer.store(job))
+        self._store_job(job)
         return job.id
+
+    def _store_job(self, job: Job) -> None:
+        """The write itself, for a producer that decides when to store (Django's, on commit)."""
+        run_write(self._job_writer.store(job))
 
 
 class BulkProducer(Producer):
