@@ -492,3 +492,23 @@ class TestBatchEvents:
         assert len({fields["uuid"] for _, fields in sent}) == 1
         assert "ada@example.com" not in json.dumps(sent)
         assert "2 delivered" in sent[2][1]["result"]
+
+
+def test_anonymous_events_ride_pipelines_batches_but_not_track_v2() -> None:
+    """Track v2 has no anonymous person operation, so there an anonymous event keeps its own
+    request; Pipelines takes it inside /v1/batch, as Customer.io's own SDK sends it, in order
+    with that visitor's other events (one shard per anonymous id)."""
+    from cio_worker.queue._routing import is_batched
+    from cio_worker.queue._shards import person_key
+
+    job = Job(
+        id="01J0000000000000000000000A",
+        kind=Kind.TRACK_ANONYMOUS,
+        payload={"anonymous_id": "anon-1", "event": "Visited", "properties": {}},
+        created_at=time.time(),
+    )
+    assert not is_batched(job, Settings(batch=True, data_api="track"))
+    assert is_batched(job, Settings(batch=True, data_api="pipelines"))
+    assert not is_batched(job, Settings(batch=False, data_api="pipelines"))
+    # Ordered per visitor, and never confused with a known person whose id is the same text.
+    assert person_key(job) == "anonymous:anon-1"

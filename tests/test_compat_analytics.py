@@ -68,9 +68,6 @@ CALLS: list[tuple[str, str, list[Any], dict[str, Any]]] = [
 ]
 #: Calls equal except for one documented difference (docs/migrating.md), asserted as such.
 DIFFERENT = {
-    # Anonymous events are not batched by cio_worker (customerio/_batch_items.py BATCHABLE):
-    # the same message goes to /v1/track alone.
-    "track-anonymous": "path",
     # cio_worker's page job is a URL: without `properties.url`, the name is sent as the url too.
     "page-name-only": "properties.url",
 }
@@ -220,10 +217,7 @@ def test_the_worker_sends_what_the_sdk_sends(exchanges: dict[str, Any], case: st
     assert sdk_request["status"] == our_request["status"] == 200
     assert set(sdk_request["body"]) == {"batch", "sentAt"}
     assert sdk_request["method"] == our_request["method"] == "POST"
-    if DIFFERENT.get(case) == "path":
-        assert (sdk_request["path"], our_request["path"]) == ("/v1/batch", "/v1/track")
-    else:
-        assert our_request["path"] == sdk_request["path"] == "/v1/batch"
+    assert our_request["path"] == sdk_request["path"] == "/v1/batch"
     if DIFFERENT.get(case) == "properties.url":
         assert our_message["properties"].pop("url") == sdk_message["name"]
     assert sdk_message["context"]["library"]["name"] == "analytics-python"

@@ -10,6 +10,7 @@ from cio_worker.customerio._batch_items import (
     TRACK_BATCH_PATH,
     batch_body,
     batch_item_json,
+    batchable,
 )
 from cio_worker.customerio._http import (
     MAX_CONNECTIONS,
@@ -43,6 +44,7 @@ __all__ = [
     "USER_AGENT",
     "batch_body",
     "batch_item_json",
+    "batchable",
     "build_operation",
     "email_headers_json",
     "get_client",

@@ -13,7 +13,8 @@ thousands of events a second. Two targets (docs/customerio-api.md §3 and §5):
   Customer.io's own Pipelines libraries send every alias inside `/v1/batch`
   (docs/customerio-api-notes.md, "Merges in a Pipelines batch").
 
-Anonymous events have no Track v2 person operation, so they are not batched (BATCHABLE).
+Anonymous events have no Track v2 person operation, so on Track they are not batched; Pipelines
+takes them in `/v1/batch` like any call (`batchable`).
 """
 
 from __future__ import annotations
@@ -39,6 +40,12 @@ BATCHABLE = frozenset(
         Kind.REMOVE_DEVICE,
     }
 )
+
+
+def batchable(data_api: str) -> frozenset[Kind]:
+    """The kinds that travel in batches to `data_api` (`track` or `pipelines`)."""
+    return BATCHABLE | {Kind.TRACK_ANONYMOUS} if data_api == "pipelines" else BATCHABLE
+
 
 #: Paths and body limits per API. A batch closes below the limit with headroom for the wrapper.
 TRACK_BATCH_PATH = "/api/v2/batch"

@@ -28,7 +28,7 @@ from redis.commands.core import AsyncScript, Script
 from redis.exceptions import NoScriptError
 
 from cio_worker.config import Settings
-from cio_worker.customerio import BATCHABLE, batch_item_json
+from cio_worker.customerio import batch_item_json, batchable
 from cio_worker.errors import EnqueueError
 from cio_worker.job import Job
 from cio_worker.queue import _ledger_scripts as ledger_scripts
@@ -57,7 +57,7 @@ def batch_api(settings: Settings) -> str:
 
 
 def is_batched(job: Job, settings: Settings) -> bool:
-    return settings.batch and job.kind in BATCHABLE
+    return settings.batch and job.kind in batchable(batch_api(settings))
 
 
 def route(jobs: Sequence[Job], settings: Settings) -> tuple[list[tuple[Job, str]], list[Job]]:

@@ -2,7 +2,7 @@
 
 One Celery message per event tops out near 350 tasks/s per worker on two cores, far below what
 a 100 requests/s limit allows when each request carries a 500 KB batch. So batchable jobs
-(`customerio.BATCHABLE`) skip Celery: the producer stores each job with its ready-made batch item
+(`customerio.batchable`) skip Celery: the producer stores each job with its ready-made batch item
 and pushes its id onto one of `SHARDS` lists, chosen by the person, in one script for any number
 of jobs. Worker threads (worker/_batcher.py) take a whole batch from a shard in one script.
 
@@ -46,10 +46,13 @@ MAX_SCAN = 5000
 
 
 def person_key(job: Job) -> str:
-    """What keeps one person's jobs in order: their id, or the primary of a merge."""
+    """What keeps one person's jobs in order: their id (an anonymous visitor's id), or the
+    primary of a merge."""
     payload = job.payload
     if "user_id" in payload:
         return str(payload["user_id"])
+    if "anonymous_id" in payload:
+        return f"anonymous:{payload['anonymous_id']}"
     return str(sorted(payload["primary"].items()))
 
 
