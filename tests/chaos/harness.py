@@ -269,6 +269,11 @@ class ChaosStack:
             value = self.redis.hget(name, f"{job_id}:attempts")
             if value is not None:
                 return int(value)
+        # No attempts recorded: a batched job that never failed, or one that left (dead-lettered
+        # or delivered) between the reads above, which take several round trips. Reading 0 for
+        # a job that had spent its attempts once made the poison test kill a fourth sender.
+        if self.redis.hexists(keys.dead_letters(), job_id) or job_id not in self.batched_ids():
+            return None
         return 0
 
     def wait_all_ended(self, job_ids: Iterable[str], timeout_s: float) -> float:
