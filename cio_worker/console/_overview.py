@@ -1,9 +1,9 @@
 """The overview: per family what waits, runs and fails, the limiter and circuits, the workers.
 
 The numbers are `ops.collect_status`'s (the report of `cio-worker status`, workers online
-included), read once per view; the console adds what a single report cannot say: rates (the
-counters' change between views, console/_rates.py) and the age of each family's oldest waiting
-job.
+included), read once per view, and the age of each family's oldest waiting job as the exporter
+computes it (`ops.collect_metrics`); the console adds what a single report cannot say: rates
+(the counters' change between views, console/_rates.py).
 """
 
 from __future__ import annotations
@@ -11,12 +11,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from cio_worker import keys
-from cio_worker.connection import reply_text
 from cio_worker.console._context import Call, Console
 from cio_worker.console._html import Html, badge, duration, esc, fill, join, link, table, utc
-from cio_worker.kinds import Family
-from cio_worker.ops import collect_status, enqueue_latency_s
+from cio_worker.ops import collect_metrics, collect_status
 
 #: How often the overview reloads itself, seconds.
 REFRESH_S = 10
@@ -40,7 +37,8 @@ def overview(console: Console, call: Call) -> Any:
         for name, _ in RATED
     }
     rates, span = console.rates.add(counters, now)
-    oldest = _oldest_ages(console, report, now)
+    # The same figure as the exporter's cio_worker_oldest_job_age_seconds (one rule, in ops).
+    oldest = collect_metrics(console.redis, console.settings, now_s=now).oldest_job_age_s
     workers: list[str] | None = report.get("workers_online")
     body = join(
         [
@@ -63,23 +61,6 @@ def overview(console: Console, call: Call) -> Any:
         ]
     )
     return call.page("Overview", body, active="/", refresh_s=REFRESH_S)
-
-
-def _oldest_ages(console: Console, report: dict[str, Any], now: float) -> dict[str, float | None]:
-    """Per family, the age of the job waiting longest for a worker: the first of its unclaimed
-    index (pushed, not yet taken, in push order), or for Track the oldest batched job if older."""
-    pipe = console.redis.pipeline(transaction=False)
-    for family in Family:
-        pipe.zrange(keys.unclaimed(family.value), 0, 0)
-    ages: dict[str, float | None] = {}
-    for family, first in zip(Family, pipe.execute(), strict=True):
-        ages[family.value] = (
-            max(0.0, enqueue_latency_s(reply_text(first[0]), now_s=now) or 0.0) if first else None
-        )
-    batched = report.get("oldest_batched_job_age_s") or 0.0
-    if batched:
-        ages["track"] = max(ages["track"] or 0.0, batched)
-    return ages
 
 
 def _cards(report: dict[str, Any], workers: list[str] | None) -> Html:
