@@ -58,9 +58,10 @@ class Window:
     def commands_per_s(self) -> float:
         return sum(self.calls.values()) / self.seconds
 
-    def top(self, count: int = 6) -> str:
+    def top(self, count: int | None = 6) -> str:
+        """The busiest commands, `count` of them or all; rates under 10/s with one decimal."""
         return ", ".join(
-            f"{name.upper()} {calls / self.seconds:,.0f}/s"
+            f"{name.upper()} {_rate(calls / self.seconds)}/s"
             for name, calls in self.calls.most_common(count)
             if calls > 0
         )
@@ -68,6 +69,10 @@ class Window:
     @property
     def redis_cpu_pct(self) -> float:
         return 100 * self.redis_cpu_s / self.seconds
+
+
+def _rate(per_s: float) -> str:
+    return f"{per_s:,.1f}" if per_s < 10 else f"{per_s:,.0f}"
 
 
 class Probe:
@@ -191,7 +196,7 @@ class FleetRun:
             f"{self.workers} worker(s), idle {self.idle.seconds:.1f}s:\n"
             f"  Redis commands/s: {self.idle.commands_per_s:,.0f} in all, "
             f"{self.per_worker:,.0f} per idle worker (target <= {TARGET_IDLE_CMDS_PER_WORKER})\n"
-            f"  top: {self.idle.top() or '-'}\n"
+            f"  by command: {self.idle.top(None) or '-'}\n"
             f"  Redis CPU {self.idle.redis_cpu_pct:.1f}% of a core; workers' CPU "
             f"{sum(worker_pct) / len(worker_pct):.1f}% of a core each "
             f"({', '.join(f'{p:.1f}' for p in worker_pct)})\n"

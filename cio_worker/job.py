@@ -2,15 +2,21 @@
 
 Every stage handles jobs, so the record lives here, below all of them; what each kind's payload
 holds is decided by its builder (produce) and sent by its operation (customerio).
+
+A queued job is mostly its stored JSON, so the JSON carries nothing twice: the creation time is
+the millisecond inside the job's ULID and is written (`"t"`) only for a job whose id does not
+carry it (issue 18: bytes per queued job).
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from cio_worker import jsonutil
+from cio_worker.ids import ulid_time_ms
 from cio_worker.kinds import Family, Kind
 
 
@@ -28,13 +34,32 @@ class Job:
         return self.kind.family
 
     def to_json(self) -> str:
-        return jsonutil.dumps(
-            {"id": self.id, "kind": self.kind.value, "payload": self.payload, "t": self.created_at}
-        )
+        record: dict[str, Any] = {"id": self.id, "kind": self.kind.value, "payload": self.payload}
+        if id_time_s(self.id) != _millis(self.created_at):
+            record["t"] = self.created_at
+        return jsonutil.dumps(record)
 
     @classmethod
     def from_json(cls, raw: str | bytes) -> Job:
-        data = json.loads(raw)
-        return cls(
-            id=data["id"], kind=Kind(data["kind"]), payload=data["payload"], created_at=data["t"]
-        )
+        data = orjson.loads(raw)
+        return cls.from_record(data["id"], data)
+
+    @classmethod
+    def from_record(cls, job_id: str, data: dict[str, Any]) -> Job:
+        """The job from its decoded JSON (`kind`, `payload`, maybe `t`), named `job_id`."""
+        created = data.get("t")
+        if created is None:
+            created = id_time_s(job_id) or 0.0
+        return cls(id=job_id, kind=Kind(data["kind"]), payload=data["payload"], created_at=created)
+
+
+def id_time_s(job_id: str) -> float | None:
+    """The creation time (s, to the millisecond) inside a ULID job id; None for another id."""
+    try:
+        return ulid_time_ms(job_id) / 1000 if len(job_id) == 26 else None
+    except ValueError:
+        return None
+
+
+def _millis(seconds: float) -> float:
+    return int(seconds * 1000) / 1000

@@ -18,6 +18,7 @@ import redis
 import cio_worker
 from cio_worker.config import Settings
 from cio_worker.errors import CioWorkerError, EnqueueError, ValidationError
+from cio_worker.job import Job
 from cio_worker.kinds import Kind
 from cio_worker.produce import _defaults as producer_module
 from cio_worker.produce._producer import Producer
@@ -205,12 +206,15 @@ class TestStore:
         assert payload["timestamp"] == 1_700_000_001
 
     def test_job_created_at_is_now(self, store: tuple[Producer, Any]) -> None:
-        """The job records the wall-clock time it was enqueued, in Unix seconds."""
+        """The job records the wall-clock time it was enqueued, to the millisecond, in its id;
+        the stored JSON does not repeat it (issue 18) and reads it back from there."""
         producer, client = store
         before = time.time()
         job_id = producer.enqueue_delete("u-1")
         after = time.time()
-        assert before <= json.loads(client.hget(f"cio:job:{job_id}", "job"))["t"] <= after
+        raw = client.hget(f"cio:job:{job_id}", "job")
+        assert "t" not in json.loads(raw)
+        assert int(before * 1000) / 1000 <= Job.from_json(raw).created_at <= after
 
 
 class TestModuleLevel:
@@ -492,3 +496,22 @@ class TestBulkFlushFailures:
         assert info.value.field == "data.x"
         assert bulk.stored == 3
         assert all(redis_client.exists(f"cio:job:{job_id}") for job_id in ids)
+
+
+class TestStoredJson:
+    """What a queued job's JSON carries (issue 18: bytes per queued job)."""
+
+    def test_round_trip_keeps_every_field(self) -> None:
+        from cio_worker.produce._jobs import new_job
+
+        job = new_job(Kind.TRACK, {"user_id": "u-1", "event": "e", "properties": {"n": 1}})
+        assert Job.from_json(job.to_json()) == job
+
+    def test_a_time_the_id_does_not_carry_is_written(self) -> None:
+        job = Job("01M8Q8C9EEXT51CFTDYGK4G8JP", Kind.DELETE, {"user_id": "u"}, 12.5)
+        assert json.loads(job.to_json())["t"] == 12.5
+        assert Job.from_json(job.to_json()) == job
+
+    def test_an_id_that_is_not_a_ulid_keeps_its_time(self) -> None:
+        job = Job("legacy-1", Kind.DELETE, {"user_id": "u"}, 1_700_000_000.25)
+        assert Job.from_json(job.to_json()) == job

@@ -11,12 +11,11 @@ awaits the store) and as a module-level function. So a builder's parameters and 
 from __future__ import annotations
 
 import inspect
-import time
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any, Concatenate, NamedTuple, ParamSpec
 
-from cio_worker.ids import new_ulid
+from cio_worker.ids import new_ulid, ulid_time_ms
 from cio_worker.job import Job
 from cio_worker.kinds import Kind
 from cio_worker.produce import _payloads as payloads
@@ -38,7 +37,9 @@ class JobDraft(NamedTuple):
 
 def new_job(kind: Kind, payload: dict[str, Any]) -> Job:
     """The job a producer stores: `payload` of `kind`, with a new id, created now."""
-    return Job(id=new_ulid(), kind=kind, payload=payload, created_at=time.time())
+    job_id = new_ulid()
+    # Created at the millisecond inside its id, which the stored JSON then need not repeat.
+    return Job(id=job_id, kind=kind, payload=payload, created_at=ulid_time_ms(job_id) / 1000)
 
 
 # -- Track API -----------------------------------------------------------------------------------
