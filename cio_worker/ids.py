@@ -13,12 +13,32 @@ ULID_PATTERN = re.compile(r"^[0-7][0-9A-HJKMNP-TV-Z]{25}$")
 
 #: Every pair of base32 digits, so a ULID takes 13 lookups, not 26 (bulk enqueue makes many).
 _PAIRS = [a + b for a in _CROCKFORD for b in _CROCKFORD]
-
+#: Crockford digits as the digits `int(text, 32)` reads; any other ASCII character as one it
+#: refuses (non-ASCII text is refused before: `int` would read other scripts' decimal digits).
+_TO_INT_DIGITS = {
+    code: "0123456789abcdefghijklmnopqrstuv"[_CROCKFORD.index(chr(code))]
+    if chr(code) in _CROCKFORD
+    else "!"
+    for code in range(128)
+}
 
 _RANDOM_MASK = (1 << 80) - 1
+#: The random part's low 20 bits: its last 4 characters, the only ones most ids change.
+_LOW_BITS = 20
+_LOW_MASK = (1 << _LOW_BITS) - 1
 _lock = threading.Lock()
 _last_ms = -1
 _last_random = 0
+#: The first 22 characters of the ids being made: the millisecond and the random part's high
+#: 60 bits, encoded once for every id that shares them.
+_head = ""
+#: The last time `ulid_time_ms` decoded, with its 10 characters: ids made together share it.
+_last_time = ("", 0)
+
+
+def _encode(value: int, pairs: int) -> str:
+    """`value`'s low `pairs` * 10 bits as 2 * `pairs` base32 digits."""
+    return "".join([_PAIRS[(value >> shift) & 1023] for shift in range(pairs * 10 - 10, -10, -10)])
 
 
 def new_ulid(now_ms: int | None = None) -> str:
@@ -30,16 +50,23 @@ def new_ulid(now_ms: int | None = None) -> str:
     for randomness per millisecond instead of one per job. Fresh randomness each millisecond
     keeps ids from different processes apart.
     """
-    global _last_ms, _last_random
+    return new_ulid_ms(now_ms)[0]
+
+
+def new_ulid_ms(now_ms: int | None = None) -> tuple[str, int]:
+    """A new ULID (see `new_ulid`) and the millisecond inside it, read without decoding it."""
+    global _last_ms, _last_random, _head
     ms = int(time.time() * 1000) if now_ms is None else now_ms
     with _lock:
         if ms == _last_ms and _last_random < _RANDOM_MASK:
             _last_random += 1
+            if not _last_random & _LOW_MASK:  # carried into the high bits
+                _head = _encode(ms, 5) + _encode(_last_random >> _LOW_BITS, 6)
         else:
             _last_ms, _last_random = ms, int.from_bytes(os.urandom(10), "big")
-        value = (ms << 80) | _last_random
-    pairs = _PAIRS
-    return "".join([pairs[(value >> shift) & 1023] for shift in range(120, -10, -10)])
+            _head = _encode(ms, 5) + _encode(_last_random >> _LOW_BITS, 6)
+        head, low = _head, _last_random & _LOW_MASK
+    return head + _PAIRS[low >> 10] + _PAIRS[low & 1023], ms
 
 
 def is_ulid(value: str) -> bool:
@@ -48,8 +75,16 @@ def is_ulid(value: str) -> bool:
 
 
 def ulid_time_ms(value: str) -> int:
-    """The millisecond timestamp inside a ULID."""
-    number = 0
-    for char in value[:10]:
-        number = number * 32 + _CROCKFORD.index(char)
-    return number
+    """The millisecond timestamp inside a ULID (ValueError if its first 10 characters are not
+    Crockford base32)."""
+    global _last_time
+    head = value[:10]
+    last = _last_time  # one read: another thread may replace it
+    if head == last[0]:
+        return last[1]
+    digits = head.translate(_TO_INT_DIGITS)
+    if not head.isascii() or "!" in digits:
+        raise ValueError(f"not a ULID's time: {head!r}")
+    ms = int(digits, 32) if digits else 0
+    _last_time = (head, ms)
+    return ms

@@ -34,10 +34,17 @@ class Job:
         return self.kind.family
 
     def to_json(self) -> str:
-        record: dict[str, Any] = {"id": self.id, "kind": self.kind.value, "payload": self.payload}
+        return jsonutil.dumps({"id": self.id, **self._record()})
+
+    def record_json(self) -> str:
+        """The JSON to store under the job's id (which it therefore leaves out)."""
+        return jsonutil.dumps(self._record())
+
+    def _record(self) -> dict[str, Any]:
+        record: dict[str, Any] = {"kind": self.kind.value, "payload": self.payload}
         if id_time_s(self.id) != _millis(self.created_at):
             record["t"] = self.created_at
-        return jsonutil.dumps(record)
+        return record
 
     @classmethod
     def from_json(cls, raw: str | bytes) -> Job:
@@ -46,11 +53,16 @@ class Job:
 
     @classmethod
     def from_record(cls, job_id: str, data: dict[str, Any]) -> Job:
-        """The job from its decoded JSON (`kind`, `payload`, maybe `t`), named `job_id`."""
+        """The job from its decoded JSON (`kind`, `payload`, maybe `t`; an `id` in it is
+        ignored), named `job_id`."""
         created = data.get("t")
         if created is None:
             created = id_time_s(job_id) or 0.0
-        return cls(id=job_id, kind=Kind(data["kind"]), payload=data["payload"], created_at=created)
+        # Batch senders read thousands of records a request: a dict lookup, not Kind(...).
+        return cls(job_id, _KINDS[data["kind"]], data["payload"], created)
+
+
+_KINDS: dict[str, Kind] = {kind.value: kind for kind in Kind}
 
 
 def id_time_s(job_id: str) -> float | None:

@@ -91,45 +91,73 @@ def claimed_seq(family: str) -> str:
     return f"{PREFIX}claimed:{family}"
 
 
+def waiting(family: str) -> str:
+    """List (FIFO, RPUSH in) of job ids waiting for room in the family's queue (its window,
+    queue/_window.py): they have no task message yet."""
+    return f"{PREFIX}waiting:{family}"
+
+
+def records(family: str) -> str:
+    """Hash: waiting job id -> the job's record (`Job.record_json`: kind and payload, no id);
+    the record moves into the job's hash when the job is released to its queue."""
+    return f"{PREFIX}records:{family}"
+
+
 def reaper_lock() -> str:
     """Short lock so that one worker in the fleet sweeps at a time."""
     return f"{PREFIX}reaper:lock"
 
 
 # -- Batched Track-family delivery (queue/_shards.py) ----------------------------------------------
+# Layout 2 (issue 18) stores one record per job; its keys are new so that a worker of layout 1
+# still running during an upgrade never takes a job it cannot read. Workers adopt what layout 1
+# left (queue/_shards.py `adopt_legacy`); nothing writes layout 1 any more.
+
+
 def batch_queue(api: str, shard: int) -> str:
     """List of job ids for one shard of batched delivery (LPUSH in, oldest at the right)."""
-    return f"{PREFIX}bq:{api}:{shard}"
+    return f"{PREFIX}bq:v2:{api}:{shard}"
 
 
 def batch_inflight(api: str, shard: int) -> str:
     """Hash describing the one batch of this shard being sent now (owner, lease, job ids)."""
-    return f"{PREFIX}bq:{api}:{shard}:inflight"
+    return f"{batch_queue(api, shard)}:inflight"
 
 
 def batch_hold(api: str, shard: int) -> str:
     """Unix ms before which nobody sends from this shard (backoff or a 429 pause)."""
-    return f"{PREFIX}bq:{api}:{shard}:hold"
-
-
-def batch_items(api: str, shard: int) -> str:
-    """Hash: job id -> its batch item (compact JSON, sent as is)."""
-    return f"{PREFIX}bq:{api}:{shard}:items"
+    return f"{batch_queue(api, shard)}:hold"
 
 
 def batch_jobs(api: str, shard: int) -> str:
-    """Hash: job id -> the job (JSON), for dead letters and replay."""
-    return f"{PREFIX}bq:{api}:{shard}:jobs"
+    """Hash: job id -> the job's record (`Job.record_json`: kind and payload, no id)."""
+    return f"{batch_queue(api, shard)}:jobs"
 
 
 def batch_suspects(api: str, shard: int) -> str:
     """Set of job ids whose batch was lost with its sender: each is next sent alone."""
-    return f"{PREFIX}bq:{api}:{shard}:suspects"
+    return f"{batch_queue(api, shard)}:suspects"
 
 
 def batch_meta(api: str, shard: int) -> str:
-    """Hash: `<job id>:attempts|first_error|last_error`, only for jobs that failed before."""
-    return f"{PREFIX}bq:{api}:{shard}:meta"
+    """Hash: `<job id>:attempts|first_error|last_error|since`, only for jobs that need one."""
+    return f"{batch_queue(api, shard)}:meta"
+
+
+def legacy_batch_shard(api: str, shard: int) -> str:
+    """A shard's base in the layout before issue 18 (`<base>`, `<base>:jobs`, `:items`, ...)."""
+    return f"{PREFIX}bq:{api}:{shard}"
+
+
+# -- Doorbells (queue/_bells.py) -------------------------------------------------------------------
+def bell(name: str) -> str:
+    """List of at most one token, rung when work of `name` (`batch:<api>`, `due`) is ready."""
+    return f"{PREFIX}bell:{name}"
+
+
+def bell_stop(owner: str) -> str:
+    """One process's private bell, rung to wake its own waiters at shutdown."""
+    return f"{PREFIX}bell:stop:{owner}"
 
 
 # -- Reporting webhooks (webhooks/_store.py): one hash tag, so a script's keys share a slot ----

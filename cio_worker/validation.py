@@ -86,21 +86,24 @@ def integer(field: str, value: int) -> int:
     return value
 
 
-def encoded_len(value: Any) -> int:
-    """Bytes of the compact JSON encoding Customer.io will receive."""
-    return jsonutil.encoded_len(value)
+#: Bytes of the compact JSON encoding Customer.io will receive (jsonutil's own function: no
+#: wrapper call on every job).
+encoded_len = jsonutil.encoded_len
 
 
 def identifier(field: str, value: object, *, max_bytes: int = MAX_ID_BYTES) -> str:
     """A person (or device, object) id: a non-empty string or int, at most 150 bytes."""
-    if isinstance(value, bool) or not isinstance(value, str | int):
-        raise ValidationError(field, f"must be a string or an int, got {type(value).__name__}")
-    if isinstance(value, int) and not _INT_MIN < value < _INT_MAX:  # str() would raise
-        raise ValidationError(field, f"must be at most {max_bytes} bytes")
-    text = str(value)
+    if type(value) is str:  # the common case, without the checks below
+        text = value
+    else:
+        if isinstance(value, bool) or not isinstance(value, str | int):
+            raise ValidationError(field, f"must be a string or an int, got {type(value).__name__}")
+        if isinstance(value, int) and not _INT_MIN < value < _INT_MAX:  # str() would raise
+            raise ValidationError(field, f"must be at most {max_bytes} bytes")
+        text = str(value)
     if not text.strip():
         raise ValidationError(field, "must not be empty")
-    size = text_size(field, text)
+    size = len(text) if text.isascii() else text_size(field, text)  # ASCII: 1 byte a character
     if size > max_bytes:
         raise ValidationError(field, f"must be at most {max_bytes} bytes, got {size}")
     if not text.isprintable() and _CONTROL.search(text):  # isprintable: C speed, common case
@@ -120,7 +123,7 @@ def event_name(field: str, value: object) -> str:
         raise ValidationError(field, f"must be a string, got {type(value).__name__}")
     if not value.strip():
         raise ValidationError(field, "must not be empty")
-    size = text_size(field, value)
+    size = len(value) if value.isascii() else text_size(field, value)
     if size > MAX_EVENT_NAME_BYTES:
         raise ValidationError(field, f"must be at most {MAX_EVENT_NAME_BYTES} bytes, got {size}")
     return value
@@ -191,6 +194,13 @@ def _json_value(field: str, value: object, depth: int) -> None:
         raise ValidationError(field, f"{type(value).__name__} is not a JSON value")
     if depth >= MAX_JSON_DEPTH:
         raise ValidationError(field, f"must not be nested deeper than {MAX_JSON_DEPTH} levels")
+    _json_members(field, value, depth)
+
+
+def _json_members(
+    field: str, value: list[Any] | tuple[Any, ...] | dict[Any, Any], depth: int
+) -> None:
+    """The keys and items of a container at `depth` (its own type and depth already checked)."""
     pairs: Iterable[tuple[Any, Any]]
     if isinstance(value, dict):
         is_dict, pairs = True, value.items()
@@ -234,10 +244,10 @@ def json_object(field: str, value: object, *, max_bytes: int | None = None) -> d
     """A JSON object (dict with string keys and JSON values), optionally size-capped."""
     if value is None:
         return {}
-    if not isinstance(value, Mapping):
+    if type(value) is not dict and not isinstance(value, Mapping):  # a dict skips the ABC
         raise ValidationError(field, f"must be a dict, got {type(value).__name__}")
     result = dict(value)
-    json_value(field, result)
+    _json_members(field, result, 0)  # what json_value does for a dict, minus its type checks
     if max_bytes is not None and (size := encoded_len(result)) > max_bytes:
         raise ValidationError(field, f"must be at most {max_bytes} bytes as JSON, got {size}")
     return result
@@ -266,9 +276,13 @@ def attributes(field: str, value: object) -> dict[str, Any]:
     return result
 
 
-def operation_size(field: str, payload: object, *, max_bytes: int = MAX_OPERATION_BYTES) -> None:
-    """The whole operation must fit Customer.io's per-operation limit (32 KB for Track)."""
-    size = encoded_len(payload)
+def operation_size(
+    field: str, payload: object, *, max_bytes: int = MAX_OPERATION_BYTES, size: int | None = None
+) -> None:
+    """The whole operation must fit Customer.io's per-operation limit (32 KB for Track);
+    `size`: its encoded length, if the caller has it."""
+    if size is None:
+        size = encoded_len(payload)
     if size > max_bytes:
         raise ValidationError(
             field, f"operation must be at most {max_bytes} bytes as JSON, got {size}"

@@ -17,8 +17,9 @@ from cio_worker import keys
 from cio_worker.config import Settings
 from cio_worker.customerio._batch_items import (
     BATCHABLE,
+    ITEM_SLACK_BYTES,
     batch_body,
-    batch_item_json,
+    batch_item,
     person_identifiers,
 )
 from cio_worker.customerio._http import CustomerIoClient
@@ -63,16 +64,18 @@ def every_batchable_kind(p: Producer) -> list[str]:
 def batched(client: redis.Redis, job_id: str, api: str = "track") -> dict[str, Any]:
     """A batched job's records, wherever its shard keeps them ({} once it has ended)."""
     for shard in range(SHARDS):
-        job = client.hget(keys.batch_jobs(api, shard), job_id)
-        if job is not None:
+        record = client.hget(keys.batch_jobs(api, shard), job_id)
+        if record is not None:
+            job = Job.from_record(job_id, json.loads(record))
             meta = client.hmget(
                 keys.batch_meta(api, shard),
                 [f"{job_id}:attempts", f"{job_id}:first_error", f"{job_id}:last_error"],
             )
             return {
                 "shard": shard,
+                "record": record,
                 "job": job,
-                "item": client.hget(keys.batch_items(api, shard), job_id),
+                "item": batch_item(job, api),
                 "attempts": int(meta[0] or 0),
                 "first_error": json.loads(meta[1]) if meta[1] else None,
                 "last_error": json.loads(meta[2]) if meta[2] else None,
@@ -90,17 +93,19 @@ class TestProducer:
     def test_batchable_kinds_skip_celery_and_land_in_their_persons_shard(
         self, producer, redis_client
     ) -> None:
-        """No Celery message; the id is in the shard its person hashes to, with a ready item."""
+        """No Celery message; the id is in the shard its person hashes to, with one record: the
+        job's kind and payload (its id is the field, its time is in the id)."""
         job_id = producer.enqueue_track("u-1", "Viewed", {"n": 1})
         assert redis_client.llen("cio.track") == 0
         assert not redis_client.exists(keys.job(job_id))  # no per-job hash: per-shard ones
         record = batched(redis_client, job_id)
-        job = Job.from_json(record["job"])
+        job = record["job"]
+        assert json.loads(record["record"]) == {"kind": "track", "payload": job.payload}
         assert record["shard"] == shard_of(job)
         assert redis_client.lrange(keys.batch_queue("track", shard_of(job)), 0, -1) == [
             job_id.encode()
         ]
-        item = json.loads(record["item"])
+        item = record["item"]
         assert item == {"type": "person", "identifiers": {"id": "u-1"}, "action": "event",
                         "name": "Viewed", "id": job_id, "attributes": {"n": 1}}  # fmt: skip
         assert stats(redis_client)["track:enqueued"] == 1
@@ -160,7 +165,9 @@ class TestShardQueue:
         inflight = redis_client.hgetall(keys.batch_inflight("track", batch.shard))
         assert inflight[b"owner"] == b"w1"
         assert json.loads(inflight[b"ids"]) == ids
-        assert queue.take("w2", max_bytes=450_000, linger_ms=0) is None  # shard busy, rest empty
+        # The shard is busy and the rest empty: nothing to take until its lease (30 s) ends.
+        wait = queue.take("w2", max_bytes=450_000, linger_ms=0)
+        assert isinstance(wait, float) and 29 < wait <= 30
 
     def test_a_batch_closes_at_the_byte_limit(self, producer, queue) -> None:
         """Items are taken until the next would pass the request limit."""
@@ -169,7 +176,7 @@ class TestShardQueue:
         batch = queue.take("w1", max_bytes=10_000, linger_ms=10_000)
         assert isinstance(batch, TakenBatch)
         assert 5 <= len(batch.items) < 10
-        assert len(batch_body([item.item for item in batch.items])) <= 10_000
+        assert len(batch_body([item.job() for item in batch.items], "track")) <= 10_000
 
     def test_a_small_batch_lingers_then_goes(self, producer, queue) -> None:
         """Fewer jobs than a full batch wait up to the linger time for company."""
@@ -267,12 +274,11 @@ class TestItemsAgainstTheSpecs:
     ) -> None:
         """A batch of every kind validates against the published `/api/v2/batch` schema."""
         ids = every_batchable_kind(producer)
-        items = [batched(redis_client, i)["item"] for i in ids]
-        kinds = {Job.from_json(batched(redis_client, i)["job"]).kind for i in ids}
-        assert kinds == set(BATCHABLE)
+        jobs = [batched(redis_client, i)["job"] for i in ids]
+        assert {job.kind for job in jobs} == set(BATCHABLE)
         spec = contract.track_spec()
         problems = spec.operation("POST", "/api/v2/batch").body_errors(
-            json.loads(batch_body(items))
+            json.loads(batch_body(jobs, "track"))
         )
         assert problems == []
 
@@ -282,8 +288,8 @@ class TestItemsAgainstTheSpecs:
         """With CIO_WORKER_DATA_API=pipelines the items validate against `/v1/batch`."""
         p = Producer(batch_settings.replace(data_api="pipelines"), redis_client=redis_client)
         ids = every_batchable_kind(p)
-        items = [batched(redis_client, i, "pipelines")["item"] for i in ids]
-        body = json.loads(batch_body(items))
+        jobs = [batched(redis_client, i, "pipelines")["job"] for i in ids]
+        body = json.loads(batch_body(jobs, "pipelines"))
         spec = contract.pipelines_spec()
         # The whole body against the published `/v1/batch` schema (alias items: see the patch
         # in openapi_contract.py), and each item as the single call its `type` names.
@@ -310,7 +316,28 @@ class TestItemsAgainstTheSpecs:
         job = Job(id="01ARZ3NDEKTSV4RRFFQ69G5FAV", kind=Kind.TRACK,
                   payload={"user_id": "u", "event": "e", "properties": {}, "timestamp": None},
                   created_at=0)  # fmt: skip
-        assert " " not in batch_item_json(job, "track")
+        assert b" " not in batch_body([job], "track")
+
+    @pytest.mark.parametrize("api", ["track", "pipelines"])
+    def test_no_item_outgrows_its_record_by_more_than_the_slack(
+        self, batch_settings: Settings, redis_client, api: str
+    ) -> None:
+        """A take fills a batch by stored bytes plus ITEM_SLACK_BYTES per job; the body stays
+        under Customer.io's limit only if no item is longer than its record plus that."""
+        p = Producer(batch_settings.replace(data_api=api), redis_client=redis_client)
+        ids = every_batchable_kind(p)
+        ids += [p.enqueue_track("cio_1", "e"), p.enqueue_identify("a@b.co", timestamp=1)]
+        ids += [p.enqueue_track(7, "e", timestamp=1_700_000_000)]
+        grown = {}
+        for job_id in ids:
+            record = batched(redis_client, job_id, api)
+            grown[record["job"].kind.value] = max(
+                grown.get(record["job"].kind.value, 0),
+                len(batch_body([record["job"]], api))
+                - len(b'{"batch":[]}')
+                - len(record["record"]),
+            )
+        assert max(grown.values()) <= ITEM_SLACK_BYTES, grown
 
 
 # -- the batcher -------------------------------------------------------------------------------

@@ -132,7 +132,7 @@ class TestDeferAndDue:
         assert pushed.count(True) == 1
         assert redis_client.llen("cio.track") == 1
         assert field(redis_client, job_id, "state") == "queued"
-        assert field(redis_client, job_id, "seq") == "2"
+        assert redis_client.zscore(keys.unclaimed("track"), job_id) == 2
 
 
 class TestEnd:

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from cio_worker.customerio._answers import Answer
+from cio_worker.customerio._answers import Answer, refused_items
 from cio_worker.customerio._batch_items import (
     BATCHABLE,
+    ITEM_SLACK_BYTES,
     MAX_BATCH_BYTES,
     PIPELINES_BATCH_PATH,
+    REQUEST_LIMIT_BYTES,
     TRACK_BATCH_PATH,
     batch_body,
-    batch_item_json,
+    batch_item,
     batchable,
 )
 from cio_worker.customerio._http import (
@@ -30,12 +32,14 @@ from cio_worker.customerio._operations import (
 )
 
 __all__ = [
+    "refused_items",
     "Answer",
     "Api",
     "AsyncCustomerIoClient",
     "BATCHABLE",
     "CustomerIoClient",
     "HttpOperation",
+    "ITEM_SLACK_BYTES",
     "MAX_BATCH_BYTES",
     "MAX_CONNECTIONS",
     "PIPELINES_BATCH_PATH",
@@ -43,7 +47,8 @@ __all__ = [
     "TRACK_BATCH_PATH",
     "USER_AGENT",
     "batch_body",
-    "batch_item_json",
+    "REQUEST_LIMIT_BYTES",
+    "batch_item",
     "batchable",
     "build_operation",
     "email_headers_json",

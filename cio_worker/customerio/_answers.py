@@ -93,3 +93,17 @@ def parse_retry_after(headers: httpx.Headers, *, now: float | None = None) -> fl
         when = when.replace(tzinfo=UTC)
     current = time.time() if now is None else now
     return max(0.0, when.timestamp() - current)
+
+
+def refused_items(status: int, body: Any) -> dict[int, str]:
+    """The items of a batch Customer.io refused (a 207's `errors`): batch_index -> reason."""
+    if status != 207 or not isinstance(body, dict):
+        return {}
+    rejected: dict[int, str] = {}
+    for error in body.get("errors") or []:
+        if isinstance(error, dict) and isinstance(error.get("batch_index"), int):
+            detail = ", ".join(
+                str(error[key]) for key in ("reason", "field", "message") if error.get(key)
+            )
+            rejected[error["batch_index"]] = f"207: item refused: {detail or 'no detail'}"
+    return rejected

@@ -120,6 +120,9 @@ return 0
 RELEASE = (
     _CLOCK
     + """
+local parked_sets = {}
+for b = 3, #KEYS, 2 do parked_sets[#parked_sets + 1] = KEYS[b] end
+if redis.call('EXISTS', unpack(parked_sets)) == 0 then return 0 end  -- the usual case: one read
 local now = clock(ARGV[3])
 local released = 0
 for b = 2, #KEYS, 2 do

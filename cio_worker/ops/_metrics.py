@@ -52,6 +52,9 @@ LIMITER_WAIT_BUCKETS_S: Final = (
 #: `cio:stats` outcomes (queue/_ledger.py) the exporter publishes as counters of their own.
 STATS_OUTCOMES: Final = ("enqueued", "retried", "rate_limited", "dead")
 
+#: Replies `collect` reads per family: two histograms, the queue's length and tail, the waiting
+#: list's length and head.
+_PER_FAMILY: Final = 6
 _FAMILIES: Final = frozenset(family.value for family in Family)
 _KINDS: Final = frozenset(kind.value for kind in Kind)
 
@@ -166,7 +169,7 @@ class MetricsSnapshot:
         stats: (family, outcome) -> count from `cio:stats`, for STATS_OUTCOMES and every family.
         latency: family -> enqueue → accepted histogram.
         limiter_wait: family -> limiter wait histogram.
-        queue_depth: family -> messages waiting in its queue.
+        queue_depth: family -> jobs waiting in its queue (or for room in it: queue/_window.py).
         oldest_job_age_s: family -> age of the oldest waiting job (0 when the queue is empty,
             None when its oldest message carries no job id we can read).
         delayed_jobs: retries and deferrals waiting for their time (cio:delayed).
@@ -205,6 +208,9 @@ def collect(
         pipe.llen(queue_name(family))
         # kombu LPUSHes and workers BRPOP, so the tail is the message waiting longest.
         pipe.lindex(queue_name(family), -1)
+        # Jobs beyond the queue's window wait for room, oldest first (queue/_window.py).
+        pipe.llen(keys.waiting(family))
+        pipe.lindex(keys.waiting(family), 0)
     for bucket in CIRCUIT_BUCKETS:
         pipe.hget(keys.circuit(bucket), "state")
         pipe.zcard(keys.parked(bucket))
@@ -218,15 +224,24 @@ def collect(
     queue_depth: dict[str, int] = {}
     oldest: dict[str, float | None] = {}
     for index, family in enumerate(families):
-        raw_latency, raw_wait, depth, tail = replies[3 + 4 * index : 7 + 4 * index]
+        at = 3 + _PER_FAMILY * index
+        raw_latency, raw_wait, depth, tail, waiting, first = replies[at : at + _PER_FAMILY]
         latency[family] = _histogram(raw_latency, LATENCY_BUCKETS_S)
         limiter_wait[family] = _histogram(raw_wait, LIMITER_WAIT_BUCKETS_S)
-        queue_depth[family] = int(depth)
-        oldest[family] = 0.0 if tail is None else _message_age_s(tail, now)
+        queue_depth[family] = int(depth) + int(waiting)
+        # A waiting job is younger than every queued one of its family: it is the oldest only
+        # when the queue itself is empty.
+        oldest[family] = (
+            _message_age_s(tail, now)
+            if tail is not None
+            else _id_age_s(first, now)
+            if first is not None
+            else 0.0
+        )
     # Batched Track-family jobs wait in shards of their own (queue/_shards.py), not in cio.track.
     batched, batched_age = BatchQueue(redis_client, batch_api(settings)).backlog(now)
     queue_depth["track"] += batched
-    circuit_replies = replies[3 + 4 * len(families) :]
+    circuit_replies = replies[3 + _PER_FAMILY * len(families) :]
     circuit_open, parked = {}, {}
     for index, bucket in enumerate(CIRCUIT_BUCKETS):
         state, parked_count = circuit_replies[2 * index : 2 * index + 2]
@@ -288,7 +303,10 @@ def _message_age_s(raw: bytes | str, now: float) -> float | None:
         job_id = json.loads(raw)["headers"]["id"]
     except (ValueError, KeyError, TypeError):
         return None
-    if not isinstance(job_id, str):
-        return None
-    age = enqueue_latency_s(job_id, now_s=now)
+    return _id_age_s(job_id, now) if isinstance(job_id, str) else None
+
+
+def _id_age_s(job_id: bytes | str, now: float) -> float | None:
+    """Age of the job named `job_id` (a ULID), from its id; None for another id."""
+    age = enqueue_latency_s(reply_text(job_id), now_s=now)
     return None if age is None else max(0.0, age)

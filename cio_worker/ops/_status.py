@@ -56,7 +56,9 @@ def collect_status(settings: Settings, *, worker_ping_s: float = WORKER_PING_S) 
         queues[family.value] = {
             "queue": name,
             # Batched Track-family jobs wait in their shards (queue/_shards.py), not in cio.track.
+            # Jobs beyond the queue's window wait for room in it (queue/_window.py).
             "waiting": int(client.llen(name))
+            + int(client.llen(keys.waiting(family.value)))
             + (batched if family is Family.TRACK else 0)
             + parked_by_family[family.value],
             "parked": parked_by_family[family.value],

@@ -7,7 +7,8 @@ function (`AsyncProducer`) the method is an `async def` that awaits the store, o
 (`Producer`, `BulkProducer`) a plain one. `on_default` and `on_default_async` make the
 module-level functions. Every one of them has the builder's name, docstring and parameters, so
 `help()` and `inspect.signature` show the real call, and mypy sees it exactly through the
-`__get__` overloads (ParamSpec).
+`__get__` overloads (ParamSpec). At run time each producer class gets its methods as plain
+functions when it is defined (`EnqueueCalls.__init_subclass__`), so a call costs no descriptor.
 """
 
 from __future__ import annotations
@@ -130,6 +131,20 @@ def _describe(
 class EnqueueCalls:
     """The `enqueue_*` methods every producer has: the job builders of _jobs.py, each handing
     the kind and payload it built to the producer's `_store`."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Give each producer class its `enqueue_*` methods as plain functions in its own
+        namespace: a call then skips the descriptor (`Enqueue.__get__` and a bound method made
+        per call), which a bulk enqueue would pay on every job."""
+        super().__init_subclass__(**kwargs)
+        if not hasattr(cls, "_store"):
+            return
+        for name, call in vars(EnqueueCalls).items():
+            if not isinstance(call, Enqueue):
+                continue
+            current = next(k.__dict__[name] for k in cls.__mro__ if name in k.__dict__)
+            if current is call or current in call._methods.values():  # not overridden
+                setattr(cls, name, call.__get__(None, cls))
 
     # -- Track API -------------------------------------------------------------------------------
     enqueue_identify = Enqueue(jobs.identify)

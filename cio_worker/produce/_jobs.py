@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any, Concatenate, NamedTuple, ParamSpec
 
-from cio_worker.ids import new_ulid, ulid_time_ms
+from cio_worker.ids import new_ulid_ms
 from cio_worker.job import Job
 from cio_worker.kinds import Kind
 from cio_worker.produce import _payloads as payloads
@@ -37,9 +37,9 @@ class JobDraft(NamedTuple):
 
 def new_job(kind: Kind, payload: dict[str, Any]) -> Job:
     """The job a producer stores: `payload` of `kind`, with a new id, created now."""
-    job_id = new_ulid()
+    job_id, ms = new_ulid_ms()
     # Created at the millisecond inside its id, which the stored JSON then need not repeat.
-    return Job(id=job_id, kind=kind, payload=payload, created_at=ulid_time_ms(job_id) / 1000)
+    return Job(job_id, kind, payload, ms / 1000)  # positional: a third faster than keywords
 
 
 # -- Track API -----------------------------------------------------------------------------------

@@ -63,6 +63,8 @@ PUSH_FIELDS = _COMMON_MESSAGE_FIELDS | {
 }
 SMS_FIELDS = _COMMON_MESSAGE_FIELDS | {"tracked"}
 BROADCAST_AUDIENCE_KEYS = ("recipients", "emails", "ids", "per_user_data", "data_file_url")
+_PAGE = Kind.PAGE  # read once: an enum member lookup costs on every event
+_EVENT_PROPERTIES = ("properties", v.MAX_EVENT_DATA_BYTES)
 
 
 def _track_op(
@@ -72,16 +74,14 @@ def _track_op(
     # `part` names a field with a looser limit of its own (event data: 100,000 bytes); it is
     # measured only when the operation is too big, so the common case encodes JSON once, and an
     # oversize field is still named in the error.
-    try:
-        v.operation_size("payload", payload)
-    except ValidationError:
+    if (size := v.encoded_len(payload)) > v.MAX_OPERATION_BYTES:
         if part is not None:
             name, limit = part
-            if (size := v.encoded_len(payload[name])) > limit:
+            if (part_size := v.encoded_len(payload[name])) > limit:
                 raise ValidationError(
-                    name, f"must be at most {limit} bytes as JSON, got {size}"
+                    name, f"must be at most {limit} bytes as JSON, got {part_size}"
                 ) from None
-        raise
+        v.operation_size("payload", payload, size=size)  # raises: the operation is too big
     return payload
 
 
@@ -100,21 +100,19 @@ def event(
     kind: Kind, id_field: str, person: object, name: object, properties: object, timestamp: object
 ) -> dict[str, Any]:
     """Person events, anonymous events and page views share one shape."""
-    name_field = "url" if kind is Kind.PAGE else "event"
-    name_value = (
-        v.identifier("url", name, max_bytes=v.MAX_EVENT_NAME_BYTES)
-        if kind is Kind.PAGE
-        else v.event_name(name_field, name)
-    )
+    if kind is _PAGE:
+        name_field, name_value = "url", v.identifier("url", name, max_bytes=v.MAX_EVENT_NAME_BYTES)
+    else:
+        name_field, name_value = "event", v.event_name("event", name)
     return _track_op(
         kind,
         {
             id_field: v.identifier(id_field, person),
             name_field: name_value,
             "properties": v.json_object("properties", properties),
-            "timestamp": v.timestamp("timestamp", timestamp),
+            "timestamp": None if timestamp is None else v.timestamp("timestamp", timestamp),
         },
-        part=("properties", v.MAX_EVENT_DATA_BYTES),
+        part=_EVENT_PROPERTIES,
     )
 
 

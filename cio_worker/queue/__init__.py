@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from cio_worker.queue._bells import IDLE_WAIT_S, Doorbell, batch_bell, due_bell
 from cio_worker.queue._deadletter import (
     AGE_RULE,
     STATUS_RULE,
@@ -45,6 +46,10 @@ from cio_worker.queue._shards import (
 from cio_worker.queue._sweeper import Sweeper
 
 __all__ = [
+    "IDLE_WAIT_S",
+    "Doorbell",
+    "batch_bell",
+    "due_bell",
     "parse_status",
     "parse_age",
     "STATUS_RULE",

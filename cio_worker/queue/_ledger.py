@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,8 +24,11 @@ from cio_worker.ids import ulid_time_ms
 from cio_worker.job import Job
 from cio_worker.kinds import Family, Kind, queue_name
 from cio_worker.queue import _ledger_scripts as scripts
+from cio_worker.queue._bells import due_bell
 from cio_worker.queue._envelope import task_message
 from cio_worker.queue._receipts import Receipt
+from cio_worker.queue._window import CLAIM_RELEASE, enqueue_calls, window_args, window_keys
+from cio_worker.queue._window import enqueue_call as enqueue_call  # _routing.py's single writes
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +90,7 @@ class JobLedger:
         self._ripe = register(scripts.RIPE)
         self._strays = register(scripts.STRAYS)
         self._requeue = register(scripts.REQUEUE)
+        self._release = register(scripts.RELEASE)
 
     def load(self, job_id: str) -> LedgerEntry | None:
         raw = self.redis.hgetall(keys.job(job_id))
@@ -111,8 +116,20 @@ class JobLedger:
         pipe: redis.client.Pipeline | None = None,
     ) -> None:
         """Store `job` (attempts 0) and push its task message, in one script call."""
-        script_keys, args = enqueue_call(job, replace=replace, stats_field=stats_field)
-        self._enqueue(keys=script_keys, args=args, client=pipe)
+        self.enqueue_many([job], replace=replace, stats_field=stats_field, pipe=pipe)
+
+    def enqueue_many(
+        self,
+        jobs: Sequence[Job],
+        *,
+        replace: bool = False,
+        stats_field: str = "enqueued",
+        pipe: redis.client.Pipeline | None = None,
+    ) -> None:
+        """Store `jobs` and push their task messages, in one script call per family and
+        `ENQUEUE_SLICE` jobs (each family's in the order given)."""
+        for script_keys, args in enqueue_calls(jobs, replace=replace, stats_field=stats_field):
+            self._enqueue(keys=script_keys, args=args, client=pipe)
 
     def requeue(self, job: Job, *, pipe: redis.client.Pipeline | None = None) -> None:
         """Store `job` afresh (attempts 0, errors forgotten) and queue it, keeping its id."""
@@ -125,12 +142,17 @@ class JobLedger:
             keys=[
                 keys.job(job_id),
                 keys.leases(),
-                keys.unclaimed(family.value),
+                *window_keys(family),
                 keys.claimed_seq(family.value),
             ],
-            args=[job_id, owner, int(lease_s * 1000)],
+            args=[*window_args(family), job_id, owner, int(lease_s * 1000), CLAIM_RELEASE],
         )
         return Claim(reply_text(outcome), int(attempts))
+
+    def release(self, family: Family) -> int:
+        """Move waiting jobs of `family` into its queue while it is shorter than its window
+        (_window.py); return how many."""
+        return int(self._release(keys=window_keys(family), args=window_args(family)))
 
     def heartbeat(self, owner: str, job_ids: list[str], lease_s: float) -> int:
         """Renew `owner`'s leases on `job_ids`; return how many it still holds."""
@@ -151,7 +173,7 @@ class JobLedger:
         """
         return bool(
             self._defer(
-                keys=[keys.job(job_id), keys.leases(), keys.delayed()],
+                keys=[keys.job(job_id), keys.leases(), keys.delayed(), due_bell()],
                 args=[job_id, max(0, int(delay_s * 1000)), owner, "1" if keep_sending else ""],
             )
         )
@@ -165,7 +187,7 @@ class JobLedger:
         """
         return bool(
             self._defer(
-                keys=[keys.job(job_id), keys.leases(), keys.parked(bucket)],
+                keys=[keys.job(job_id), keys.leases(), keys.parked(bucket), due_bell()],
                 args=[job_id, 0, owner, ""],
             )
         )
@@ -258,29 +280,6 @@ class JobLedger:
             args=[job_id, task_message(job_id, job_kind), reason, seq],
         )
         return reply_text(outcome) == "pushed"
-
-
-def enqueue_call(
-    job: Job, *, replace: bool = False, stats_field: str = "enqueued"
-) -> tuple[list[str], list[str | int]]:
-    """KEYS and ARGV of ledger_scripts.ENQUEUE for `job` (shared by the sync and async paths)."""
-    family = job.family
-    script_keys = [
-        keys.job(job.id),
-        queue_name(family),
-        keys.unclaimed(family.value),
-        keys.push_seq(family.value),
-        keys.stats(),
-    ]
-    args: list[str | int] = [
-        job.id,
-        job.to_json(),
-        job.kind.value,
-        task_message(job.id, job.kind),
-        f"{family.value}:{stats_field}",
-        "1" if replace else "0",
-    ]
-    return script_keys, args
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,11 +3,21 @@
 Kept apart from _ledger.py so the state machine reads as Python there and as Redis here. All
 times are Redis `TIME` in milliseconds, so hosts whose clocks disagree still agree on leases and
 due times. A job's hash (keys.job) holds `job` (JSON), `kind`, `attempts`, `state`
-(queued | running | delayed), `seq`, and while running `owner` and `lease_until`; a replayed
-job also `requeued_at` (Unix seconds), where its retry budget starts again.
+(queued | running | delayed), and while running `owner` and `lease_until`; a replayed job also
+`requeued_at` (Unix seconds), where its retry budget starts again. A queued job's push sequence
+number is its score in keys.unclaimed, kept nowhere else (a hash field would cost a queued email
+about 100 bytes: the job JSON makes the hash a real hash table, where each field costs that).
+
+A job beyond its family's window (queue/_window.py) *waits*: its hash is only `state` (waiting),
+`kind` and `attempts` (a listpack of about 100 bytes), its record (`Job.record_json`) is a field
+of keys.records(family) and its id is in the FIFO list keys.waiting(family). `release` gives it
+its task message when the queue has room again; nothing else ever sees it.
 """
 
 from __future__ import annotations
+
+from cio_worker.queue._bells import ring_lua
+from cio_worker.queue._window import ENQUEUE_SLICE, RELEASE_LUA
 
 _NOW_MS = """
 local t = redis.call('TIME')
@@ -19,7 +29,7 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 _PUSH = """
 local function push(job_key, queue, unclaimed, seq_key, job_id, message)
   local seq = redis.call('INCR', seq_key)
-  redis.call('HSET', job_key, 'state', 'queued', 'seq', seq)
+  redis.call('HSET', job_key, 'state', 'queued')
   redis.call('HDEL', job_key, 'owner', 'lease_until', 'stray_since')
   redis.call('ZADD', unclaimed, seq, job_id)
   redis.call('LPUSH', queue, message)
@@ -27,38 +37,95 @@ local function push(job_key, queue, unclaimed, seq_key, job_id, message)
 end
 """
 
-# KEYS: job, queue, unclaimed, seq, stats
-# ARGV: job id, job JSON, kind, task message, stats field, replace ('1' = drop any old record)
+# KEYS: queue, unclaimed, seq, waiting, records, stats, then each job's hash, in ARGV's order
+# ARGV: the window (ARGV[1..9], _window.window_args), stats field, replace ('1' = drop any
+#       old record), then per job: id, record (`Job.record_json`), kind
+# Stores jobs of one family (attempts 0). While none of the family waits and its queue is
+# shorter than the window, a job is pushed as `push` does, in a few commands per call rather
+# than per job: one INCRBY takes the jobs' sequence numbers, the messages go in ascending seq
+# order (so seq order stays pop order) by one LPUSH per slice, and the unclaimed index by one
+# ZADD per slice. The rest wait, in the order given, behind any job of the family waiting
+# already (a job never overtakes an older one); waiting jobs are released first if there is room.
 ENQUEUE = (
-    _PUSH
-    + """
-if ARGV[6] == '1' then redis.call('DEL', KEYS[1]) end
-redis.call('HSET', KEYS[1], 'job', ARGV[2], 'kind', ARGV[3], 'attempts', 0)
--- A replay starts the retry budget (CIO_WORKER_RETRY_FOR_S) again from now.
-if ARGV[6] == '1' then redis.call('HSET', KEYS[1], 'requeued_at', redis.call('TIME')[1]) end
-push(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1], ARGV[4])
-redis.call('HINCRBY', KEYS[5], ARGV[5], 1)
-return 1
+    RELEASE_LUA
+    + f"""
+local q = window(1, 1)
+local replace = ARGV[11] == '1'
+local count = #KEYS - 6
+if redis.call('EXISTS', q.waiting) == 1 then release(q, q.window) end
+local direct = 0
+if redis.call('EXISTS', q.waiting) == 0 then
+  direct = math.min(count, math.max(0, q.window - redis.call('LLEN', q.queue)))
+end
+local first = direct > 0 and redis.call('INCRBY', q.seq, direct) - direct or 0
+local requeued_at = replace and redis.call('TIME')[1] or nil
+local scores, messages, ids = {{}}, {{}}, {{}}
+for i = 1, count do
+  local job_key, a = KEYS[6 + i], 11 + (i - 1) * 3
+  local id, record, kind = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
+  if replace then redis.call('DEL', job_key) end
+  local added
+  if i <= direct then
+    added = redis.call('HSET', job_key, 'job', with_id(id, record), 'kind', kind,
+                       'attempts', 0, 'state', 'queued') + 1
+    scores[#scores + 1] = first + i
+    scores[#scores + 1] = id
+    messages[#messages + 1] = message(id, kind, q.family .. '.' .. (first + i), q.parts)
+  else
+    added = redis.call('HSET', job_key, 'state', 'waiting', 'kind', kind, 'attempts', 0) + 2
+    -- A job waiting already keeps its place: only its record changes.
+    if redis.call('HSET', q.records, id, record) == 1 then ids[#ids + 1] = id end
+  end
+  if replace then
+    -- A replay starts the retry budget (CIO_WORKER_RETRY_FOR_S) again from now.
+    redis.call('HSET', job_key, 'requeued_at', requeued_at)
+  elseif added < 5 then
+    -- The job was stored already (every record has these fields): as `push` does, it starts
+    -- over. A new job (the usual case) needs no second command.
+    redis.call('HDEL', job_key, 'owner', 'lease_until', 'stray_since')
+    if i > direct then redis.call('HDEL', job_key, 'job') end
+  end
+  if #messages == {ENQUEUE_SLICE} or (i == direct and #messages > 0) then
+    redis.call('ZADD', q.unclaimed, unpack(scores))
+    redis.call('LPUSH', q.queue, unpack(messages))
+    scores, messages = {{}}, {{}}
+  end
+  if #ids == {ENQUEUE_SLICE} or (i == count and #ids > 0) then
+    redis.call('RPUSH', q.waiting, unpack(ids))
+    ids = {{}}
+  end
+end
+redis.call('HINCRBY', KEYS[6], ARGV[10], count)
+return count
 """
 )
 
-# KEYS: job, leases, unclaimed, claimed seq
-# ARGV: job id, owner, lease length (ms)
+# KEYS: job, leases, then the window's keys (queue, unclaimed, seq, waiting, records), claimed
+#       seq
+# ARGV: the window (ARGV[1..9], _window.window_args), job id, owner, lease length (ms), how many
+#       waiting jobs to release at most
 # Returns {outcome, attempts}; outcome is
 #   ok       the caller owns the job until lease_until (renewed by its heartbeat)
 #   gone     the job ended (delivered or dead-lettered): a redelivered message, send nothing
 #   busy     another live worker holds it: this message is a duplicate
-#   delayed  it waits in keys.delayed for its due time: this message is a duplicate
+#   delayed  it waits in keys.delayed for its due time, or in keys.waiting for room in its
+#            queue: this message is a duplicate
 # A claim that takes over an expired lease counts the lost attempt (the holder died mid-job).
+# Whatever the outcome, a message left the queue: the claim first releases waiting jobs into
+# the room it made (queue/_window.py).
 CLAIM = (
     _NOW_MS
+    + RELEASE_LUA
     + """
+local q = window(3, 1)
+release(q, tonumber(ARGV[13]))
+local id = ARGV[10]
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'gone', 0} end
 local state = redis.call('HGET', KEYS[1], 'state')
-if state == 'delayed' then return {'delayed', 0} end
+if state == 'delayed' or state == 'waiting' then return {'delayed', 0} end
 if state == 'running' then
   local lease = tonumber(redis.call('HGET', KEYS[1], 'lease_until') or '0')
-  if lease > now and redis.call('HGET', KEYS[1], 'owner') ~= ARGV[2] then
+  if lease > now and redis.call('HGET', KEYS[1], 'owner') ~= ARGV[11] then
     return {'busy', 0}
   end
   if lease <= now then
@@ -67,14 +134,25 @@ if state == 'running' then
       reason = 'worker lost while delivering (lease expired)', at = now / 1000}))
   end
 end
-local seq = tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')
-redis.call('ZREM', KEYS[3], ARGV[1])
-if seq > tonumber(redis.call('GET', KEYS[4]) or '0') then redis.call('SET', KEYS[4], seq) end
-local until_ = now + tonumber(ARGV[3])
-redis.call('HSET', KEYS[1], 'state', 'running', 'owner', ARGV[2], 'lease_until', until_)
+local seq = tonumber(redis.call('ZSCORE', q.unclaimed, id) or '0')
+redis.call('ZREM', q.unclaimed, id)
+if seq > tonumber(redis.call('GET', KEYS[8]) or '0') then redis.call('SET', KEYS[8], seq) end
+local until_ = now + tonumber(ARGV[12])
+redis.call('HSET', KEYS[1], 'state', 'running', 'owner', ARGV[11], 'lease_until', until_)
 redis.call('HDEL', KEYS[1], 'stray_since')
-redis.call('ZADD', KEYS[2], until_, ARGV[1])
+redis.call('ZADD', KEYS[2], until_, id)
 return {'ok', tonumber(redis.call('HGET', KEYS[1], 'attempts') or '0')}
+"""
+)
+
+# KEYS: the window's keys (queue, unclaimed, seq, waiting, records)
+# ARGV: the window (ARGV[1..9], _window.window_args)
+# The sweeper's top-up of a queue left short while jobs wait (_sweeper.py). Returns how many.
+RELEASE = (
+    RELEASE_LUA
+    + """
+local q = window(1, 1)
+return release(q, q.window)
 """
 )
 
@@ -98,7 +176,8 @@ return renewed
 """
 )
 
-# KEYS: job, leases, delayed; ARGV: job id, delay (ms), owner, keep the `sending` mark ('1'|'')
+# KEYS: job, leases, delayed (or a parked set), the due bell
+# ARGV: job id, delay (ms), owner, keep the `sending` mark ('1'|'')
 # Park a claimed job in keys.delayed until now + delay; the mover re-queues it then. The mark
 # that a message may be on its way stays only when reconciliation will look for it.
 DEFER = (
@@ -112,6 +191,10 @@ redis.call('HDEL', KEYS[1], 'owner', 'lease_until')
 if ARGV[4] ~= '1' then redis.call('HDEL', KEYS[1], 'sending') end
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('ZADD', KEYS[3], now + tonumber(ARGV[2]), ARGV[1])
+"""
+    # A sweeper asleep until a later due time (or with nothing parked) looks again now.
+    + ring_lua(4)
+    + """
 return 1
 """
 )

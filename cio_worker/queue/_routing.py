@@ -28,7 +28,7 @@ from redis.commands.core import AsyncScript, Script
 from redis.exceptions import NoScriptError
 
 from cio_worker.config import Settings
-from cio_worker.customerio import batch_item_json, batchable
+from cio_worker.customerio import batchable
 from cio_worker.errors import EnqueueError
 from cio_worker.job import Job
 from cio_worker.queue import _ledger_scripts as ledger_scripts
@@ -60,11 +60,16 @@ def is_batched(job: Job, settings: Settings) -> bool:
     return settings.batch and job.kind in batchable(batch_api(settings))
 
 
-def route(jobs: Sequence[Job], settings: Settings) -> tuple[list[tuple[Job, str]], list[Job]]:
-    """The batched jobs, each with its batch item JSON, and the jobs for the ledger."""
-    api = batch_api(settings)
-    batched = [(job, batch_item_json(job, api)) for job in jobs if is_batched(job, settings)]
-    return batched, [job for job in jobs if not is_batched(job, settings)]
+def route(jobs: Sequence[Job], settings: Settings) -> tuple[list[Job], list[Job]]:
+    """The batched jobs and the jobs for the ledger."""
+    batched: list[Job] = []
+    ledger: list[Job] = []
+    if not settings.batch:
+        return batched, list(jobs)
+    kinds = batchable(batch_api(settings))
+    for job in jobs:
+        (batched if job.kind in kinds else ledger).append(job)
+    return batched, ledger
 
 
 class Router:
@@ -86,11 +91,9 @@ class Router:
         batched, ledger = route(jobs, self.settings)
         if batched:
             self.batches.enqueue(batched, replace=replace, pipe=pipe)
-        for job in ledger:
-            if replace:
-                self.ledger.requeue(job, pipe=pipe)
-            else:
-                self.ledger.enqueue(job, pipe=pipe)
+        if ledger:
+            stats_field = "requeued" if replace else "enqueued"
+            self.ledger.enqueue_many(ledger, replace=replace, stats_field=stats_field, pipe=pipe)
 
 
 class JobWriter(Generic[C]):
@@ -141,7 +144,7 @@ class JobWriter(Generic[C]):
                 f"Redis did not take {job.kind.value} job {job.id}: {exc.__class__.__name__}: {exc}"
             ) from exc
 
-    def _transaction(self, batched: list[tuple[Job, str]]) -> Any:
+    def _transaction(self, batched: list[Job]) -> Any:
         pipe = self.client.pipeline(transaction=True)
         queue_enqueue(pipe, self._api, batched)
         return pipe.execute()

@@ -35,6 +35,7 @@ from cio_worker import keys
 from cio_worker.connection import reply_text
 from cio_worker.kinds import Kind
 from cio_worker.limiter import BUCKETS
+from cio_worker.queue._bells import due_bell, ring
 
 #: Ids looked up or moved per round trip.
 CHUNK = 500
@@ -159,7 +160,8 @@ class ScheduledJobs:
         pipe.zmscore(keys.delayed(), job_ids)
         # XX: only ids still waiting (the sweeper may have taken one); LT: never later than due.
         pipe.zadd(keys.delayed(), dict.fromkeys(job_ids, now_ms), xx=True, lt=True)
-        scores, _ = pipe.execute()
+        ring(pipe, due_bell())  # a sweeper asleep until a later due time looks now
+        scores, *_ = pipe.execute()
         return sum(score is not None for score in scores)
 
     def _unpark(self, bucket: str, job_ids: list[str], now_ms: int) -> int:
@@ -177,6 +179,7 @@ class ScheduledJobs:
                     pipe.multi()
                     pipe.zrem(parked, *present)
                     pipe.zadd(keys.delayed(), dict.fromkeys(present, now_ms))
+                    ring(pipe, due_bell())
                     pipe.execute()
                     return len(present)
                 except redis.WatchError:

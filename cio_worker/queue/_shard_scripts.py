@@ -2,18 +2,22 @@
 
 Every change is one atomic script with Redis `TIME` (ms) as the clock. A shard `<base>` is:
 - `<base>`: list of job ids, LPUSH in, oldest at the right;
-- `<base>:items` / `<base>:jobs`: hashes id -> batch item JSON / job JSON;
+- `<base>:jobs`: hash id -> the job's record (`Job.record_json`: kind and payload, no id). The
+  sender builds each batch item from it (customerio/_batch_items.py); storing the ready item as
+  well, as layout 1 did, doubled the bytes of every queued event (issue 18);
 - `<base>:meta`: `<id>:attempts`, `<id>:first_error`, `<id>:last_error`, only after a failure,
   and `<id>:since` (Unix s) for a replayed job, whose retry budget starts there;
 - `<base>:inflight`: the one batch being sent (owner, lease_until, ids as JSON);
 - `<base>:suspects`: ids of a batch whose sender died; each is sent alone until it goes through,
   so a job that kills its worker (a poison job) runs out of attempts alone, not with its batch;
 - `<base>:hold`: no sending before this time (ms).
-Jobs live in per-shard hashes, not one hash each, so a bulk write of a thousand jobs is three
+Jobs live in per-shard hashes, not one hash each, so a bulk write of a thousand jobs is two
 variadic commands per shard (`_shards.queue_enqueue`) instead of two thousand.
 """
 
 from __future__ import annotations
+
+from cio_worker.queue._bells import ring_lua
 
 _NOW_MS = """
 local t = redis.call('TIME')
@@ -31,6 +35,27 @@ local function chunked(command, key, values, step)
 end
 """
 
+# A batch whose sender's lease ran out (the worker died) goes back to the front of its shard, in
+# order, one attempt counted, its jobs suspects: each is sent alone next, so a job that kills its
+# sender runs out of attempts alone. Needs `now` (_NOW_MS).
+_RECOVER_LOST = """
+local function recover_lost(inflight, queue, jobs, meta, suspects)
+  local ids = cjson.decode(redis.call('HGET', inflight, 'ids'))
+  local lost = cjson.encode({reason = 'worker lost while delivering (lease expired)',
+                             at = now / 1000})
+  for i = #ids, 1, -1 do
+    if redis.call('HEXISTS', jobs, ids[i]) == 1 then
+      redis.call('HINCRBY', meta, ids[i] .. ':attempts', 1)
+      redis.call('HSETNX', meta, ids[i] .. ':first_error', lost)
+      redis.call('HSET', meta, ids[i] .. ':last_error', lost)
+      redis.call('SADD', suspects, ids[i])
+      redis.call('RPUSH', queue, ids[i])
+    end
+  end
+  redis.call('DEL', inflight)
+end
+"""
+
 # The millisecond time inside a ULID (its first 10 Crockford base32 digits).
 _ULID_MS = """
 local CROCKFORD = '0123456789ABCDEFGHJKMNPQRSTVWXYZ'
@@ -45,45 +70,47 @@ local function ulid_ms(id)
 end
 """
 
-# KEYS: per shard (queue, inflight, hold, items, meta, suspects), in the order to try them
-# ARGV: owner, lease (ms), max body bytes, linger (ms), max ids to scan
+# KEYS: per shard (queue, inflight, hold, jobs, meta, suspects), in the order to try them
+# ARGV: owner, lease (ms), max body bytes, linger (ms), max ids to scan, bytes to add per item
 # Finds the first shard with a batch ready to send and makes this owner its sender:
-#   {'ok', shard position (0-based), id1, item1, attempts1, id2, ...}
-#   {'none', ms until a held or lingering shard may be ready, or -1 if all are empty}
+#   {'ok', shard position (0-based), id1, record1, attempts1, id2, ...}
+#   {'none', ms until a held, lingering or leased shard may be ready, or -1 if all are empty}
+# A batch is bounded by its records' bytes plus ARGV[6] per item: an item is at most that much
+# longer than its record (customerio/_batch_items.py ITEM_SLACK_BYTES, checked by a test).
+# With every shard empty, the answer costs one EXISTS: idle senders ask this every few seconds.
 # A shard whose sender's lease ran out (the worker died) gets its jobs back at the front, in
 # order, one attempt counted, before anything else is taken from it: order per shard holds.
 POP = (
-    _NOW_MS
+    """
+local watched = {}
+for s = 0, #KEYS / 6 - 1 do
+  watched[#watched + 1] = KEYS[6 * s + 1]
+  watched[#watched + 1] = KEYS[6 * s + 2]
+  watched[#watched + 1] = KEYS[6 * s + 3]
+end
+if redis.call('EXISTS', unpack(watched)) == 0 then return {'none', -1} end
+"""
+    + _NOW_MS
+    + _RECOVER_LOST
     + _ULID_MS
     + """
 local owner, lease, max_bytes = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-local linger, max_scan = tonumber(ARGV[4]), tonumber(ARGV[5])
+local linger, max_scan, slack = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 local soonest = -1
 local function note(wait)
   if soonest < 0 or wait < soonest then soonest = wait end
 end
 for s = 0, #KEYS / 6 - 1 do
   local queue, inflight, hold = KEYS[6 * s + 1], KEYS[6 * s + 2], KEYS[6 * s + 3]
-  local items, meta, suspects = KEYS[6 * s + 4], KEYS[6 * s + 5], KEYS[6 * s + 6]
+  local jobs, meta, suspects = KEYS[6 * s + 4], KEYS[6 * s + 5], KEYS[6 * s + 6]
   local busy = false
   if redis.call('HGET', inflight, 'owner') then
     local until_ = tonumber(redis.call('HGET', inflight, 'lease_until') or '0')
     if until_ > now then
       busy = true
+      note(until_ - now)  -- if its sender dies, the batch is back then
     else
-      local ids = cjson.decode(redis.call('HGET', inflight, 'ids'))
-      local lost = cjson.encode({reason = 'worker lost while delivering (lease expired)',
-                                 at = now / 1000})
-      for i = #ids, 1, -1 do
-        if redis.call('HEXISTS', items, ids[i]) == 1 then
-          redis.call('HINCRBY', meta, ids[i] .. ':attempts', 1)
-          redis.call('HSETNX', meta, ids[i] .. ':first_error', lost)
-          redis.call('HSET', meta, ids[i] .. ':last_error', lost)
-          redis.call('SADD', suspects, ids[i])
-          redis.call('RPUSH', queue, ids[i])
-        end
-      end
-      redis.call('DEL', inflight)
+      recover_lost(inflight, queue, jobs, meta, suspects)
     end
   end
   if not busy then
@@ -103,10 +130,10 @@ for s = 0, #KEYS / 6 - 1 do
         while i >= 1 and not full do
           local chunk = {}
           for j = i, math.max(1, i - 499), -1 do chunk[#chunk + 1] = ids[j] end
-          local found = redis.call('HMGET', items, unpack(chunk))
+          local found = redis.call('HMGET', jobs, unpack(chunk))
           for j = 1, #chunk do
             local body = found[j] or ''
-            local size = string.len(body)
+            local size = string.len(body) + slack
             if #take > 0 and total + size + 1 > max_bytes then
               full = true
               break
@@ -153,7 +180,7 @@ return {'none', soonest}
 """
 )
 
-# KEYS: inflight, stats, items, jobs, meta, suspects; ARGV: owner, stats field
+# KEYS: inflight, stats, jobs, meta, suspects; ARGV: owner, stats field
 # The batch was accepted: forget its jobs (those not dead-lettered meanwhile) and count them.
 # Returns how many were delivered, or -1 if this owner no longer holds the shard.
 COMPLETE = (
@@ -162,7 +189,6 @@ COMPLETE = (
 if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return -1 end
 local ids = cjson.decode(redis.call('HGET', KEYS[1], 'ids'))
 local delivered = chunked('HDEL', KEYS[3], ids, 4000)
-chunked('HDEL', KEYS[4], ids, 4000)
 local fields = {}
 for _, id in ipairs(ids) do
   fields[#fields + 1] = id .. ':attempts'
@@ -170,15 +196,15 @@ for _, id in ipairs(ids) do
   fields[#fields + 1] = id .. ':last_error'
   fields[#fields + 1] = id .. ':since'
 end
-chunked('HDEL', KEYS[5], fields, 3000)
-chunked('SREM', KEYS[6], ids, 4000)
+chunked('HDEL', KEYS[4], fields, 3000)
+chunked('SREM', KEYS[5], ids, 4000)
 redis.call('DEL', KEYS[1])
 if delivered > 0 then redis.call('HINCRBY', KEYS[2], ARGV[2], delivered) end
 return delivered
 """
 )
 
-# KEYS: queue, inflight, hold, items, meta, suspects
+# KEYS: queue, inflight, hold, jobs, meta, suspects
 # ARGV: owner, hold (ms), count an attempt ('1'|'0'), error JSON or '', split ('1'|'0')
 # The batch was not accepted: its jobs go back to the front of the shard in order, and nobody
 # sends from the shard for `hold` ms (backoff, or a 429's pause), so a later job of the same
@@ -210,5 +236,66 @@ if hold_ms > 0 then
   redis.call('SET', KEYS[3], until_, 'PX', until_ - now + 1000)
 end
 return back
+"""
+)
+
+# KEYS: layout 1's shard (queue, inflight, hold, jobs, items, meta, suspects), then layout 2's
+#       (queue, hold, jobs, meta, suspects) and its bell
+# ARGV: most ids to move, hold (ms) of the layout 2 shard while more remain
+# Moves queued jobs of layout 1 (before issue 18: keys.legacy_batch_shard) into layout 2, the
+# newest first: each lands at the oldest end of the new list, behind every job written since, so
+# the shard's order holds. While more remain, the new shard is held: nobody sends a job of it
+# before the older ones still waiting in layout 1. A batch in flight under a live lease (a worker
+# of layout 1 still sending) is left alone: -1, try later. Its sender died: its jobs go back as
+# the oldest, one attempt counted, as POP does. Returns how many moved.
+ADOPT = (
+    _NOW_MS
+    + _RECOVER_LOST
+    + """
+local lq, linf, lhold, ljobs, litems = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local lmeta, lsus = KEYS[6], KEYS[7]
+local nq, nhold, njobs, nmeta, nsus, bell = KEYS[8], KEYS[9], KEYS[10], KEYS[11], KEYS[12], KEYS[13]
+local META = {':attempts', ':first_error', ':last_error', ':since'}
+if redis.call('HGET', linf, 'owner') then
+  if tonumber(redis.call('HGET', linf, 'lease_until') or '0') > now then return -1 end
+  recover_lost(linf, lq, ljobs, lmeta, lsus)
+end
+local n = redis.call('LLEN', lq)
+local k = math.min(n, tonumber(ARGV[1]))
+local moved = 0
+if k > 0 then
+  local ids = redis.call('LRANGE', lq, 0, k - 1)
+  for _, id in ipairs(ids) do
+    local job = redis.call('HGET', ljobs, id)
+    if job then
+      redis.call('RPUSH', nq, id)
+      redis.call('HSET', njobs, id, job)
+      for _, part in ipairs(META) do
+        local value = redis.call('HGET', lmeta, id .. part)
+        if value then redis.call('HSET', nmeta, id .. part, value) end
+      end
+      if redis.call('SISMEMBER', lsus, id) == 1 then redis.call('SADD', nsus, id) end
+      moved = moved + 1
+    end
+    redis.call('HDEL', ljobs, id)
+    redis.call('HDEL', litems, id)
+    redis.call('HDEL', lmeta, id .. META[1], id .. META[2], id .. META[3], id .. META[4])
+    redis.call('SREM', lsus, id)
+  end
+  redis.call('LTRIM', lq, k, -1)
+end
+local held = tonumber(redis.call('GET', lhold) or '0')
+if k < n then held = math.max(held, now + tonumber(ARGV[2])) end
+if held > now then
+  local until_ = math.max(held, tonumber(redis.call('GET', nhold) or '0'))
+  redis.call('SET', nhold, until_, 'PX', until_ - now + 1000)
+end
+if k == n then redis.call('DEL', lq, lhold, ljobs, litems, lmeta, lsus) end
+if moved > 0 then
+"""
+    + ring_lua(13)
+    + """
+end
+return moved
 """
 )

@@ -2,9 +2,10 @@
 
 One Celery message per event tops out near 350 tasks/s per worker on two cores, far below what
 a 100 requests/s limit allows when each request carries a 500 KB batch. So batchable jobs
-(`customerio.batchable`) skip Celery: the producer stores each job with its ready-made batch item
-and pushes its id onto one of `SHARDS` lists, chosen by the person, in one script for any number
-of jobs. Worker threads (worker/_batcher.py) take a whole batch from a shard in one script.
+(`customerio.batchable`) skip Celery: the producer stores each job's record (kind and payload) and
+pushes its id onto one of `SHARDS` lists, chosen by the person, in one MULTI for any number of
+jobs, and rings the API's doorbell (_bells.py). Worker threads (worker/_batcher.py) take a whole
+batch from a shard in one script and build its request from the records.
 
 Guarantees, and how:
 - **Durable and reliable.** Taking a batch and recording it as in flight (owner, lease, ids) is
@@ -27,12 +28,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 import redis
 
 from cio_worker import keys
 from cio_worker.ids import ulid_time_ms
 from cio_worker.job import Job
 from cio_worker.queue import _shard_scripts as scripts
+from cio_worker.queue._bells import batch_bell, ring
 from cio_worker.queue._ledger import LedgerEntry
 
 #: Shards per API. More shards: finer head-of-line blocking and more parallel senders; each
@@ -43,6 +46,10 @@ SHARDS = 16
 DEFAULT_LEASE_S = 30.0
 #: Most ids a take looks at (a full 450 KB batch of small events is about 2,500).
 MAX_SCAN = 5000
+#: Most layout 1 ids one adoption script moves: a few milliseconds of Redis time.
+ADOPT_CHUNK = 5000
+#: How long a shard is held while its layout 1 jobs are being adopted (renewed per chunk).
+ADOPT_HOLD_MS = 2000
 
 
 def person_key(job: Job) -> str:
@@ -60,20 +67,19 @@ def shard_of(job: Job) -> int:
     return zlib.crc32(person_key(job).encode()) % SHARDS
 
 
-def queue_enqueue(
-    pipe: Any, api: str, jobs: Sequence[tuple[Job, str]], *, replace: bool = False
-) -> None:
+def queue_enqueue(pipe: Any, api: str, jobs: Sequence[Job], *, replace: bool = False) -> None:
     """Queue the writes that store `jobs` on `pipe` (a MULTI pipeline, sync or asyncio).
 
-    Per shard: one variadic HSET of jobs, one of items, one LPUSH of ids, in enqueue order. Plain
-    commands in a MULTI rather than a script: as atomic, and Redis spends about a microsecond
-    per job on them against five for the same work in Lua, which caps bulk writes.
+    Per shard: one variadic HSET of records, one LPUSH of ids, in enqueue order; then one ring of
+    the doorbell. Plain commands in a MULTI rather than a script: as atomic, and Redis spends
+    about a microsecond per job on them against five for the same work in Lua, which caps bulk
+    writes.
     """
-    by_shard: dict[int, list[tuple[Job, str]]] = {}
-    for job, item in jobs:
-        by_shard.setdefault(shard_of(job), []).append((job, item))
+    by_shard: dict[int, list[Job]] = {}
+    for job in jobs:
+        by_shard.setdefault(shard_of(job), []).append(job)
     for shard, group in by_shard.items():
-        ids = [job.id for job, _ in group]
+        ids = [job.id for job in group]
         if replace:
             meta = keys.batch_meta(api, shard)
             pipe.hdel(
@@ -82,17 +88,23 @@ def queue_enqueue(
             # A replay starts the retry budget (CIO_WORKER_RETRY_FOR_S) again from now.
             now = f"{time.time():.3f}"
             pipe.hset(meta, mapping={f"{i}:since": now for i in ids})
-        pipe.hset(keys.batch_jobs(api, shard), mapping={job.id: job.to_json() for job, _ in group})
-        pipe.hset(keys.batch_items(api, shard), mapping={job.id: item for job, item in group})
+        pipe.hset(keys.batch_jobs(api, shard), mapping={job.id: job.record_json() for job in group})
         pipe.lpush(keys.batch_queue(api, shard), *ids)
     pipe.hincrby(keys.stats(), "track:requeued" if replace else "track:enqueued", len(jobs))
+    ring(pipe, batch_bell(api))
 
 
 @dataclass(frozen=True, slots=True)
 class BatchItem:
+    """One job of a taken batch: its id, its stored record (empty if it left meanwhile), and
+    the attempts it spent before."""
+
     job_id: str
-    item: bytes
+    record: bytes
     attempts: int
+
+    def job(self) -> Job:
+        return Job.from_record(self.job_id, orjson.loads(self.record))
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,14 +125,15 @@ class BatchQueue:
         self._pop = redis_client.register_script(scripts.POP)
         self._complete = redis_client.register_script(scripts.COMPLETE)
         self._restore = redis_client.register_script(scripts.RESTORE)
+        self._adopt = redis_client.register_script(scripts.ADOPT)
 
     def shard_keys(self, shard: int) -> list[str]:
-        """queue, inflight, hold, items, meta, suspects: the keys the scripts read per shard."""
+        """queue, inflight, hold, jobs, meta, suspects: the keys the scripts read per shard."""
         return [
             keys.batch_queue(self.api, shard),
             keys.batch_inflight(self.api, shard),
             keys.batch_hold(self.api, shard),
-            keys.batch_items(self.api, shard),
+            keys.batch_jobs(self.api, shard),
             keys.batch_meta(self.api, shard),
             keys.batch_suspects(self.api, shard),
         ]
@@ -128,12 +141,12 @@ class BatchQueue:
     # -- producing -------------------------------------------------------------------------------
     def enqueue(
         self,
-        jobs: Sequence[tuple[Job, str]],
+        jobs: Sequence[Job],
         *,
         replace: bool = False,
         pipe: redis.client.Pipeline | None = None,
     ) -> None:
-        """Store (job, item JSON) pairs and queue them: on `pipe`, or in one MULTI of our own."""
+        """Store `jobs` and queue them: on `pipe`, or in one MULTI of our own."""
         if not jobs:
             return
         target = pipe if pipe is not None else self.redis.pipeline(transaction=True)
@@ -150,13 +163,18 @@ class BatchQueue:
         linger_ms: float,
         start: int = 0,
         lease_s: float = DEFAULT_LEASE_S,
+        item_slack: int = 0,
     ) -> TakenBatch | float | None:
-        """A batch to send, or how long (s) until one may be ready, or None if all are empty."""
+        """A batch to send, or how long (s) until one may be ready, or None if all are empty.
+
+        The batch's records add up to at most `max_bytes`, counting `item_slack` more for each
+        (how much longer than its record an item may be).
+        """
         order = [(start + i) % SHARDS for i in range(SHARDS)]
         script_keys = [key for shard in order for key in self.shard_keys(shard)]
         raw = self._pop(
             keys=script_keys,
-            args=[owner, int(lease_s * 1000), max_bytes, int(linger_ms), MAX_SCAN],
+            args=[owner, int(lease_s * 1000), max_bytes, int(linger_ms), MAX_SCAN, item_slack],
         )
         if raw[0] == b"none":
             wait_ms = int(raw[1])
@@ -174,7 +192,6 @@ class BatchQueue:
                 keys=[
                     keys.batch_inflight(self.api, shard),
                     keys.stats(),
-                    keys.batch_items(self.api, shard),
                     keys.batch_jobs(self.api, shard),
                     keys.batch_meta(self.api, shard),
                     keys.batch_suspects(self.api, shard),
@@ -228,11 +245,11 @@ class BatchQueue:
             keys.batch_meta(self.api, shard),
             [f"{job_id}:attempts", f"{job_id}:first_error", f"{job_id}:last_error"],
         )
-        raw_job, (attempts, first, last) = pipe.execute()
-        if raw_job is None:
+        record, (attempts, first, last) = pipe.execute()
+        if record is None:
             return None
         return LedgerEntry(
-            job=Job.from_json(raw_job),
+            job=Job.from_record(job_id, orjson.loads(record)),
             attempts=int(attempts or 0),
             first_error=json.loads(first) if first else None,
             last_error=json.loads(last) if last else None,
@@ -240,7 +257,6 @@ class BatchQueue:
 
     def forget(self, shard: int, job_id: str, *, pipe: redis.client.Pipeline) -> None:
         """Queue the removal of one job's records (it was dead-lettered) on `pipe`."""
-        pipe.hdel(keys.batch_items(self.api, shard), job_id)
         pipe.hdel(keys.batch_jobs(self.api, shard), job_id)
         pipe.hdel(
             keys.batch_meta(self.api, shard),
@@ -266,3 +282,32 @@ class BatchQueue:
         waiting = sum(int(n) for n in replies[0::2])
         ages = [now_ms - ulid_time_ms(tail.decode()) for tail in replies[1::2] if tail]
         return waiting, max([0.0, *ages]) / 1000
+
+    # -- the layout before issue 18 ----------------------------------------------------------------
+    def adopt_legacy(self) -> int:
+        """Move every job queued in layout 1 (`keys.legacy_batch_shard`) into this layout, in
+        order; return how many moved. One EXISTS when there is none (the usual case)."""
+        bases = [keys.legacy_batch_shard(self.api, shard) for shard in range(SHARDS)]
+        if not self.redis.exists(*bases, *(f"{base}:inflight" for base in bases)):
+            return 0
+        moved = 0
+        for shard, base in enumerate(bases):
+            legacy = [base, *(f"{base}:{part}" for part in LEGACY_PARTS)]
+            current = [
+                keys.batch_queue(self.api, shard),
+                keys.batch_hold(self.api, shard),
+                keys.batch_jobs(self.api, shard),
+                keys.batch_meta(self.api, shard),
+                keys.batch_suspects(self.api, shard),
+                batch_bell(self.api),
+            ]
+            while True:
+                count = int(self._adopt(keys=legacy + current, args=[ADOPT_CHUNK, ADOPT_HOLD_MS]))
+                moved += max(0, count)
+                if count <= 0:
+                    break
+        return moved
+
+
+#: A layout 1 shard's keys after its base, in the order ADOPT takes them.
+LEGACY_PARTS = ("inflight", "hold", "jobs", "items", "meta", "suspects")

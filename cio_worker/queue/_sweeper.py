@@ -10,10 +10,10 @@ Three sweeps close the gaps that stock Celery on Redis leaves open (kombu pops a
 it records it as unacknowledged; a dead worker's messages wait out the visibility timeout;
 countdowns wait in worker memory):
 
-1. **Due** (every `DUE_INTERVAL_S`): retries and rate-limit deferrals wait in `keys.delayed`, a
-   sorted set of due times, not as Celery countdowns in a worker's memory. A delay therefore
-   survives the death of the worker that scheduled it, never outlives a visibility timeout (it is
-   not a message at all while it waits), and is never run twice.
+1. **Due** (within `DUE_INTERVAL_S` of their time): retries and rate-limit deferrals wait in
+   `keys.delayed`, a sorted set of due times, not as Celery countdowns in a worker's memory. A
+   delay therefore survives the death of the worker that scheduled it, never outlives a
+   visibility timeout (it is not a message at all while it waits), and is never run twice.
 2. **Expired leases** (every `SWEEP_INTERVAL_S`): a claimed job carries a lease its worker renews
    (_leases.py). A worker killed mid-job stops renewing; once the lease expires its job is pushed
    again, counting one attempt, so a job that kills every worker that takes it is dead-lettered
@@ -26,8 +26,19 @@ countdowns wait in worker memory):
    still unclaimed `STRAY_GRACE_S` later, it was lost and is pushed again. A message that was only
    slow (not lost) makes a duplicate at worst, and the claim makes a duplicate harmless.
 
+Each sweep also releases jobs waiting for room in a family's queue (_window.py) into a queue left
+short of its window: claims do that as they go, so this is the safety net for a queue emptied
+without claims.
+
 A dead worker's jobs are back in their queue within LEASE_S + SWEEP_INTERVAL_S (25 s by default),
 a lost message's within STRAY_GRACE_S + 2 x SWEEP_INTERVAL_S (30 s).
+
+**Idle costs (almost) nothing** (issue 18). The sweeper looks at the due set 5 times a second only
+while jobs are parked (their probes keep that cadence) or one falls due within that time.
+Otherwise it sleeps until the earliest due job, at most until its next sweep, on the due set's
+doorbell (_bells.py), which every writer of the due set rings, so a retry scheduled meanwhile, by
+any process, cuts the sleep short. A sweep with no lease, no unclaimed and no waiting job is one
+EXISTS. An idle sweeper spends about seven Redis commands every SWEEP_INTERVAL_S.
 """
 
 from __future__ import annotations
@@ -40,9 +51,12 @@ import redis
 from cio_worker import keys, logs
 from cio_worker.config import Settings
 from cio_worker.kinds import Family
-from cio_worker.limiter import Circuit
+from cio_worker.limiter import BUCKETS, Circuit
+from cio_worker.queue._bells import IDLE_WAIT_S, Doorbell
 from cio_worker.queue._ledger import JobLedger
 from cio_worker.queue._receipts import ReceiptBook
+from cio_worker.queue._routing import batch_api
+from cio_worker.queue._shards import BatchQueue
 
 #: How often due retries are moved to their queues: the resolution of every delay.
 DUE_INTERVAL_S = 0.2
@@ -68,6 +82,7 @@ class Sweeper:
         stray_grace_s: float = STRAY_GRACE_S,
         sweep_interval_s: float = SWEEP_INTERVAL_S,
         due_interval_s: float = DUE_INTERVAL_S,
+        doorbell: Doorbell | None = None,
     ) -> None:
         self.redis = redis_client
         self.ledger = JobLedger(redis_client)
@@ -75,6 +90,9 @@ class Sweeper:
         self.receipts = ReceiptBook(
             redis_client, retention_days=(settings or Settings()).receipt_retention_days
         )
+        self.batches = BatchQueue(redis_client, batch_api(settings or Settings()))
+        #: Where the thread sleeps between looks (the due set's bell); without one it polls.
+        self.doorbell = doorbell
         self.families = families or list(Family)
         self.stray_grace_s = stray_grace_s
         self.sweep_interval_s = sweep_interval_s
@@ -116,13 +134,42 @@ class Sweeper:
                     log.warning("lost_message_job_requeued", job_id=job_id, kind=kind)
         return pushed
 
+    def release_waiting(self) -> int:
+        """Top up each family's queue to its window from the jobs waiting for room (claims do
+        it as they go; this covers a queue emptied without claims: _window.py)."""
+        return sum(self.ledger.release(family) for family in self.families)
+
     def sweep(self) -> None:
         """One full sweep, if no other sweeper in the fleet did one just now."""
         lock_ms = max(1, int(self.sweep_interval_s * 1000 * 0.8))
         if self.redis.set(keys.reaper_lock(), "1", nx=True, px=lock_ms):
-            self.reclaim_expired()
-            self.recover_strays()
+            running = [
+                keys.leases(),
+                *(keys.unclaimed(family.value) for family in self.families),
+                *(keys.waiting(family.value) for family in self.families),
+            ]
+            if self.redis.exists(*running):  # no job claimed, pushed or waiting: nothing to do
+                self.reclaim_expired()
+                self.recover_strays()
+                self.release_waiting()
             self.receipts.trim()  # sent messages' receipts past their retention
+            self.batches.adopt_legacy()  # jobs queued before issue 18's layout, if any
+
+    def due_in_s(self) -> float:
+        """Seconds until the sweeper must move due jobs: 0 if one is due or any job is parked
+        (its release waits on the circuit, looked at every due interval), IDLE_WAIT_S if
+        nothing waits."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.time()
+        pipe.zrange(keys.delayed(), 0, 0, withscores=True)
+        pipe.exists(*(keys.parked(bucket) for bucket in BUCKETS))
+        (seconds, micros), first, parked = pipe.execute()
+        if parked:
+            return 0.0
+        if not first:
+            return IDLE_WAIT_S
+        now_ms = int(seconds) * 1000 + int(micros) // 1000
+        return max(0.0, (float(first[0][1]) - now_ms) / 1000)
 
     # -- the thread ------------------------------------------------------------------------------
     def start(self) -> None:
@@ -133,6 +180,8 @@ class Sweeper:
 
     def stop(self, timeout: float = 2.0) -> None:
         self._stop.set()
+        if self.doorbell is not None:
+            self.doorbell.wake(1)
         if self._thread is not None:
             self._thread.join(timeout)
 
@@ -140,11 +189,28 @@ class Sweeper:
         next_sweep = 0.0
         while not self._stop.is_set():
             try:
-                self.move_due()
+                due_in = self.due_in_s()
+                if due_in <= 0:
+                    self.move_due()
                 if time.monotonic() >= next_sweep:
                     next_sweep = time.monotonic() + self.sweep_interval_s
                     self.sweep()
             except Exception as exc:  # Redis away: keep trying; nothing is lost meanwhile
                 log.warning("sweep_failed", error=f"{type(exc).__name__}: {exc}")
                 self._stop.wait(1.0)
-            self._stop.wait(self.due_interval_s)
+                continue
+            if due_in <= 0:
+                self._stop.wait(self.due_interval_s)
+            else:
+                self._pause(min(due_in, max(0.001, next_sweep - time.monotonic())))
+
+    def _pause(self, wait_s: float) -> None:
+        """Sleep out a short wait; wait longer on the doorbell, which a new due job rings."""
+        if wait_s <= self.due_interval_s or self.doorbell is None:
+            self._stop.wait(wait_s)
+            return
+        try:
+            self.doorbell.wait(wait_s)
+        except Exception as exc:  # Redis away: the next look reports it
+            log.debug("due_wait_failed", error=f"{type(exc).__name__}: {exc}")
+            self._stop.wait(1.0)

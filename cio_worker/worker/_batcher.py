@@ -26,20 +26,23 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import redis
 
 from cio_worker import logs
 from cio_worker.config import Settings
 from cio_worker.customerio import (
+    ITEM_SLACK_BYTES,
     MAX_BATCH_BYTES,
     PIPELINES_BATCH_PATH,
+    REQUEST_LIMIT_BYTES,
     STRICT_HEADERS,
     TRACK_BATCH_PATH,
     CustomerIoClient,
     HttpOperation,
     batch_body,
+    refused_items,
 )
 from cio_worker.errors import DeliveryError
 from cio_worker.ids import new_ulid, ulid_time_ms
@@ -47,17 +50,21 @@ from cio_worker.kinds import Family
 from cio_worker.limiter import Circuit, Gate, Limiter
 from cio_worker.ops import record_delivery
 from cio_worker.queue import (
+    IDLE_WAIT_S,
     SHARDS,
     BatchItem,
     BatchQueue,
     DeadLetterStore,
+    Doorbell,
     ErrorRecord,
     JobLedger,
     TakenBatch,
     batch_api,
+    batch_bell,
 )
+from cio_worker.worker._batch_letters import BatchLetters
 from cio_worker.worker._deliverer import complete_despite_outage
-from cio_worker.worker._fate import FailureJudge, Fate, classify, out_of_time, out_of_time_reason
+from cio_worker.worker._fate import FailureJudge, Fate, classify
 
 log = logs.get_logger(__name__)
 
@@ -66,8 +73,17 @@ log = logs.get_logger(__name__)
 DEFAULT_THREADS = 2
 #: The task name Flower shows for one batch request.
 BATCH_TASK_NAME = "cio_worker.track_batch"
-#: How long an idle thread waits before looking again when every shard is empty.
-IDLE_WAIT_S = 0.05
+#: Waits shorter than this (a batch lingering for more events) are slept out; longer ones wait
+#: on the doorbell, so work arriving meanwhile in another shard is taken at once.
+SHORT_WAIT_S = 0.25
+
+
+class Pause(NamedTuple):
+    """What a sender thread does before its next take: wait `seconds`, and whether a ring of the
+    doorbell (work arrived) ends the wait early."""
+
+    seconds: float
+    wake_on_ring: bool = True
 
 
 @dataclass
@@ -81,6 +97,8 @@ class Batcher:
     threads: int = DEFAULT_THREADS
     #: Sends Celery task events (`send(event_type, **fields)`), so Flower lists each batch.
     events: Callable[..., None] | None = None
+    #: Where idle threads wait for a producer's ring (queue/_bells.py); made by `start`.
+    doorbell: Doorbell | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
     _workers: list[threading.Thread] = field(default_factory=list)
 
@@ -92,10 +110,17 @@ class Batcher:
         self.headers = dict(STRICT_HEADERS) if self.api == "pipelines" else {}
         self.circuit = Circuit(self.settings, self.redis)
         self.judge = FailureJudge(self.settings, self.limiter, self.circuit)
+        self.letters = BatchLetters(self.settings, self.redis, self.queue, self.dead_letters)
 
     # -- threads ---------------------------------------------------------------------------------
     def start(self) -> None:
         self._stop.clear()
+        if self.doorbell is None:
+            self.doorbell = Doorbell(self.settings, batch_bell(self.api), owner=self.owner)
+        try:
+            self.queue.adopt_legacy()  # before any take: older jobs first
+        except redis.RedisError as exc:  # Redis away: the sweeper adopts them later
+            log.warning("legacy_shards_not_adopted", error=f"{type(exc).__name__}: {exc}")
         for index in range(self.threads):
             thread = threading.Thread(
                 target=self._run, args=(index,), name=f"cio-batcher-{index}", daemon=True
@@ -110,6 +135,8 @@ class Batcher:
     def stop(self, timeout: float = 15.0) -> None:
         """Finish the batch in hand (a warm shutdown), then stop."""
         self._stop.set()
+        if self.doorbell is not None:
+            self.doorbell.wake(len(self._workers))  # idle threads wait in Redis: wake them
         for thread in self._workers:
             thread.join(timeout)
         self._workers.clear()
@@ -118,53 +145,76 @@ class Batcher:
         start = index * SHARDS // max(1, self.threads)
         while not self._stop.is_set():
             try:
-                wait = self.step(start)
+                pause = self.step(start)
             except redis.RedisError as exc:  # Redis away: the jobs are safe in it; wait
                 log.warning("batch_take_failed", error=f"{type(exc).__name__}: {exc}")
-                wait = 1.0
+                pause = Pause(1.0, wake_on_ring=False)
             except Exception:  # a bug must not kill the thread; the batch's lease protects it
                 log.exception("batcher_crashed")
-                wait = 1.0
+                pause = Pause(1.0, wake_on_ring=False)
             start = (start + 1) % SHARDS
-            if wait > 0:
-                self._stop.wait(wait)
+            if pause.seconds > 0:
+                self._idle(pause)
 
-    def step(self, start: int = 0) -> float:
-        """Take and deliver one batch if one is ready; return how long to wait before the next."""
+    def _idle(self, pause: Pause) -> None:
+        """Sleep out a short wait; wait on the doorbell for a longer one (or none ready)."""
+        if not pause.wake_on_ring or pause.seconds < SHORT_WAIT_S or self.doorbell is None:
+            self._stop.wait(pause.seconds)
+            return
+        try:
+            self.doorbell.wait(pause.seconds)
+        except redis.RedisError as exc:  # Redis away: back off, then look again
+            if not self._stop.is_set():
+                log.warning("batch_wait_failed", error=f"{type(exc).__name__}: {exc}")
+                self._stop.wait(1.0)
+
+    def step(self, start: int = 0) -> Pause:
+        """Take and deliver one batch if one is ready; return how long to wait before the next
+        (IDLE_WAIT_S when nothing is queued: the doorbell ends that wait when work arrives)."""
         taken = self.queue.take(
             self.owner,
             max_bytes=MAX_BATCH_BYTES,
             linger_ms=self.settings.batch_linger_ms,
             start=start,
             lease_s=2 * self.settings.http_timeout_s + 10,
+            item_slack=ITEM_SLACK_BYTES,
         )
         if taken is None:
-            return IDLE_WAIT_S
+            return Pause(IDLE_WAIT_S)
         if isinstance(taken, float):
-            return min(max(taken, 0.005), 0.5)
+            return Pause(min(max(taken, 0.005), IDLE_WAIT_S))
         gate = self.circuit.admit(self.api)
         if not gate.may_send:
             # The family is down and another caller probes: leave the jobs where they were,
             # spend nothing, and look again when the next probe may start.
+            # New work does not change that: rings do not cut this wait short.
             self.queue.restore(taken, self.owner, hold_s=0, attempt=False)
-            return min(max(gate.wait_s, 0.05), 1.0)
+            return Pause(min(max(gate.wait_s, 0.05), 1.0), wake_on_ring=False)
         self.deliver(taken, gate)
-        return 0.0
+        return Pause(0.0)
 
     # -- one batch -------------------------------------------------------------------------------
     def deliver(self, batch: TakenBatch, gate: Gate | None = None) -> None:
         gate = gate or Gate("closed")
         sendable = []
         for item in batch.items:
-            if not item.item:
+            if not item.record:
                 continue  # its record is gone (dead-lettered meanwhile): nothing to send
             if item.attempts >= self.settings.max_attempts:
-                self._dead_letter_exhausted(batch.shard, item.job_id, item.attempts)
+                self.letters.exhausted(batch.shard, item.job_id, item.attempts)
             else:
                 sendable.append(item)
         if not sendable:
             self.circuit.abandon(gate, self.api)
             self.queue.complete(batch, self.owner)
+            return
+        content = batch_body([item.job() for item in sendable], self.api)
+        if len(content) > REQUEST_LIMIT_BYTES and len(sendable) > 1:
+            # Never expected (the take counts ITEM_SLACK_BYTES per item); if an item outgrew
+            # its bound, send each job alone rather than earn a 413 for all of them.
+            log.error("batch_too_large", bytes=len(content), jobs=len(sendable))
+            self.circuit.abandon(gate, self.api)
+            self.queue.restore(batch, self.owner, hold_s=0, attempt=False, split=True)
             return
         op = HttpOperation(
             self.api,  # type: ignore[arg-type]
@@ -172,7 +222,7 @@ class Batcher:
             "POST",
             self.path,
             headers=self.headers,
-            content=batch_body([item.item for item in sendable]),
+            content=content,
         )
         fields = {"shard": batch.shard, "jobs": len(sendable), "bytes": len(op.content or b"")}
         task_id = new_ulid()
@@ -199,10 +249,10 @@ class Batcher:
             self.circuit.abandon(gate, self.api)
             raise  # the batch's lease brings it back
         self.circuit.success(self.api)
-        rejected = _rejected_indexes(result.status_code, result.body)
+        rejected = refused_items(result.status_code, result.body)
         for index, reason in rejected.items():
             if index < len(sendable):
-                self._dead_letter_one(
+                self.letters.dead_letter(
                     batch.shard, sendable[index].job_id, sendable[index].attempts + 1, reason, 207
                 )
         delivered = complete_despite_outage(
@@ -248,7 +298,7 @@ class Batcher:
     ) -> None:
         """Carry out what _fate.py decides for a batch that was not accepted."""
         if classify(exc) == "transient":
-            sendable = self._dead_letter_out_of_time(batch, sendable, exc)
+            sendable = self.letters.out_of_time(batch, sendable, exc)
         since = self.queue.enqueued_at_s(batch.shard, [item.job_id for item in sendable])
         fate = self.judge.judge(
             exc,
@@ -262,7 +312,9 @@ class Batcher:
         if fate.action == "dead":
             attempts = max((item.attempts for item in sendable), default=0) + 1
             for item in sendable:
-                self._dead_letter_one(batch.shard, item.job_id, attempts, fate.reason, fate.status)
+                self.letters.dead_letter(
+                    batch.shard, item.job_id, attempts, fate.reason, fate.status
+                )
             self.queue.complete(batch, self.owner)
             self._event("task-failed", uuid=task_id, exception=failed, traceback="")
             return
@@ -290,50 +342,9 @@ class Batcher:
                         attempt=max(item.attempts for item in sendable) + 1, **fields)  # fmt: skip
         self._event("task-retried", uuid=task_id, exception=failed)
 
-    def _dead_letter_out_of_time(
-        self, batch: TakenBatch, sendable: list[BatchItem], exc: DeliveryError
-    ) -> list[BatchItem]:
-        """Dead-letter the jobs whose retry budget is spent; return the others."""
-        since = self.queue.enqueued_at_s(batch.shard, [item.job_id for item in sendable])
-        keep = []
-        for item, started in zip(sendable, since, strict=True):
-            if out_of_time(started, self.settings):
-                reason = out_of_time_reason(self.settings, exc)
-                self._dead_letter_one(
-                    batch.shard, item.job_id, item.attempts, reason, exc.status_code
-                )
-            else:
-                keep.append(item)
-        return keep
-
     def _event(self, event_type: str, **fields: Any) -> None:
         if self.events is not None:
             self.events(event_type, **fields)
-
-    # -- dead letters ----------------------------------------------------------------------------
-    def _dead_letter_exhausted(self, shard: int, job_id: str, attempts: int) -> None:
-        entry = self.queue.load(shard, job_id)
-        last = (entry.last_error or {}).get("reason", "unknown") if entry else "unknown"
-        reason = f"gave up after {attempts} attempts: {last}"
-        self._dead_letter_one(shard, job_id, attempts, reason, None)
-
-    def _dead_letter_one(
-        self, shard: int, job_id: str, attempts: int, reason: str, status: int | None
-    ) -> None:
-        """Move one job to the dead-letter queue and out of its shard, in one transaction."""
-        entry = self.queue.load(shard, job_id)
-        if entry is None:
-            return
-        error = ErrorRecord(reason=reason, status=status, body_excerpt=None, at=time.time())
-        pipe = self.redis.pipeline(transaction=True)
-        self.dead_letters.add(entry.job, attempts, error, entry.first_error, pipe=pipe)
-        self.queue.forget(shard, job_id, pipe=pipe)
-        pipe.execute()
-        self.dead_letters.trim(error.at)
-        record_delivery(self.redis, family="track", kind=entry.job.kind.value, outcome="dead",
-                        latency_s=None, limiter_wait_s=None)  # fmt: skip
-        log.error("dead_lettered", job_id=job_id, kind=entry.job.kind.value, family="track",
-                  status=status, reason=reason, attempt=attempts)  # fmt: skip
 
 
 def _error(exc: DeliveryError, fate: Fate) -> ErrorRecord:
@@ -343,17 +354,3 @@ def _error(exc: DeliveryError, fate: Fate) -> ErrorRecord:
         body_excerpt=exc.body_excerpt,
         at=time.time(),
     )
-
-
-def _rejected_indexes(status: int, body: Any) -> dict[int, str]:
-    """For a 207, the items Customer.io refused: batch_index -> reason."""
-    if status != 207 or not isinstance(body, dict):
-        return {}
-    rejected: dict[int, str] = {}
-    for error in body.get("errors") or []:
-        if isinstance(error, dict) and isinstance(error.get("batch_index"), int):
-            detail = ", ".join(
-                str(error[key]) for key in ("reason", "field", "message") if error.get(key)
-            )
-            rejected[error["batch_index"]] = f"207: item refused: {detail or 'no detail'}"
-    return rejected

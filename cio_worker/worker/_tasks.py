@@ -46,7 +46,15 @@ from cio_worker.kinds import Family, Kind, family_of_queue, queue_name
 from cio_worker.limiter import Limiter
 from cio_worker.logs import configure_logging
 from cio_worker.ops import check_credentials, check_redis
-from cio_worker.queue import DeadLetterStore, JobLedger, LeaseKeeper, Sweeper, new_owner_id
+from cio_worker.queue import (
+    DeadLetterStore,
+    Doorbell,
+    JobLedger,
+    LeaseKeeper,
+    Sweeper,
+    due_bell,
+    new_owner_id,
+)
 from cio_worker.worker import _kombu_fixes as kombu_fixes
 from cio_worker.worker._batcher import Batcher
 from cio_worker.worker._deliverer import Deliverer
@@ -180,7 +188,12 @@ def _start_background(sender: Any = None, **_: Any) -> None:
     global _sweeper
     redis_client = get_redis(settings)
     families = sorted(_consumed_families(sender))
-    _sweeper = Sweeper(redis_client, families=[Family(f) for f in families], settings=settings)
+    _sweeper = Sweeper(
+        redis_client,
+        families=[Family(f) for f in families],
+        settings=settings,
+        doorbell=Doorbell(settings, due_bell(), owner=new_owner_id()),
+    )
     _sweeper.start()
     watchdog.start(redis_client, [queue_name(Family(f)) for f in families])
     global _batcher
