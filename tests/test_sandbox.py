@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import socket
 import threading
 import time
@@ -1624,3 +1625,47 @@ class TestDropsOverHttp:
         response = http.get("/v1/broadcasts/2/triggers", headers=APP)
         assert response.status_code == 200, response.text
         return [trigger["id"] for trigger in response.json()["triggers"]]
+
+
+# -- the fast paths (orjson parsing and measuring) give the stdlib's answers at their edges ----
+class TestSameAnswersAsTheStdlib:
+    def test_integer_beyond_64_bits_stays_an_integer(self, client: TestClient) -> None:
+        """A 30-digit timestamp is an integer, as json.loads reads it (orjson would make it a
+        float and the check would refuse it), and is logged as that integer."""
+        body = (
+            '{"batch":[{"type":"person","identifiers":{"id":"u1"},"action":"event","name":"e",'
+            f'"timestamp":{10**29}}}]}}'
+        )
+        response = client.post("/api/v2/batch", content=body, auth=TRACK)
+        assert (response.status_code, response.json()) == (200, {})
+        logged = client.get("/_sandbox/requests").json()[-1]["body"]["batch"][0]["timestamp"]
+        assert logged == 10**29 and isinstance(logged, int)
+
+    def test_nan_is_taken_as_before(self, client: TestClient) -> None:
+        """NaN is not JSON, but the stdlib takes it: the check sees a float, not invalid JSON."""
+        body = (
+            '{"batch":[{"type":"person","identifiers":{"id":"u1"},"action":"event","name":"e",'
+            '"timestamp":NaN}]}'
+        )
+        response = client.post("/api/v2/batch", content=body, auth=TRACK)
+        assert response.status_code == 207
+        assert response.json()["errors"][0]["field"] == "timestamp"
+
+    def test_float_values_are_measured_as_python_writes_them(self, client: TestClient) -> None:
+        """An attribute value is measured as Python's compact JSON: 1e-07 takes 5 bytes there
+        (orjson writes 1e-7, 4). A list exactly at 1000 bytes passes, one byte more fails."""
+        for pad, status in ((96, 200), (97, 207)):
+            value = [1e-07] * 150 + ["x" * pad]  # 6 * 150 + pad + 4 bytes: 1000, then 1001
+            assert len(json.dumps(value, separators=(",", ":"))) == 904 + pad
+            op = person_op(attributes={"v": value})
+            response = client.post("/api/v2/batch", json={"batch": [op]}, auth=TRACK)
+            assert response.status_code == status
+
+    def test_request_log_of_floats_reads_back_the_same(self, client: TestClient) -> None:
+        """The request log, rendered by orjson, holds the very floats that were sent."""
+        values = [3.5608238039453e-05, 1e16, -0.0, 0.1, 1.7976931348623157e308, 5e-324]
+        op = person_op("event", name="e", id=ULID, attributes={"f": values})
+        client.post("/api/v2/batch", json={"batch": [op]}, auth=TRACK)
+        logged = client.get("/_sandbox/requests").json()[-1]["body"]["batch"][0]["attributes"]["f"]
+        assert [repr(v) for v in logged] == [repr(v) for v in values]
+        assert not any(math.isnan(v) for v in logged)

@@ -10,6 +10,7 @@ import uuid
 from dataclasses import dataclass
 from urllib.parse import quote
 
+import orjson
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -55,6 +56,8 @@ class _Exchange:
     arrived_at: float
     raw_path: str
     body: object
+    #: False when the body came from the stdlib's parser, so may hold NaN or an infinity.
+    plain_json: bool = True
     match: Match | None = None
     auth: AuthResult | None = None
     fault: str | None = None
@@ -117,6 +120,7 @@ class _Exchange:
             family=None if endpoint is None else endpoint.family,
             accepted_at=accepted_at,
             rate_limited=rate_limited,
+            plain_json=self.plain_json,
         )
 
 
@@ -126,9 +130,9 @@ async def _handle(request: Request) -> Response:
     config = state.config
     arrived_at = time.time()
     data = await request.body()
-    body, body_error = _parse_body(data)
+    body, body_error, plain_json = _parse_body(data)
     raw_path = _raw_path(request)
-    exchange = _Exchange(state, request, arrived_at, raw_path, body)
+    exchange = _Exchange(state, request, arrived_at, raw_path, body, plain_json)
 
     match, allowed = resolve(request.method, raw_path)
     if match is None:
@@ -212,14 +216,32 @@ def _success_body(
     return {}
 
 
-def _parse_body(data: bytes) -> tuple[object, str | None]:
-    """The JSON body and None, or None and why there is none ("missing", "invalid JSON")."""
-    if not data.strip():
-        return None, "missing"
+#: Maps every digit to "0", so a run of digits shows as a run of zeros.
+_DIGITS_AS_ZERO = bytes.maketrans(b"123456789", b"000000000")
+#: A number this many digits long may not fit 64 bits, where orjson makes an integer a float.
+_LONG_NUMBER = b"0" * 19
+
+
+def _parse_body(data: bytes) -> tuple[object, str | None, bool]:
+    """(the JSON body, None) or (None, why there is none: "missing", "invalid JSON"), and
+    whether the body is plain JSON: parsed by orjson, so free of NaN and infinities.
+
+    The body is whatever the stdlib's `json.loads` makes of it. orjson parses it, a few times
+    faster, when that gives the same: for a body it takes whose numbers have fewer than 19
+    digits in a row (it makes a longer integer a float). Whatever orjson refuses goes to the
+    stdlib, which also takes NaN, Infinity, lone surrogates, a BOM, UTF-16 and UTF-32.
+    """
+    if not data or data.isspace():
+        return None, "missing", True
+    if _LONG_NUMBER not in data.translate(_DIGITS_AS_ZERO):
+        try:
+            return orjson.loads(data), None, True
+        except orjson.JSONDecodeError:
+            pass
     try:
-        return json.loads(data), None
+        return json.loads(data), None, False
     except ValueError:
-        return None, "invalid JSON"
+        return None, "invalid JSON", True
 
 
 def _raw_path(request: Request) -> str:

@@ -11,6 +11,8 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+import orjson
+
 from cio_worker.sandbox.config import SandboxConfig
 
 #: Bytes in the "KB" of Customer.io's size limits; binary, as Segment-derived clients count.
@@ -87,9 +89,44 @@ def utf8_len(text: str) -> int:
     return len(text.encode("utf-8", errors="surrogatepass"))
 
 
+def utf8_longer_than(text: str, limit: int) -> bool:
+    """Whether `text` is longer than `limit` bytes in UTF-8 (`utf8_len(text) > limit`), encoding
+    it only when its length in characters cannot tell: a character takes 1 to 4 bytes."""
+    chars = len(text)
+    if chars > limit:
+        return True
+    if 4 * chars <= limit:
+        return False
+    return utf8_len(text) > limit
+
+
 def json_len(value: object) -> int:
     """Length of `value` as compact JSON, bytes."""
     return utf8_len(json.dumps(value, separators=(",", ":"), ensure_ascii=False))
+
+
+#: How many times longer than orjson's encoding json_len's can be. The two are byte for byte
+#: the same length for strings, integers, true, false and null; only floats differ: orjson's
+#: form takes at least 3 bytes ("0.0"), Python's at most 24 ("-2.2250738585072014e-308"), and
+#: orjson writes NaN and the infinities as null (4 bytes; Python at most 9, "-Infinity").
+#: Integers beyond 64 bits and lone surrogates make orjson raise instead.
+_JSON_GROWTH = 8
+
+
+def json_longer_than(value: object, limit: int) -> bool:
+    """Whether `value` as compact JSON is longer than `limit` bytes (`json_len(value) > limit`).
+
+    The same answer as json_len's for every value, at a fraction of the cost for the usual one
+    far under the limit: orjson's length bounds Python's (`_JSON_GROWTH`), and only a value the
+    bound cannot settle is measured exactly.
+    """
+    try:
+        fast = len(orjson.dumps(value))
+    except orjson.JSONEncodeError:
+        return json_len(value) > limit
+    if fast * _JSON_GROWTH <= limit:
+        return False
+    return json_len(value) > limit
 
 
 def is_int(value: object) -> bool:
@@ -135,20 +172,21 @@ def check_person_id(value: str, field: str) -> list[Problem]:
     """A person id: non-empty, at most 150 bytes."""
     if not value:
         return [Problem(field, "required", f"{field} must not be empty")]
-    if utf8_len(value) > MAX_PERSON_ID_BYTES:
+    if utf8_longer_than(value, MAX_PERSON_ID_BYTES):
         return [Problem(field, "too_long", f"{field} is longer than {MAX_PERSON_ID_BYTES} bytes")]
     return []
 
 
 def check_identifiers(value: object, field: str, allowed: tuple[str, ...]) -> list[Problem]:
     """An identifiers object with exactly one of `allowed`, its value a non-empty string or int."""
-    names = ", ".join(allowed)
     if not isinstance(value, dict):
+        names = ", ".join(allowed)
         return [Problem(field, "required", f"{field} must be an object with one of {names}")]
-    present = [name for name in allowed if name in value]
-    if len(present) != 1 or len(value) != 1:
+    # Exactly one of `allowed` and nothing else: a single key, and that one allowed.
+    name = next(iter(value), None) if len(value) == 1 else None
+    if name not in allowed:
+        names = ", ".join(allowed)
         return [Problem(field, "invalid", f"{field} must have exactly one of {names}")]
-    name = present[0]
     identifier = value[name]
     inner = join(field, name)
     if is_int(identifier):
@@ -173,12 +211,15 @@ def check_attributes(attributes: Mapping[str, object], prefix: str) -> list[Prob
     problems: list[Problem] = []
     for name, value in attributes.items():
         field = join(prefix, name)
-        if utf8_len(name) > MAX_ATTRIBUTE_NAME_BYTES:
+        if utf8_longer_than(name, MAX_ATTRIBUTE_NAME_BYTES):
             message = f"attribute name {field} is longer than {MAX_ATTRIBUTE_NAME_BYTES} bytes"
             problems.append(Problem(field, "too_long", message))
         elif name not in _STRUCTURED_ATTRIBUTES:
-            size = utf8_len(value) if isinstance(value, str) else json_len(value)
-            if size > MAX_ATTRIBUTE_VALUE_BYTES:
+            if (
+                utf8_longer_than(value, MAX_ATTRIBUTE_VALUE_BYTES)
+                if isinstance(value, str)
+                else json_longer_than(value, MAX_ATTRIBUTE_VALUE_BYTES)
+            ):
                 message = f"{field} value is longer than {MAX_ATTRIBUTE_VALUE_BYTES} bytes"
                 problems.append(Problem(field, "too_long", message))
     return problems
@@ -190,14 +231,14 @@ def check_event(event: Mapping[str, object], *, data_key: str, with_type: bool) 
     name = event.get("name")
     if not isinstance(name, str) or not name:
         problems.append(Problem("name", "required", "name is required (a non-empty string)"))
-    elif utf8_len(name) > MAX_EVENT_NAME_BYTES:
+    elif utf8_longer_than(name, MAX_EVENT_NAME_BYTES):
         message = f"name is longer than {MAX_EVENT_NAME_BYTES} bytes"
         problems.append(Problem("name", "too_long", message))
     if data_key in event:
         data = event[data_key]
         if not isinstance(data, dict):
             problems.append(Problem(data_key, "invalid", f"{data_key} must be a JSON object"))
-        elif json_len(data) > MAX_EVENT_DATA_BYTES:
+        elif json_longer_than(data, MAX_EVENT_DATA_BYTES):
             message = f"{data_key} is larger than {MAX_EVENT_DATA_BYTES} bytes"
             problems.append(Problem(data_key, "too_large", message))
     if "id" in event:

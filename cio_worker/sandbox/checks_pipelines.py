@@ -13,7 +13,7 @@ from cio_worker.sandbox.checks import (
     batch_body,
     body_object,
     join,
-    json_len,
+    json_longer_than,
 )
 
 #: One call (a request, or one item of a batch), bytes.
@@ -70,7 +70,7 @@ def check_batch(incoming: Incoming) -> list[Problem]:
         if not isinstance(call_type, str) or call_type not in CALL_TYPES:
             message = f"{prefix}.type must be one of {', '.join(CALL_TYPES)}"
             problems.append(Problem(join(prefix, "type"), "invalid", message))
-        elif json_len(item) > MAX_CALL_BYTES:
+        elif json_longer_than(item, MAX_CALL_BYTES):
             message = f"{prefix} is larger than {MAX_CALL_BYTES} bytes"
             problems.append(Problem(prefix, "too_large", message))
         else:

@@ -15,7 +15,7 @@ from cio_worker.sandbox.checks import (
     check_identifiers,
     check_person_id,
     is_int,
-    json_len,
+    json_longer_than,
 )
 
 #: One v2 operation (an entity request, or one item of a batch), bytes.
@@ -147,7 +147,7 @@ def check_batch(incoming: Incoming) -> list[Problem]:
     if problems:
         return problems
     for index, operation in enumerate(batch):
-        if json_len(operation) > MAX_OPERATION_BYTES:
+        if json_longer_than(operation, MAX_OPERATION_BYTES):
             message = f"operation is larger than {MAX_OPERATION_BYTES} bytes"
             problems.append(Problem("", "too_large", message, index=index))
             continue

@@ -11,6 +11,8 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+import orjson
+
 from cio_worker.sandbox.limits import FAMILIES, Family
 
 Record = dict[str, Any]
@@ -42,6 +44,8 @@ class Recorder:
         self._records: list[Record] = []
         self._arrivals: dict[Family, list[float]] = {family: [] for family in FAMILIES}
         self._rate_limited: Counter[Family] = Counter()
+        # Records whose body may hold NaN or an infinity, which orjson would write as null.
+        self._not_plain: set[int] = set()
 
     def add(
         self,
@@ -50,11 +54,15 @@ class Recorder:
         family: Family | None,
         accepted_at: float | None,
         rate_limited: bool,
+        plain_json: bool = True,
     ) -> Record:
-        """Log `record` (without `seq`); `accepted_at` is the limiter-clock time if admitted."""
+        """Log `record` (without `seq`); `accepted_at` is the limiter-clock time if admitted;
+        `plain_json` False if its body may hold NaN or an infinity (see `json_bytes`)."""
         self._seq += 1
         stored = {"seq": self._seq, **record, "accepted": accepted_at is not None}
         self._records.append(stored)
+        if not plain_json:
+            self._not_plain.add(self._seq)
         if family is not None:
             if accepted_at is not None:
                 self._arrivals[family].append(accepted_at)
@@ -82,6 +90,17 @@ class Recorder:
             found.append(record)
         return found
 
+    def json_bytes(self, records: Sequence[Record]) -> bytes | None:
+        """`records` as JSON, rendered fast by orjson; None where only the stdlib's rendering
+        gives the same document: a body that may hold NaN or an infinity (orjson writes null),
+        an integer beyond 64 bits or a lone surrogate (orjson refuses)."""
+        if self._not_plain and any(record["seq"] in self._not_plain for record in records):
+            return None
+        try:
+            return orjson.dumps(records)
+        except orjson.JSONEncodeError:
+            return None
+
     def stats(self) -> dict[str, object]:
         """Totals, counts per status and per family, and the busiest window of each family."""
         by_status = Counter(
@@ -108,6 +127,7 @@ class Recorder:
         """Clear the log and counters (not `seq`)."""
         self._records.clear()
         self._rate_limited.clear()
+        self._not_plain.clear()
         for arrivals in self._arrivals.values():
             arrivals.clear()
 
