@@ -17,7 +17,7 @@ import orjson
 
 from cio_worker import jsonutil
 from cio_worker.ids import ulid_time_ms
-from cio_worker.kinds import Family, Kind
+from cio_worker.kinds import KINDS, Family, Kind
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,10 +59,7 @@ class Job:
         if created is None:
             created = id_time_s(job_id) or 0.0
         # Batch senders read thousands of records a request: a dict lookup, not Kind(...).
-        return cls(job_id, _KINDS[data["kind"]], data["payload"], created)
-
-
-_KINDS: dict[str, Kind] = {kind.value: kind for kind in Kind}
+        return cls(job_id, KINDS[data["kind"]], data["payload"], created)
 
 
 def id_time_s(job_id: str) -> float | None:

@@ -60,6 +60,9 @@ KIND_FAMILY: dict[Kind, Family] = {
 }
 
 
+#: Kinds by value, for readers of thousands of stored records (a dict lookup, not `Kind(...)`).
+KINDS: dict[str, Kind] = {kind.value: kind for kind in Kind}
+
 QUEUE_PREFIX = "cio."
 
 

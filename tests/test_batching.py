@@ -21,6 +21,7 @@ from cio_worker.customerio._batch_items import (
     batch_body,
     batch_item,
     person_identifiers,
+    records_body,
 )
 from cio_worker.customerio._http import CustomerIoClient
 from cio_worker.errors import EnqueueError
@@ -317,6 +318,18 @@ class TestItemsAgainstTheSpecs:
                   payload={"user_id": "u", "event": "e", "properties": {}, "timestamp": None},
                   created_at=0)  # fmt: skip
         assert b" " not in batch_body([job], "track")
+
+    @pytest.mark.parametrize("api", ["track", "pipelines"])
+    def test_a_sender_builds_from_records_what_batch_body_builds_from_jobs(
+        self, batch_settings: Settings, redis_client, api: str
+    ) -> None:
+        """The sender's fast path (no Job per record) makes the very same body."""
+        p = Producer(batch_settings.replace(data_api=api), redis_client=redis_client)
+        ids = every_batchable_kind(p) + [p.enqueue_track("cio_1", "e", timestamp=1)]
+        stored = [batched(redis_client, job_id, api) for job_id in ids]
+        assert records_body(
+            [(job_id, record["record"]) for job_id, record in zip(ids, stored, strict=True)], api
+        ) == batch_body([record["job"] for record in stored], api)
 
     @pytest.mark.parametrize("api", ["track", "pipelines"])
     def test_no_item_outgrows_its_record_by_more_than_the_slack(

@@ -13,6 +13,7 @@ from cio_worker.customerio._batch_items import (
     batch_body,
     batch_item,
     batchable,
+    records_body,
 )
 from cio_worker.customerio._http import (
     MAX_CONNECTIONS,
@@ -49,6 +50,7 @@ __all__ = [
     "batch_body",
     "REQUEST_LIMIT_BYTES",
     "batch_item",
+    "records_body",
     "batchable",
     "build_operation",
     "email_headers_json",

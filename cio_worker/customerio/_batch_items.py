@@ -24,10 +24,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import orjson
+
 from cio_worker import jsonutil
 from cio_worker.customerio._operations import pipelines_operation
 from cio_worker.job import Job
-from cio_worker.kinds import Kind
+from cio_worker.kinds import KINDS, Kind
 
 #: Kinds that travel in batches; the others keep one request per job.
 BATCHABLE = frozenset(
@@ -74,8 +76,10 @@ def person_identifiers(value: str | int) -> dict[str, str]:
 
 def track_v2_item(job: Job) -> dict[str, Any]:
     """The Track v2 batch operation for `job` (one of BATCHABLE)."""
-    p = job.payload
-    kind = job.kind
+    return _track_v2(job.id, job.kind, job.payload)
+
+
+def _track_v2(job_id: str, kind: Kind, p: dict[str, Any]) -> dict[str, Any]:
     if kind is Kind.MERGE:
         return {
             "type": "person",
@@ -90,7 +94,7 @@ def track_v2_item(job: Job) -> dict[str, Any]:
     elif kind in (Kind.TRACK, Kind.PAGE):
         item["action"] = "event" if kind is Kind.TRACK else "page"
         item["name"] = p["event"] if kind is Kind.TRACK else p["url"]
-        item["id"] = job.id  # the event's dedup id: a resend is not counted twice
+        item["id"] = job_id  # the event's dedup id: a resend is not counted twice
         item["attributes"] = p["properties"]
     elif kind is Kind.ADD_DEVICE:
         device: dict[str, Any] = {"token": p["device_id"], "platform": p["platform"]}
@@ -124,4 +128,18 @@ def batch_item(job: Job, data_api: str) -> dict[str, Any]:
 
 def batch_body(jobs: Sequence[Job], data_api: str) -> bytes:
     """`{"batch":[item,...]}` for `jobs`, as compact UTF-8 JSON."""
-    return jsonutil.dumps({"batch": [batch_item(job, data_api) for job in jobs]}).encode()
+    return jsonutil.dumps_bytes({"batch": [batch_item(job, data_api) for job in jobs]})
+
+
+def records_body(records: Sequence[tuple[str, bytes]], data_api: str) -> bytes:
+    """`batch_body` straight from stored records (`(job id, Job.record_json)`), as a sender has
+    them. A sender builds thousands of items a request: Track v2 items are made without a
+    `Job` in between (its frozen construction was a third of a sender's CPU per event)."""
+    if data_api == "pipelines":
+        jobs = [Job.from_record(job_id, orjson.loads(record)) for job_id, record in records]
+        return batch_body(jobs, data_api)
+    items = []
+    for job_id, record in records:
+        data = orjson.loads(record)
+        items.append(_track_v2(job_id, KINDS[data["kind"]], data["payload"]))
+    return jsonutil.dumps_bytes({"batch": items})

@@ -159,15 +159,20 @@ for s = 0, #KEYS / 6 - 1 do
           redis.call('HSET', inflight, 'owner', owner, 'lease_until', now + lease,
                      'ids', cjson.encode(take), 'at', now)
           local out = {'ok', s}
+          local failed_before = redis.call('EXISTS', meta) == 1  -- else no attempts to read
           for j = 1, #take, 500 do
-            local fields = {}
-            for m = j, math.min(j + 499, #take) do fields[#fields + 1] = take[m] .. ':attempts' end
-            local attempts = redis.call('HMGET', meta, unpack(fields))
-            for m = 1, #fields do
-              local index = j + m - 1
-              out[#out + 1] = take[index]
-              out[#out + 1] = bodies[index]
-              out[#out + 1] = attempts[m] or '0'
+            local attempts = {}
+            if failed_before then
+              local fields = {}
+              for m = j, math.min(j + 499, #take) do
+                fields[#fields + 1] = take[m] .. ':attempts'
+              end
+              attempts = redis.call('HMGET', meta, unpack(fields))
+            end
+            for m = j, math.min(j + 499, #take) do
+              out[#out + 1] = take[m]
+              out[#out + 1] = bodies[m]
+              out[#out + 1] = attempts[m - j + 1] or '0'
             end
           end
           return out
@@ -189,15 +194,17 @@ COMPLETE = (
 if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return -1 end
 local ids = cjson.decode(redis.call('HGET', KEYS[1], 'ids'))
 local delivered = chunked('HDEL', KEYS[3], ids, 4000)
-local fields = {}
-for _, id in ipairs(ids) do
-  fields[#fields + 1] = id .. ':attempts'
-  fields[#fields + 1] = id .. ':first_error'
-  fields[#fields + 1] = id .. ':last_error'
-  fields[#fields + 1] = id .. ':since'
+if redis.call('EXISTS', KEYS[4]) == 1 then  -- usually none of them ever failed: nothing to drop
+  local fields = {}
+  for _, id in ipairs(ids) do
+    fields[#fields + 1] = id .. ':attempts'
+    fields[#fields + 1] = id .. ':first_error'
+    fields[#fields + 1] = id .. ':last_error'
+    fields[#fields + 1] = id .. ':since'
+  end
+  chunked('HDEL', KEYS[4], fields, 3000)
 end
-chunked('HDEL', KEYS[4], fields, 3000)
-chunked('SREM', KEYS[5], ids, 4000)
+if redis.call('EXISTS', KEYS[5]) == 1 then chunked('SREM', KEYS[5], ids, 4000) end
 redis.call('DEL', KEYS[1])
 if delivered > 0 then redis.call('HINCRBY', KEYS[2], ARGV[2], delivered) end
 return delivered

@@ -26,7 +26,7 @@ import time
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 import redis
@@ -94,10 +94,9 @@ def queue_enqueue(pipe: Any, api: str, jobs: Sequence[Job], *, replace: bool = F
     ring(pipe, batch_bell(api))
 
 
-@dataclass(frozen=True, slots=True)
-class BatchItem:
+class BatchItem(NamedTuple):
     """One job of a taken batch: its id, its stored record (empty if it left meanwhile), and
-    the attempts it spent before."""
+    the attempts it spent before. A tuple: a take makes thousands."""
 
     job_id: str
     record: bytes

@@ -41,7 +41,7 @@ from cio_worker.customerio import (
     TRACK_BATCH_PATH,
     CustomerIoClient,
     HttpOperation,
-    batch_body,
+    records_body,
     refused_items,
 )
 from cio_worker.errors import DeliveryError
@@ -208,7 +208,7 @@ class Batcher:
             self.circuit.abandon(gate, self.api)
             self.queue.complete(batch, self.owner)
             return
-        content = batch_body([item.job() for item in sendable], self.api)
+        content = records_body([(item.job_id, item.record) for item in sendable], self.api)
         if len(content) > REQUEST_LIMIT_BYTES and len(sendable) > 1:
             # Never expected (the take counts ITEM_SLACK_BYTES per item); if an item outgrew
             # its bound, send each job alone rather than earn a 413 for all of them.
@@ -261,7 +261,7 @@ class Batcher:
         if delivered < 0:
             log.warning("batch_lease_lost", **fields)  # resent later; events dedup by id
             return
-        oldest_ms = min(ulid_time_ms(item.job_id) for item in sendable)
+        oldest_ms = ulid_time_ms(min(item.job_id for item in sendable))  # ULIDs sort by time
         record_delivery(
             self.redis,
             family="track",
