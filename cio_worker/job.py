@@ -13,8 +13,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
 from cio_worker import jsonutil
 from cio_worker.ids import ulid_time_ms
 from cio_worker.kinds import KINDS, Family, Kind
@@ -48,7 +46,7 @@ class Job:
 
     @classmethod
     def from_json(cls, raw: str | bytes) -> Job:
-        data = orjson.loads(raw)
+        data = jsonutil.loads(raw)
         return cls.from_record(data["id"], data)
 
     @classmethod

@@ -332,6 +332,15 @@ class TestItemsAgainstTheSpecs:
         ) == batch_body([record["job"] for record in stored], api)
 
     @pytest.mark.parametrize("api", ["track", "pipelines"])
+    def test_an_integer_beyond_64_bits_reaches_the_body_exact(
+        self, batch_settings: Settings, redis_client, api: str
+    ) -> None:
+        p = Producer(batch_settings.replace(data_api=api), redis_client=redis_client)
+        job_id = p.enqueue_track("u-1", "e", {"big": -(2**63) - 1})
+        record = batched(redis_client, job_id, api)["record"]
+        assert b'"big":-9223372036854775809' in records_body([(job_id, record)], api)
+
+    @pytest.mark.parametrize("api", ["track", "pipelines"])
     def test_no_item_outgrows_its_record_by_more_than_the_slack(
         self, batch_settings: Settings, redis_client, api: str
     ) -> None:

@@ -15,6 +15,7 @@ import pytest
 import redis
 
 import cio_worker
+from cio_worker import jsonutil
 from cio_worker.config import Settings
 from cio_worker.errors import CioWorkerError, EnqueueError, ValidationError
 from cio_worker.job import Job
@@ -514,3 +515,14 @@ class TestStoredJson:
     def test_an_id_that_is_not_a_ulid_keeps_its_time(self) -> None:
         job = Job("legacy-1", Kind.DELETE, {"user_id": "u"}, 1_700_000_000.25)
         assert Job.from_json(job.to_json()) == job
+
+    def test_an_integer_beyond_64_bits_reads_back_exact(self) -> None:
+        """orjson would read it as a float; a stored job must come back as it was given."""
+        big = {"user_id": "u", "event": "e", "properties": {"a": -(2**63) - 1, "b": 2**70}}
+        job = Job("01M8Q8C9EEXT51CFTDYGK4G8JP", Kind.TRACK, big, 0.5)
+        assert Job.from_json(job.to_json()) == job
+        assert Job.from_record(job.id, jsonutil.loads(job.record_json())) == job
+
+    def test_the_fast_reader_reads_what_json_reads(self) -> None:
+        for text in ['{"a":1.5,"b":[1,2]}', '{"n":NaN}', '{"x":12345678901234567890123}', "[]"]:
+            assert repr(jsonutil.loads(text)) == repr(json.loads(text))

@@ -24,8 +24,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import orjson
-
 from cio_worker import jsonutil
 from cio_worker.customerio._operations import pipelines_operation
 from cio_worker.job import Job
@@ -136,10 +134,10 @@ def records_body(records: Sequence[tuple[str, bytes]], data_api: str) -> bytes:
     them. A sender builds thousands of items a request: Track v2 items are made without a
     `Job` in between (its frozen construction was a third of a sender's CPU per event)."""
     if data_api == "pipelines":
-        jobs = [Job.from_record(job_id, orjson.loads(record)) for job_id, record in records]
+        jobs = [Job.from_record(job_id, jsonutil.loads(record)) for job_id, record in records]
         return batch_body(jobs, data_api)
     items = []
     for job_id, record in records:
-        data = orjson.loads(record)
+        data = jsonutil.loads(record)
         items.append(_track_v2(job_id, KINDS[data["kind"]], data["payload"]))
     return jsonutil.dumps_bytes({"batch": items})

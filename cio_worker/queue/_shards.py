@@ -28,10 +28,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-import orjson
 import redis
 
-from cio_worker import keys
+from cio_worker import jsonutil, keys
 from cio_worker.ids import ulid_time_ms
 from cio_worker.job import Job
 from cio_worker.queue import _shard_scripts as scripts
@@ -103,7 +102,7 @@ class BatchItem(NamedTuple):
     attempts: int
 
     def job(self) -> Job:
-        return Job.from_record(self.job_id, orjson.loads(self.record))
+        return Job.from_record(self.job_id, jsonutil.loads(self.record))
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,7 +247,7 @@ class BatchQueue:
         if record is None:
             return None
         return LedgerEntry(
-            job=Job.from_record(job_id, orjson.loads(record)),
+            job=Job.from_record(job_id, jsonutil.loads(record)),
             attempts=int(attempts or 0),
             first_error=json.loads(first) if first else None,
             last_error=json.loads(last) if last else None,
