@@ -149,6 +149,16 @@ def legacy_batch_shard(api: str, shard: int) -> str:
     return f"{PREFIX}bq:{api}:{shard}"
 
 
+def legacy_batch_keys(api: str, shard: int) -> list[str]:
+    """Every key of a layout 1 shard, in the order its adoption script takes them: the list, then
+    `inflight`, `hold`, `jobs`, `items`, `meta`, `suspects`."""
+    base = legacy_batch_shard(api, shard)
+    return [base, *(f"{base}:{part}" for part in _LEGACY_PARTS)]
+
+
+_LEGACY_PARTS = ("inflight", "hold", "jobs", "items", "meta", "suspects")
+
+
 # -- Doorbells (queue/_bells.py) -------------------------------------------------------------------
 def bell(name: str) -> str:
     """List of at most one token, rung when work of `name` (`batch:<api>`, `due`) is ready."""

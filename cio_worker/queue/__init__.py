@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cio_worker.queue._bells import IDLE_WAIT_S, Doorbell, batch_bell, due_bell
+from cio_worker.queue._bells import IDLE_WAIT_S, Doorbell, batch_bell, due_bell, wait_for_work
 from cio_worker.queue._deadletter import (
     AGE_RULE,
     STATUS_RULE,
@@ -50,6 +50,7 @@ __all__ = [
     "Doorbell",
     "batch_bell",
     "due_bell",
+    "wait_for_work",
     "parse_status",
     "parse_age",
     "STATUS_RULE",

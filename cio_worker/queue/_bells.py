@@ -25,11 +25,12 @@ private stop key, so a shutdown wakes it at once (`Doorbell.wake`).
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import redis
 
-from cio_worker import keys
+from cio_worker import keys, logs
 from cio_worker.config import Settings
 from cio_worker.connection import create_redis
 
@@ -39,6 +40,8 @@ from cio_worker.connection import create_redis
 IDLE_WAIT_S = 5.0
 #: BLPOP's shortest timeout: 0 would mean "forever".
 _MIN_WAIT_S = 0.01
+
+log = logs.get_logger(__name__)
 
 #: Lua that rings the bell named by `KEYS[n]` (`n` substituted by `ring_lua`).
 _RING_LUA = "redis.call('LPUSH', KEYS[{n}], '1')\nredis.call('LTRIM', KEYS[{n}], 0, 0)\n"
@@ -102,3 +105,23 @@ class Doorbell:
 
     def close(self) -> None:
         self._client.close()
+
+
+def wait_for_work(
+    bell: Doorbell | None, seconds: float, stop: threading.Event, *, short_s: float
+) -> None:
+    """How idle threads wait: a wait of at most `short_s` (a batch lingering, the due interval),
+    or any wait without a bell, is slept out; a longer one is spent on the bell, so work that
+    arrives ends it. Either ends when `stop` is set. Redis away: back off a second, then the
+    caller looks again (and reports what it finds)."""
+    if bell is None or seconds <= short_s:
+        stop.wait(seconds)
+        return
+    try:
+        bell.wait(seconds)
+    except Exception as exc:  # Redis away (or a bug): never end the waiting thread
+        if not stop.is_set():
+            log.warning(
+                "doorbell_wait_failed", bell=bell.bell, error=f"{type(exc).__name__}: {exc}"
+            )
+            stop.wait(1.0)

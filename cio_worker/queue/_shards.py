@@ -285,12 +285,12 @@ class BatchQueue:
     def adopt_legacy(self) -> int:
         """Move every job queued in layout 1 (`keys.legacy_batch_shard`) into this layout, in
         order; return how many moved. One EXISTS when there is none (the usual case)."""
-        bases = [keys.legacy_batch_shard(self.api, shard) for shard in range(SHARDS)]
-        if not self.redis.exists(*bases, *(f"{base}:inflight" for base in bases)):
+        shards = [keys.legacy_batch_keys(self.api, shard) for shard in range(SHARDS)]
+        # Something is queued or in flight there: its list or its `inflight` hash exists.
+        if not self.redis.exists(*(key for legacy in shards for key in legacy[:2])):
             return 0
         moved = 0
-        for shard, base in enumerate(bases):
-            legacy = [base, *(f"{base}:{part}" for part in LEGACY_PARTS)]
+        for shard, legacy in enumerate(shards):
             current = [
                 keys.batch_queue(self.api, shard),
                 keys.batch_hold(self.api, shard),
@@ -305,7 +305,3 @@ class BatchQueue:
                 if count <= 0:
                     break
         return moved
-
-
-#: A layout 1 shard's keys after its base, in the order ADOPT takes them.
-LEGACY_PARTS = ("inflight", "hold", "jobs", "items", "meta", "suspects")

@@ -52,7 +52,7 @@ from cio_worker import keys, logs
 from cio_worker.config import Settings
 from cio_worker.kinds import Family
 from cio_worker.limiter import BUCKETS, Circuit
-from cio_worker.queue._bells import IDLE_WAIT_S, Doorbell
+from cio_worker.queue._bells import IDLE_WAIT_S, Doorbell, wait_for_work
 from cio_worker.queue._ledger import JobLedger
 from cio_worker.queue._receipts import ReceiptBook
 from cio_worker.queue._routing import batch_api
@@ -202,15 +202,5 @@ class Sweeper:
             if due_in <= 0:
                 self._stop.wait(self.due_interval_s)
             else:
-                self._pause(min(due_in, max(0.001, next_sweep - time.monotonic())))
-
-    def _pause(self, wait_s: float) -> None:
-        """Sleep out a short wait; wait longer on the doorbell, which a new due job rings."""
-        if wait_s <= self.due_interval_s or self.doorbell is None:
-            self._stop.wait(wait_s)
-            return
-        try:
-            self.doorbell.wait(wait_s)
-        except Exception as exc:  # Redis away: the next look reports it
-            log.debug("due_wait_failed", error=f"{type(exc).__name__}: {exc}")
-            self._stop.wait(1.0)
+                wait_s = min(due_in, max(0.001, next_sweep - time.monotonic()))
+                wait_for_work(self.doorbell, wait_s, self._stop, short_s=self.due_interval_s)

@@ -61,6 +61,7 @@ from cio_worker.queue import (
     TakenBatch,
     batch_api,
     batch_bell,
+    wait_for_work,
 )
 from cio_worker.worker._batch_letters import BatchLetters
 from cio_worker.worker._deliverer import complete_despite_outage
@@ -154,19 +155,8 @@ class Batcher:
                 pause = Pause(1.0, wake_on_ring=False)
             start = (start + 1) % SHARDS
             if pause.seconds > 0:
-                self._idle(pause)
-
-    def _idle(self, pause: Pause) -> None:
-        """Sleep out a short wait; wait on the doorbell for a longer one (or none ready)."""
-        if not pause.wake_on_ring or pause.seconds < SHORT_WAIT_S or self.doorbell is None:
-            self._stop.wait(pause.seconds)
-            return
-        try:
-            self.doorbell.wait(pause.seconds)
-        except redis.RedisError as exc:  # Redis away: back off, then look again
-            if not self._stop.is_set():
-                log.warning("batch_wait_failed", error=f"{type(exc).__name__}: {exc}")
-                self._stop.wait(1.0)
+                bell = self.doorbell if pause.wake_on_ring else None
+                wait_for_work(bell, pause.seconds, self._stop, short_s=SHORT_WAIT_S)
 
     def step(self, start: int = 0) -> Pause:
         """Take and deliver one batch if one is ready; return how long to wait before the next
