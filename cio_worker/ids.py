@@ -36,6 +36,34 @@ _head = ""
 _last_time = ("", 0)
 
 
+#: Random parts drawn per system call: one 10-byte draw per millisecond cost about as much as
+#: enqueueing a hundred events (os.urandom is a slow system call in some sandboxes).
+_POOL_DRAWS = 256
+_pool = b""
+_pool_at = 0
+
+
+def _random_80() -> int:
+    """80 fresh random bits (called under `_lock`)."""
+    global _pool, _pool_at
+    if _pool_at >= len(_pool):
+        _pool, _pool_at = os.urandom(10 * _POOL_DRAWS), 0
+    start = _pool_at
+    _pool_at = start + 10
+    return int.from_bytes(_pool[start:_pool_at], "big")
+
+
+def _forget_after_fork() -> None:
+    """A forked child must not reuse its parent's random bytes or last id: two processes would
+    then make the same ids in the same millisecond."""
+    global _pool, _pool_at, _last_ms, _lock
+    _pool, _pool_at, _last_ms = b"", 0, -1
+    _lock = threading.Lock()  # another thread of the parent may have held it
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
+
+
 def _encode(value: int, pairs: int) -> str:
     """`value`'s low `pairs` * 10 bits as 2 * `pairs` base32 digits."""
     return "".join([_PAIRS[(value >> shift) & 1023] for shift in range(pairs * 10 - 10, -10, -10)])
@@ -63,7 +91,7 @@ def new_ulid_ms(now_ms: int | None = None) -> tuple[str, int]:
             if not _last_random & _LOW_MASK:  # carried into the high bits
                 _head = _encode(ms, 5) + _encode(_last_random >> _LOW_BITS, 6)
         else:
-            _last_ms, _last_random = ms, int.from_bytes(os.urandom(10), "big")
+            _last_ms, _last_random = ms, _random_80()
             _head = _encode(ms, 5) + _encode(_last_random >> _LOW_BITS, 6)
         head, low = _head, _last_random & _LOW_MASK
     return head + _PAIRS[low >> 10] + _PAIRS[low & 1023], ms

@@ -201,7 +201,7 @@ class CapturingProducer(Producer):
         self.settings = settings or Settings.from_env()
         self.captured = jobs
 
-    def _store(self, kind: Kind, payload: dict[str, Any]) -> str:
+    def _store(self, kind: Kind, payload: dict[str, Any], payload_json: bytes | None = None) -> str:
         job = self.captured._record(kind, payload)
         self.captured._keep([job])
         return job.id
@@ -220,24 +220,24 @@ class CapturingBulkProducer(BulkProducer):
         self.settings = parent.settings
         self.captured = parent.captured
         self._flush_every = max(1, flush_every)
-        self._buffer: list[Job] = []
+        self._collected: list[Job] = []
         self.stored = 0
 
     def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
         if exc is None:
             self.flush()
         else:
-            self._buffer.clear()
+            self._collected.clear()
 
-    def _store(self, kind: Kind, payload: dict[str, Any]) -> str:
+    def _store(self, kind: Kind, payload: dict[str, Any], payload_json: bytes | None = None) -> str:
         job = self.captured._record(kind, payload)
-        self._buffer.append(job)
-        if len(self._buffer) >= self._flush_every:
+        self._collected.append(job)
+        if len(self._collected) >= self._flush_every:
             self.flush()
         return job.id
 
     def flush(self) -> int:
-        jobs, self._buffer = self._buffer, []
+        jobs, self._collected = self._collected, []
         self.captured._keep(jobs)
         self.stored += len(jobs)
         return len(jobs)
@@ -251,7 +251,9 @@ class AsyncCapturingProducer(AsyncProducer):
         self.settings = settings or Settings.from_env()
         self.captured = jobs
 
-    async def _store(self, kind: Kind, payload: dict[str, Any]) -> str:
+    async def _store(
+        self, kind: Kind, payload: dict[str, Any], payload_json: bytes | None = None
+    ) -> str:
         job = self.captured._record(kind, payload)
         self.captured._keep([job])
         return job.id

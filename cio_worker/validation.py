@@ -6,15 +6,26 @@ Each check raises `ValidationError(field, rule)`. The limits are Customer.io's
 
 from __future__ import annotations
 
-import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from cio_worker import jsonutil
 from cio_worker.errors import ValidationError
+
+# The JSON checks live in json_checks.py; re-exported so a builder reads every check as `v.<x>`.
+from cio_worker.json_checks import MAX_INT_DIGITS as MAX_INT_DIGITS
+from cio_worker.json_checks import MAX_JSON_DEPTH as MAX_JSON_DEPTH
+from cio_worker.json_checks import encode_checked as encode_checked
+from cio_worker.json_checks import encoded_len as encoded_len
+from cio_worker.json_checks import flat_json_object as flat_json_object
+from cio_worker.json_checks import int_fits as int_fits
+from cio_worker.json_checks import integer as integer
+from cio_worker.json_checks import json_object as json_object
+from cio_worker.json_checks import json_value as json_value
+from cio_worker.json_checks import shown as shown
+from cio_worker.json_checks import text_size as text_size
 
 #: Customer.io's limit on a person id, attribute name: 150 bytes of UTF-8.
 MAX_ID_BYTES = 150
@@ -30,15 +41,6 @@ MAX_EVENT_DATA_BYTES = 100_000
 MAX_OPERATION_BYTES = 32 * 1024
 #: Unix seconds beyond this are almost certainly milliseconds (year 2286).
 MAX_UNIX_SECONDS = 9_999_999_999
-#: JSON nesting: containers one inside another, the argument's own included. Customer.io
-#: documents no limit; no real data comes near it, while a deep value breaks every encoder on
-#: the way (orjson stops at 255 levels, Python's json and these checks at the recursion limit).
-MAX_JSON_DEPTH = 64
-#: Digits of an integer: Python's default limit on int <-> text (sys.int_info); past it neither
-#: the producer can encode the job nor a worker decode it.
-MAX_INT_DIGITS = 4300
-_INT_MAX = 10**MAX_INT_DIGITS  # exclusive bounds, both precomputed: -_INT_MAX would build a
-_INT_MIN = -_INT_MAX  # new 4300-digit int on every comparison
 #: Control characters (Unicode category Cc: C0, DEL, C1), refused in ids: a newline or NUL in an
 #: id, an address or a URL path is never intended and breaks logs, headers and paths.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
@@ -60,37 +62,6 @@ def utf8_len(text: str) -> int:
     return len(text.encode("utf-8"))
 
 
-def text_size(field: str, value: str) -> int:
-    """UTF-8 bytes of `value`; a lone surrogate (not encodable, not JSON) is refused."""
-    try:
-        return len(value.encode("utf-8"))
-    except UnicodeEncodeError as exc:
-        raise ValidationError(
-            field, f"must be valid Unicode: lone surrogate {value[exc.start]!r} at {exc.start}"
-        ) from None
-
-
-def shown(value: object, limit: int = 60) -> str:
-    """A short repr of a caller's value for an error message (never raises)."""
-    try:
-        text = repr(value)
-    except Exception:  # e.g. an int past MAX_INT_DIGITS, a broken __repr__
-        text = f"<{type(value).__name__}>"
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def integer(field: str, value: int) -> int:
-    """An int that can become JSON text: at most MAX_INT_DIGITS digits."""
-    if not _INT_MIN < value < _INT_MAX:
-        raise ValidationError(field, f"integers must have at most {MAX_INT_DIGITS} digits")
-    return value
-
-
-#: Bytes of the compact JSON encoding Customer.io will receive (jsonutil's own function: no
-#: wrapper call on every job).
-encoded_len = jsonutil.encoded_len
-
-
 def identifier(field: str, value: object, *, max_bytes: int = MAX_ID_BYTES) -> str:
     """A person (or device, object) id: a non-empty string or int, at most 150 bytes."""
     if type(value) is str:  # the common case, without the checks below
@@ -98,7 +69,7 @@ def identifier(field: str, value: object, *, max_bytes: int = MAX_ID_BYTES) -> s
     else:
         if isinstance(value, bool) or not isinstance(value, str | int):
             raise ValidationError(field, f"must be a string or an int, got {type(value).__name__}")
-        if isinstance(value, int) and not _INT_MIN < value < _INT_MAX:  # str() would raise
+        if isinstance(value, int) and not int_fits(value):  # str() would raise
             raise ValidationError(field, f"must be at most {max_bytes} bytes")
         text = str(value)
     if not text.strip():
@@ -167,90 +138,6 @@ def timestamp(field: str, value: object) -> int | None:
             field, "must be Unix seconds (0..9999999999); milliseconds are refused"
         )
     return value
-
-
-def json_value(field: str, value: object) -> None:
-    """Refuse anything that is not plain JSON (sets, bytes, objects, NaN, non-string keys), or
-    that no encoder can write: lone surrogates, ints past MAX_INT_DIGITS, nesting past
-    MAX_JSON_DEPTH (cycles included)."""
-    _json_value(field, value, 0)
-
-
-def _json_value(field: str, value: object, depth: int) -> None:
-    if value is None or isinstance(value, bool):
-        return
-    if isinstance(value, str):
-        if not value.isascii():  # O(1): only non-ASCII text can hold a surrogate
-            text_size(field, value)
-        return
-    if isinstance(value, int):
-        integer(field, value)
-        return
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise ValidationError(field, "must be a finite number (NaN and Infinity are not JSON)")
-        return
-    if not isinstance(value, list | tuple | dict):
-        raise ValidationError(field, f"{type(value).__name__} is not a JSON value")
-    if depth >= MAX_JSON_DEPTH:
-        raise ValidationError(field, f"must not be nested deeper than {MAX_JSON_DEPTH} levels")
-    _json_members(field, value, depth)
-
-
-def _json_members(
-    field: str, value: list[Any] | tuple[Any, ...] | dict[Any, Any], depth: int
-) -> None:
-    """The keys and items of a container at `depth` (its own type and depth already checked)."""
-    pairs: Iterable[tuple[Any, Any]]
-    if isinstance(value, dict):
-        is_dict, pairs = True, value.items()
-    else:
-        is_dict, pairs = False, enumerate(value)
-    for key, item in pairs:
-        if is_dict and (not isinstance(key, str) or not key.isascii()):
-            _check_key(field, key)
-        # Fast path (bulk enqueue validates every job): plain scalars that are certainly
-        # encodable need no recursion and no field name built for them.
-        kind = type(item)
-        if kind is str:
-            if item.isascii():  # O(1): only non-ASCII text can hold a lone surrogate
-                continue
-            try:
-                item.encode("utf-8")
-                continue
-            except UnicodeEncodeError:
-                pass
-        elif kind is int:
-            if _INT_MIN < item < _INT_MAX:
-                continue
-        elif kind is float:
-            if math.isfinite(item):
-                continue
-        elif kind is bool or item is None:
-            continue
-        _json_value(f"{field}.{key}" if is_dict else f"{field}[{key}]", item, depth + 1)
-
-
-def _check_key(field: str, key: object) -> None:
-    if not isinstance(key, str):
-        raise ValidationError(field, f"keys must be strings, got {type(key).__name__}")
-    try:
-        key.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValidationError(field, f"keys must be valid Unicode, got {shown(key)}") from None
-
-
-def json_object(field: str, value: object, *, max_bytes: int | None = None) -> dict[str, Any]:
-    """A JSON object (dict with string keys and JSON values), optionally size-capped."""
-    if value is None:
-        return {}
-    if type(value) is not dict and not isinstance(value, Mapping):  # a dict skips the ABC
-        raise ValidationError(field, f"must be a dict, got {type(value).__name__}")
-    result = dict(value)
-    _json_members(field, result, 0)  # what json_value does for a dict, minus its type checks
-    if max_bytes is not None and (size := encoded_len(result)) > max_bytes:
-        raise ValidationError(field, f"must be at most {max_bytes} bytes as JSON, got {size}")
-    return result
 
 
 def attributes(field: str, value: object) -> dict[str, Any]:

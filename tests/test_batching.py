@@ -560,4 +560,4 @@ def test_anonymous_events_ride_pipelines_batches_but_not_track_v2() -> None:
     assert is_batched(job, Settings(batch=True, data_api="pipelines"))
     assert not is_batched(job, Settings(batch=False, data_api="pipelines"))
     # Ordered per visitor, and never confused with a known person whose id is the same text.
-    assert person_key(job) == "anonymous:anon-1"
+    assert person_key(job.payload) == "anonymous:anon-1"

@@ -210,7 +210,7 @@ class TestTheWindow:
             b"state": b"waiting", b"kind": b"send_email", b"attempts": b"0"}  # fmt: skip
         assert redis_client.object("encoding", name) in (b"ziplist", b"listpack")
         record = redis_client.hget(keys.records("transactional"), waiting.id)
-        assert record == waiting.record_json().encode()
+        assert record == waiting.record_json()
         assert redis_client.hlen(keys.records("transactional")) == 7
         assert redis_client.zcard(keys.unclaimed("transactional")) == 5
         assert redis_client.hget(keys.stats(), "transactional:enqueued") == b"12"

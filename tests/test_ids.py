@@ -108,3 +108,35 @@ class TestIsUlid:
     def test_rejects_trailing_newline(self) -> None:
         """A valid ULID followed by a newline (27 characters) is not a ULID."""
         assert not is_ulid(new_ulid() + "\n")
+
+
+class TestRandomness:
+    def test_ids_of_one_millisecond_in_a_forked_child_differ_from_the_parents(self) -> None:
+        """Celery and web servers fork after import: a child that reused its parent's last id
+        or pooled random bytes would make the parent's ids in the same millisecond."""
+        import os
+
+        ms = int(time.time() * 1000)
+        new_ulid(ms)  # the parent has an id of this millisecond, and random bytes pooled
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: its next id of the same millisecond, to the parent
+            try:
+                os.write(write, new_ulid(ms).encode())
+            finally:
+                os._exit(0)
+        os.close(write)
+        child = os.read(read, 26).decode()
+        os.close(read)
+        os.waitpid(pid, 0)
+        parent = new_ulid(ms)
+        assert is_ulid(child) and child[:10] == parent[:10]  # the same millisecond
+        assert child != parent
+        assert child[10:] != new_ulid(ms)[10:]  # nor any next one the parent makes
+
+    def test_pooled_random_parts_are_not_repeated(self) -> None:
+        """Random parts come from a pool of bytes drawn at once: each millisecond still gets
+        its own (far more milliseconds than one pool holds)."""
+        start = int(time.time() * 1000)
+        randoms = {new_ulid(start + n)[10:] for n in range(2000)}
+        assert len(randoms) == 2000

@@ -347,16 +347,16 @@ class TestBulkFlushFailures:
     @staticmethod
     def fail_first_store(monkeypatch: pytest.MonkeyPatch, bulk: Any, error: Exception) -> None:
         """The bulk producer's first flush raises `error` while being built (nothing sent)."""
-        real = bulk._router.store
+        real = bulk._prepare
         calls = {"n": 0}
 
-        def store(*args: Any, **kwargs: Any) -> None:
+        def prepare(*args: Any, **kwargs: Any) -> Any:
             calls["n"] += 1
             if calls["n"] == 1:
                 raise error
-            real(*args, **kwargs)
+            return real(*args, **kwargs)
 
-        monkeypatch.setattr(bulk._router, "store", store)
+        monkeypatch.setattr(bulk, "_prepare", prepare)
 
     def test_unencodable_value_in_background_flush_is_raised(
         self, settings: Settings, redis_client: redis.Redis
@@ -526,3 +526,44 @@ class TestStoredJson:
     def test_the_fast_reader_reads_what_json_reads(self) -> None:
         for text in ['{"a":1.5,"b":[1,2]}', '{"n":NaN}', '{"x":12345678901234567890123}', "[]"]:
             assert repr(jsonutil.loads(text)) == repr(json.loads(text))
+
+    @pytest.mark.parametrize("data_api", ["track", "pipelines"])
+    def test_bulk_records_are_the_jobs_records(
+        self, batch_settings: Settings, redis_client: redis.Redis, data_api: str
+    ) -> None:
+        """The bulk producer stores batched jobs from the JSON validation made, without a
+        `Job`: each stored record must be the one `Job.record_json` gives for the same job
+        (what a single enqueue or a replay stores), in its person's shard, in order."""
+        from cio_worker.queue._shards import SHARDS, shard_of
+
+        settings = batch_settings.replace(data_api=data_api)
+        producer = Producer(settings)
+        with producer.pipeline(flush_every=7) as bulk:  # a background flush or two, then one
+            ids = [
+                bulk.enqueue_track("u-1", "Signed Up", {"plan": "pro", "n": 2**70}),
+                bulk.enqueue_track("u-2", "Paid", {"price": 9.5, "nested": {"a": [1]}}),
+                bulk.enqueue_identify("u-1", {"email": "u1@example.com"}, timestamp=1_700_000_000),
+                bulk.enqueue_page("u-3", "https://example.com/x?q=1"),
+                bulk.enqueue_delete("u-2"),
+                bulk.enqueue_merge("u-1", {"email": "old@example.com"}),
+                bulk.enqueue_add_device("u-3", "token-1", "ios"),
+                bulk.enqueue_remove_device("u-3", "token-1"),
+                bulk.enqueue_suppress("u-4"),
+                bulk.enqueue_track_anonymous("anon-1", "Visited", {"é": "ü"}),
+                bulk.enqueue_send_email(1, identifiers={"id": "u-1"}, to="u1@example.com"),
+            ]
+        base = "cio:bq:v2:{}:{}".format("pipelines" if data_api == "pipelines" else "track", "{}")
+        stored: dict[str, tuple[int, bytes]] = {}
+        for shard in range(SHARDS):
+            for job_id, record in redis_client.hgetall(base.format(shard) + ":jobs").items():
+                stored[job_id.decode()] = (shard, record)
+            queued = [i.decode() for i in redis_client.lrange(base.format(shard) + ":queue", 0, -1)]
+            assert queued == sorted(queued, reverse=True)  # LPUSH: the newest at the head
+        batched = [job_id for job_id in ids if job_id in stored]
+        assert len(batched) == (10 if data_api == "pipelines" else 9)  # + anonymous events
+        for job_id in batched:
+            shard, record = stored[job_id]
+            job = Job.from_record(job_id, jsonutil.loads(record))
+            assert record == job.record_json()
+            assert shard == shard_of(job)
+        assert redis_client.exists(f"cio:job:{ids[-1]}")  # the email went to the ledger

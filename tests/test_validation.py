@@ -1017,3 +1017,69 @@ def test_email_headers_nested_past_the_stack_are_refused_not_crashed() -> None:
 
     with pytest.raises(Refused, match="^headers: "):
         email_headers("[" * 100_000)
+
+
+class TestFlatPropertiesCheckedByTheEncoder:
+    """Flat event properties (str, int, bool and None values) are not walked value by value:
+    orjson refuses while encoding what the walk would refuse, and only then does the walk run,
+    to name the problem. The answers must be the walk's, exactly."""
+
+    @pytest.mark.parametrize(
+        "properties",
+        [
+            {"bad": "lone \ud800 surrogate"},
+            {"key \udfff": "value"},
+            {1: "a key that is not a string"},
+            {"big": 10**5000},  # past MAX_INT_DIGITS
+            {"ok": "x", 2: "y"},
+        ],
+        ids=["surrogate-value", "surrogate-key", "int-key", "huge-int", "mixed-keys"],
+    )
+    def test_refused_exactly_as_the_walk_refuses(self, properties: dict[Any, Any]) -> None:
+        from cio_worker.produce import _jobs as jobs
+
+        assert v.flat_json_object(properties) is not None  # the fast path takes it
+        with pytest.raises(ValidationError) as walked:
+            v.json_object("properties", properties)
+        with pytest.raises(ValidationError) as fast:
+            jobs.track("u-1", "Signed Up", properties)
+        assert (fast.value.field, fast.value.rule) == (walked.value.field, walked.value.rule)
+
+    @pytest.mark.parametrize(
+        "properties",
+        [
+            {},
+            None,
+            {"plan": "pro", "n": 3, "ok": True, "none": None, "é": "ü"},
+            {"beyond 64 bits": 2**64 + 1, "negative": -(2**70)},  # orjson refuses, json writes
+        ],
+    )
+    def test_accepted_and_encoded_as_stored(self, properties: dict[str, Any] | None) -> None:
+        """The JSON the builder hands the bulk producer is the payload's, exactly as json
+        writes it (a long int too)."""
+        from cio_worker.produce import _jobs as jobs
+
+        draft = jobs.track("u-1", "Signed Up", properties)
+        assert draft.payload_json == json.dumps(
+            draft.payload, separators=(",", ":"), ensure_ascii=False
+        ).encode("utf-8")
+        assert draft.payload["properties"] == (properties or {})
+
+    @pytest.mark.parametrize(
+        "properties",
+        [
+            {"price": 1.5},  # orjson writes NaN as null: floats are walked
+            {"nested": {"a": 1}},
+            {"list": [1]},
+            MappingProxyType({"a": 1}),
+            {"s": type("S", (str,), {})("x")},  # a str subclass: not an exact type
+        ],
+    )
+    def test_anything_else_is_walked(self, properties: Any) -> None:
+        assert v.flat_json_object(properties) is None
+
+    def test_nan_is_still_refused(self) -> None:
+        from cio_worker.produce import _jobs as jobs
+
+        with pytest.raises(ValidationError, match="finite"):
+            jobs.track("u-1", "Signed Up", {"price": math.nan})

@@ -82,7 +82,7 @@ class OnCommitProducer(Producer):
             and bool(connections[self.database].in_atomic_block)
         )
 
-    def _store(self, kind: Kind, payload: dict[str, Any]) -> str:
+    def _store(self, kind: Kind, payload: dict[str, Any], payload_json: bytes | None = None) -> str:
         if not self.defers():
             return super()._store(kind, payload)
         job = new_job(kind, payload)

@@ -41,7 +41,9 @@ class AsyncProducer(EnqueueCalls):
         #: Whether to WAIT for a replica after each write, and the jobs none confirmed.
         self.replicas = self._job_writer.replicas
 
-    async def _store(self, kind: Kind, payload: dict[str, Any]) -> str:
+    async def _store(
+        self, kind: Kind, payload: dict[str, Any], payload_json: bytes | None = None
+    ) -> str:
         job = new_job(kind, payload)
         await run_write_async(self._job_writer.store(job))
         return job.id

@@ -33,13 +33,17 @@ Pending = Coroutine[Any, Any, str]
 class StoresNow(Protocol):
     """A producer whose `_store` returns the job id (`Producer`, `BulkProducer`)."""
 
-    def _store(self, kind: Kind, payload: dict[str, Any], /) -> str: ...
+    def _store(
+        self, kind: Kind, payload: dict[str, Any], payload_json: bytes | None = None, /
+    ) -> str: ...
 
 
 class StoresLater(Protocol):
     """A producer whose `_store` is awaited for the job id (`AsyncProducer`)."""
 
-    def _store(self, kind: Kind, payload: dict[str, Any], /) -> Pending: ...
+    def _store(
+        self, kind: Kind, payload: dict[str, Any], payload_json: bytes | None = None, /
+    ) -> Pending: ...
 
 
 class Enqueue(Generic[P]):

@@ -29,10 +29,13 @@ P = ParamSpec("P")
 
 
 class JobDraft(NamedTuple):
-    """A job before it is stored: its kind and its validated payload."""
+    """A job before it is stored: its kind, its validated payload, and the payload's compact
+    JSON where validation encoded it anyway (Track kinds measure their operation): the bulk
+    producer stores those bytes instead of encoding the payload again."""
 
     kind: Kind
     payload: dict[str, Any]
+    payload_json: bytes | None = None
 
 
 def new_job(kind: Kind, payload: dict[str, Any]) -> Job:
@@ -47,15 +50,15 @@ def identify(
     user_id: PersonId, traits: JsonObject = None, *, timestamp: Timestamp = None
 ) -> JobDraft:
     """Create or update a person. Returns the job id."""
-    return JobDraft(Kind.IDENTIFY, payloads.identify(user_id, traits, timestamp))
+    return JobDraft(Kind.IDENTIFY, *payloads.identify(user_id, traits, timestamp))
 
 
 def track(
     user_id: PersonId, event: str, properties: JsonObject = None, *, timestamp: Timestamp = None
 ) -> JobDraft:
     """Record an event for a person; the job id is the event's dedup id."""
-    payload = payloads.event(Kind.TRACK, "user_id", user_id, event, properties, timestamp)
-    return JobDraft(Kind.TRACK, payload)
+    encoded = payloads.event(Kind.TRACK, "user_id", user_id, event, properties, timestamp)
+    return JobDraft(Kind.TRACK, *encoded)
 
 
 def track_anonymous(
@@ -66,18 +69,18 @@ def track_anonymous(
     timestamp: Timestamp = None,
 ) -> JobDraft:
     """Record an event for an anonymous visitor (merged into the person on identify)."""
-    payload = payloads.event(
+    encoded = payloads.event(
         Kind.TRACK_ANONYMOUS, "anonymous_id", anonymous_id, event, properties, timestamp
     )
-    return JobDraft(Kind.TRACK_ANONYMOUS, payload)
+    return JobDraft(Kind.TRACK_ANONYMOUS, *encoded)
 
 
 def page(
     user_id: PersonId, url: str, properties: JsonObject = None, *, timestamp: Timestamp = None
 ) -> JobDraft:
     """Record a page view (an event whose name is the URL)."""
-    payload = payloads.event(Kind.PAGE, "user_id", user_id, url, properties, timestamp)
-    return JobDraft(Kind.PAGE, payload)
+    encoded = payloads.event(Kind.PAGE, "user_id", user_id, url, properties, timestamp)
+    return JobDraft(Kind.PAGE, *encoded)
 
 
 def delete(user_id: PersonId) -> JobDraft:
@@ -109,8 +112,8 @@ def add_device(
     attributes: JsonObject = None,
 ) -> JobDraft:
     """Add or update a person's push device (`platform` is `ios` or `android`)."""
-    payload = payloads.add_device(user_id, device_id, platform, last_used, attributes)
-    return JobDraft(Kind.ADD_DEVICE, payload)
+    encoded = payloads.add_device(user_id, device_id, platform, last_used, attributes)
+    return JobDraft(Kind.ADD_DEVICE, *encoded)
 
 
 def remove_device(user_id: PersonId, device_id: str) -> JobDraft:

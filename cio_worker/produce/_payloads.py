@@ -67,14 +67,19 @@ _PAGE = Kind.PAGE  # read once: an enum member lookup costs on every event
 _EVENT_PROPERTIES = ("properties", v.MAX_EVENT_DATA_BYTES)
 
 
+#: A Track operation's payload and its compact JSON, which the bulk producer stores as it is.
+Encoded = tuple[dict[str, Any], bytes]
+
+
 def _track_op(
-    kind: Kind, payload: dict[str, Any], *, part: tuple[str, int] | None = None
-) -> dict[str, Any]:
+    payload: dict[str, Any], *, part: tuple[str, int] | None = None, unchecked: str | None = None
+) -> Encoded:
     # Every Track kind must fit one v2 operation (32 KB), so batching never meets an oversize job.
     # `part` names a field with a looser limit of its own (event data: 100,000 bytes); it is
     # measured only when the operation is too big, so the common case encodes JSON once, and an
-    # oversize field is still named in the error.
-    if (size := v.encoded_len(payload)) > v.MAX_OPERATION_BYTES:
+    # oversize field is still named in the error. `unchecked`: see `v.encode_checked`.
+    encoded = v.encode_checked(payload, unchecked)
+    if (size := len(encoded)) > v.MAX_OPERATION_BYTES:
         if part is not None:
             name, limit = part
             if (part_size := v.encoded_len(payload[name])) > limit:
@@ -82,12 +87,11 @@ def _track_op(
                     name, f"must be at most {limit} bytes as JSON, got {part_size}"
                 ) from None
         v.operation_size("payload", payload, size=size)  # raises: the operation is too big
-    return payload
+    return payload, encoded
 
 
-def identify(user_id: object, traits: object, timestamp: object) -> dict[str, Any]:
+def identify(user_id: object, traits: object, timestamp: object) -> Encoded:
     return _track_op(
-        Kind.IDENTIFY,
         {
             "user_id": v.identifier("user_id", user_id),
             "traits": v.attributes("traits", traits),
@@ -98,21 +102,23 @@ def identify(user_id: object, traits: object, timestamp: object) -> dict[str, An
 
 def event(
     kind: Kind, id_field: str, person: object, name: object, properties: object, timestamp: object
-) -> dict[str, Any]:
+) -> Encoded:
     """Person events, anonymous events and page views share one shape."""
     if kind is _PAGE:
         name_field, name_value = "url", v.identifier("url", name, max_bytes=v.MAX_EVENT_NAME_BYTES)
     else:
         name_field, name_value = "event", v.event_name("event", name)
+    # Flat properties (the common case) are checked by the encoder (v.encode_checked).
+    flat = v.flat_json_object(properties)
     return _track_op(
-        kind,
         {
             id_field: v.identifier(id_field, person),
             name_field: name_value,
-            "properties": v.json_object("properties", properties),
+            "properties": v.json_object("properties", properties) if flat is None else flat,
             "timestamp": None if timestamp is None else v.timestamp("timestamp", timestamp),
         },
         part=_EVENT_PROPERTIES,
+        unchecked=None if flat is None else "properties",
     )
 
 
@@ -130,9 +136,8 @@ def merge(primary: object, secondary: object) -> dict[str, Any]:
 
 def add_device(
     user_id: object, device_id: object, platform: object, last_used: object, attributes: object
-) -> dict[str, Any]:
+) -> Encoded:
     return _track_op(
-        Kind.ADD_DEVICE,
         {
             "user_id": v.identifier("user_id", user_id),
             "device_id": v.identifier("device_id", device_id, max_bytes=1000),

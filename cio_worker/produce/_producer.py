@@ -12,10 +12,12 @@ from typing import Any
 
 import redis
 
+from cio_worker import jsonutil
 from cio_worker.config import Settings
 from cio_worker.connection import create_redis, get_redis
 from cio_worker.errors import EnqueueError
-from cio_worker.job import Job
+from cio_worker.ids import new_ulid_ms
+from cio_worker.job import Job, encode_record
 from cio_worker.kinds import Kind
 from cio_worker.produce._calls import EnqueueCalls
 from cio_worker.produce._jobs import new_job
@@ -23,10 +25,14 @@ from cio_worker.queue import (
     JobWriter,
     ReplicaWait,
     Router,
+    ShardRecords,
+    batch_api,
+    batched_kinds,
     queue_exec,
     queue_multi,
     queue_wait,
     run_write,
+    shard_for,
     write_error,
 )
 
@@ -65,7 +71,7 @@ class Producer(EnqueueCalls):
             )
         return BulkProducer(self, flush_every=flush_every)
 
-    def _store(self, kind: Kind, payload: dict[str, Any]) -> str:
+    def _store(self, kind: Kind, payload: dict[str, Any], payload_json: bytes | None = None) -> str:
         """Write the job record and queue it atomically, in one round trip (queue/_routing.py);
         where the master has replicas, wait for one of them too (queue/_replication.py)."""
         job = new_job(kind, payload)
@@ -77,11 +83,28 @@ class Producer(EnqueueCalls):
         run_write(self._job_writer.store(job))
 
 
+class _Flush:
+    """The jobs of one bulk flush: batched jobs as records by shard, any other kind as a `Job`
+    for the ledger, and the first and last ids for error messages."""
+
+    __slots__ = ("records", "ledger", "count", "first_id", "last_id")
+
+    def __init__(self) -> None:
+        self.records = ShardRecords()
+        self.ledger: list[Job] = []
+        self.count = 0
+        self.first_id = ""
+        self.last_id = ""
+
+
 class BulkProducer(Producer):
     """Collects jobs and writes them in large atomic flushes (see `Producer.pipeline`).
 
     While one flush is on its way to Redis, the caller goes on building the next one: the write
-    runs in a helper thread (the wait for Redis releases the GIL), at most one at a time.
+    runs in a helper thread (the wait for Redis releases the GIL), at most one at a time. A
+    batched job is kept as its id and stored record only (a `Job` and its payload dicts would
+    keep the garbage collector busy across tens of thousands of jobs), encoded from the JSON
+    validation already made.
 
     No failure is silent. Whatever a flush meets (a Redis error, a value Redis cannot encode, a
     bug), it becomes an `EnqueueError` raised by the next call that flushes, or when the block
@@ -91,20 +114,18 @@ class BulkProducer(Producer):
     its exception wins and carries the flush failure as a note.
     """
 
-    #: Jobs per script call inside a flush: big enough to amortise the round trip, small enough
-    #: not to stall Redis for other clients.
-    CHUNK = 1000
-
     def __init__(self, parent: Producer, *, flush_every: int) -> None:
         self.settings = parent.settings
         assert parent._bulk_redis is not None
         self.redis = parent._bulk_redis
         self._router = Router(self.settings, self.redis)
+        self._api = batch_api(self.settings)
+        self._batched = batched_kinds(self.settings)
         self._bulk_redis = None
         # The bulk client's reads already allow far longer than any WAIT.
         self.replicas = ReplicaWait(self.settings.replica_wait_ms)
         self._flush_every = max(1, flush_every)
-        self._buffer: list[Job] = []
+        self._buffer = _Flush()
         self._writer: threading.Thread | None = None
         #: A background flush's failure, kept for the caller (see `_wait_for_writer`).
         self._writer_error: EnqueueError | None = None
@@ -118,28 +139,37 @@ class BulkProducer(Producer):
         if exc is None:
             self.flush()
             return
-        self._buffer.clear()  # the block failed: its unflushed jobs are discarded (documented)
+        self._buffer = _Flush()  # the block failed: its unflushed jobs are discarded (documented)
         try:
             self._wait_for_writer()  # let a running flush finish
         except EnqueueError as error:  # the block's own exception wins, but says this too
             exc.add_note(f"Also, a background bulk flush failed: {error}")
 
-    def _store(self, kind: Kind, payload: dict[str, Any]) -> str:
-        job = new_job(kind, payload)
-        self._buffer.append(job)
-        if len(self._buffer) >= self._flush_every:
+    def _store(self, kind: Kind, payload: dict[str, Any], payload_json: bytes | None = None) -> str:
+        job_id, ms = new_ulid_ms()
+        buffer = self._buffer
+        if kind in self._batched:
+            record = encode_record(kind, payload_json or jsonutil.dumps_bytes(payload))
+            buffer.records.add(shard_for(payload), job_id, record)
+        else:
+            buffer.ledger.append(Job(job_id, kind, payload, ms / 1000))
+        if not buffer.count:
+            buffer.first_id = job_id
+        buffer.last_id = job_id
+        buffer.count += 1
+        if buffer.count >= self._flush_every:
             self._wait_for_writer()  # a failure is raised here, buffer and this job counted
-            jobs, self._buffer = self._buffer, []
+            self._buffer = _Flush()
             self._writer = threading.Thread(
-                target=self._write_in_background, args=(jobs,), name="cio-bulk-writer"
+                target=self._write_in_background, args=(buffer,), name="cio-bulk-writer"
             )
             self._writer.start()
-        return job.id
+        return job_id
 
     def flush(self) -> int:
         """Write the collected jobs now, in one MULTI/EXEC; return how many were written."""
         self._wait_for_writer()
-        jobs, self._buffer = self._buffer, []
+        jobs, self._buffer = self._buffer, _Flush()
         return self._write(jobs)
 
     def _wait_for_writer(self) -> None:
@@ -151,7 +181,7 @@ class BulkProducer(Producer):
         if self._writer_error is None:
             return
         error, self._writer_error = self._writer_error, None
-        discarded, self._buffer = len(self._buffer), []
+        discarded, self._buffer = self._buffer.count, _Flush()
         if discarded:
             raise EnqueueError(
                 f"{error}; the {discarded} job(s) enqueued after that flush (ids already "
@@ -159,7 +189,7 @@ class BulkProducer(Producer):
             ) from error
         raise error
 
-    def _write_in_background(self, jobs: list[Job]) -> None:
+    def _write_in_background(self, jobs: _Flush) -> None:
         # Catch everything: an exception escaping here would end the thread with a line on
         # stderr and the caller would never know these jobs were lost.
         try:
@@ -170,14 +200,15 @@ class BulkProducer(Producer):
             self._writer_error = self._flush_error(jobs, exc, "they may or may not be stored")
             self._writer_error.__cause__ = exc
 
-    def _flush_error(self, jobs: list[Job], exc: BaseException, outcome: str) -> EnqueueError:
+    def _flush_error(self, jobs: _Flush, exc: BaseException, outcome: str) -> EnqueueError:
         return EnqueueError(
-            f"bulk flush of {len(jobs)} jobs ({jobs[0].id}..{jobs[-1].id}) failed, {outcome} "
+            f"bulk flush of {jobs.count} jobs ({jobs.first_id}..{jobs.last_id}) failed, {outcome} "
             f"({self.stored} stored by earlier flushes): {exc.__class__.__name__}: {exc}"
         )
 
-    def _write(self, jobs: list[Job]) -> int:
-        if not jobs:
+    def _write(self, jobs: _Flush) -> int:
+        count = jobs.count
+        if not count:
             return 0
         try:
             # Before any write: nothing stored.
@@ -204,20 +235,22 @@ class BulkProducer(Producer):
             raise self._flush_error(jobs, exc, "none of them stored") from exc
         except Exception as exc:  # unforeseen: do not claim either way
             raise self._flush_error(jobs, exc, "they may or may not be stored") from exc
-        self.stored += len(jobs)
+        self.stored += count
         if replicated:
-            self.replicas.record(replies[-1], jobs)
-        return len(jobs)
+            self.replicas.record(replies[-1], count, jobs.last_id)
+        return count
 
-    def _prepare(self, jobs: list[Job], *, replicated: bool) -> Any:
+    def _prepare(self, jobs: _Flush, *, replicated: bool) -> Any:
         """A pipeline holding one MULTI/EXEC of every job; with `replicated`, followed by
         `WAIT 1 <ms>` on the same connection, in the same round trip (MULTI and EXEC are then
         sent as commands of a plain pipeline, since WAIT inside a transaction does not wait)."""
         pipe = self.redis.pipeline(transaction=not replicated)
         if replicated:
             queue_multi(pipe)
-        for start in range(0, len(jobs), self.CHUNK):
-            self._router.store(jobs[start : start + self.CHUNK], pipe=pipe)
+        if jobs.records.count:
+            jobs.records.queue_writes(pipe, self._api)
+        if jobs.ledger:
+            self._router.ledger.enqueue_many(jobs.ledger, pipe=pipe)
         if replicated:
             queue_exec(pipe)
             queue_wait(pipe, self.replicas)

@@ -31,6 +31,7 @@ from cio_worker.queue._routing import (
     JobWriter,
     Router,
     batch_api,
+    batched_kinds,
     is_batched,
     run_write,
     run_write_async,
@@ -40,8 +41,10 @@ from cio_worker.queue._shards import (
     SHARDS,
     BatchItem,
     BatchQueue,
+    ShardRecords,
     TakenBatch,
     queue_enqueue,
+    shard_for,
 )
 from cio_worker.queue._sweeper import Sweeper
 
@@ -76,8 +79,11 @@ __all__ = [
     "TakenBatch",
     "batch_api",
     "is_batched",
+    "batched_kinds",
     "new_owner_id",
     "queue_enqueue",
+    "ShardRecords",
+    "shard_for",
     "queue_exec",
     "queue_multi",
     "queue_wait",

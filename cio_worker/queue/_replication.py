@@ -39,7 +39,6 @@ from typing import Any
 import redis
 
 from cio_worker import logs
-from cio_worker.job import Job
 
 #: Seconds one client trusts its last `INFO replication` answer. A replica attached in between
 #: is waited for from the next check on.
@@ -111,14 +110,15 @@ class ReplicaWait:
                 self.learn({})  # INFO refused (a restricted service): nothing to wait for
         return self.should_wait()
 
-    def record(self, acked: object, jobs: Sequence[Job]) -> None:
-        """Take WAIT's answer for `jobs`: fewer than one replica means unconfirmed."""
+    def record(self, acked: object, jobs: int, last_job_id: str) -> None:
+        """Take WAIT's answer for a write of `jobs` jobs, the last `last_job_id`: fewer than one
+        replica means unconfirmed."""
         if isinstance(acked, int) and acked >= 1:
             return
         self._known = None  # the replica may be gone (failover): ask again before waiting
         with self._lock:
-            self.unconfirmed += len(jobs)
-            self._unwarned += len(jobs)
+            self.unconfirmed += jobs
+            self._unwarned += jobs
             now = time.monotonic()
             if now - self._warned_at < WARN_EVERY_S:
                 return
@@ -126,7 +126,7 @@ class ReplicaWait:
         log.warning(
             "enqueue_unreplicated",
             jobs=count,
-            last_job=jobs[-1].id if jobs else None,
+            last_job=last_job_id,
             wait_ms=self.wait_ms,
             answer=acked if isinstance(acked, int) else f"{type(acked).__name__}: {acked}",
             meaning="stored on the master (and its AOF) but not yet on a replica",

@@ -31,6 +31,7 @@ from cio_worker.config import Settings
 from cio_worker.customerio import batchable
 from cio_worker.errors import EnqueueError
 from cio_worker.job import Job
+from cio_worker.kinds import Kind
 from cio_worker.queue import _ledger_scripts as ledger_scripts
 from cio_worker.queue._ledger import JobLedger, enqueue_call
 from cio_worker.queue._replication import (
@@ -56,17 +57,20 @@ def batch_api(settings: Settings) -> str:
     return "pipelines" if settings.data_api == "pipelines" else "track"
 
 
+def batched_kinds(settings: Settings) -> frozenset[Kind]:
+    """The kinds that go to the batch shards with these settings (none without batching)."""
+    return batchable(batch_api(settings)) if settings.batch else frozenset()
+
+
 def is_batched(job: Job, settings: Settings) -> bool:
-    return settings.batch and job.kind in batchable(batch_api(settings))
+    return job.kind in batched_kinds(settings)
 
 
 def route(jobs: Sequence[Job], settings: Settings) -> tuple[list[Job], list[Job]]:
     """The batched jobs and the jobs for the ledger."""
     batched: list[Job] = []
     ledger: list[Job] = []
-    if not settings.batch:
-        return batched, list(jobs)
-    kinds = batchable(batch_api(settings))
+    kinds = batched_kinds(settings)
     for job in jobs:
         (batched if job.kind in kinds else ledger).append(job)
     return batched, ledger
@@ -170,7 +174,7 @@ class JobWriter(Generic[C]):
                 continue
             if error is not None:
                 raise error
-            self.replicas.record(replies[-1], [job])
+            self.replicas.record(replies[-1], 1, job.id)
             return
 
     def _write_and_wait(self, client: C, job: Job) -> Any:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import time
 import zlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -51,10 +51,9 @@ ADOPT_CHUNK = 5000
 ADOPT_HOLD_MS = 2000
 
 
-def person_key(job: Job) -> str:
+def person_key(payload: Mapping[str, Any]) -> str:
     """What keeps one person's jobs in order: their id (an anonymous visitor's id), or the
     primary of a merge."""
-    payload = job.payload
     if "user_id" in payload:
         return str(payload["user_id"])
     if "anonymous_id" in payload:
@@ -63,34 +62,63 @@ def person_key(job: Job) -> str:
 
 
 def shard_of(job: Job) -> int:
-    return zlib.crc32(person_key(job).encode()) % SHARDS
+    return shard_for(job.payload)
+
+
+def shard_for(payload: Mapping[str, Any]) -> int:
+    """The shard of a job with this payload (the bulk producer has no `Job`)."""
+    return zlib.crc32(person_key(payload).encode()) % SHARDS
+
+
+class ShardRecords:
+    """Batched jobs gathered for one write: per shard, ids and records side by side (HSET's
+    arguments), in enqueue order. The bulk producer adds job by job, from its records, without
+    making a `Job`; `queue_enqueue` adds jobs. Only strings are kept, which the garbage
+    collector need not follow."""
+
+    __slots__ = ("fields", "count")
+
+    def __init__(self) -> None:
+        self.fields: list[list[str | bytes]] = [[] for _ in range(SHARDS)]
+        self.count = 0
+
+    def add(self, shard: int, job_id: str, record: bytes) -> None:
+        self.fields[shard] += (job_id, record)
+        self.count += 1
+
+    def queue_writes(self, pipe: Any, api: str, *, replace: bool = False) -> None:
+        """Queue the writes that store these jobs on `pipe` (a MULTI pipeline, sync or asyncio).
+
+        Per shard: one variadic HSET of records, one LPUSH of ids, in enqueue order; then one
+        ring of the doorbell. Plain commands in a MULTI rather than a script: as atomic, and
+        Redis spends about a microsecond per job on them against five for the same work in Lua,
+        which caps bulk writes.
+        """
+        for shard, fields in enumerate(self.fields):
+            if not fields:
+                continue
+            ids = fields[::2]
+            if replace:
+                meta = keys.batch_meta(api, shard)
+                pipe.hdel(
+                    meta,
+                    *(f"{i!s}:{f}" for i in ids for f in ("attempts", "first_error", "last_error")),
+                )
+                # A replay starts the retry budget (CIO_WORKER_RETRY_FOR_S) again from now.
+                now = f"{time.time():.3f}"
+                pipe.hset(meta, mapping={f"{i!s}:since": now for i in ids})
+            pipe.execute_command("HSET", keys.batch_jobs(api, shard), *fields)
+            pipe.execute_command("LPUSH", keys.batch_queue(api, shard), *ids)
+        pipe.hincrby(keys.stats(), "track:requeued" if replace else "track:enqueued", self.count)
+        ring(pipe, batch_bell(api))
 
 
 def queue_enqueue(pipe: Any, api: str, jobs: Sequence[Job], *, replace: bool = False) -> None:
-    """Queue the writes that store `jobs` on `pipe` (a MULTI pipeline, sync or asyncio).
-
-    Per shard: one variadic HSET of records, one LPUSH of ids, in enqueue order; then one ring of
-    the doorbell. Plain commands in a MULTI rather than a script: as atomic, and Redis spends
-    about a microsecond per job on them against five for the same work in Lua, which caps bulk
-    writes.
-    """
-    by_shard: dict[int, list[Job]] = {}
+    """Queue the writes that store `jobs` on `pipe` (see `ShardRecords.queue_writes`)."""
+    records = ShardRecords()
     for job in jobs:
-        by_shard.setdefault(shard_of(job), []).append(job)
-    for shard, group in by_shard.items():
-        ids = [job.id for job in group]
-        if replace:
-            meta = keys.batch_meta(api, shard)
-            pipe.hdel(
-                meta, *(f"{i}:{f}" for i in ids for f in ("attempts", "first_error", "last_error"))
-            )
-            # A replay starts the retry budget (CIO_WORKER_RETRY_FOR_S) again from now.
-            now = f"{time.time():.3f}"
-            pipe.hset(meta, mapping={f"{i}:since": now for i in ids})
-        pipe.hset(keys.batch_jobs(api, shard), mapping={job.id: job.record_json() for job in group})
-        pipe.lpush(keys.batch_queue(api, shard), *ids)
-    pipe.hincrby(keys.stats(), "track:requeued" if replace else "track:enqueued", len(jobs))
-    ring(pipe, batch_bell(api))
+        records.add(shard_of(job), job.id, job.record_json())
+    records.queue_writes(pipe, api, replace=replace)
 
 
 class BatchItem(NamedTuple):
@@ -177,10 +205,14 @@ class BatchQueue:
         if raw[0] == b"none":
             wait_ms = int(raw[1])
             return None if wait_ms < 0 else wait_ms / 1000
-        items = [
-            BatchItem(raw[i].decode(), raw[i + 1], int(raw[i + 2])) for i in range(2, len(raw), 3)
-        ]
-        return TakenBatch(self.api, order[int(raw[1])], items)
+        _, position, ids_json, joined, attempts = raw
+        ids: list[str] = jsonutil.loads(ids_json)
+        records = joined.split(b"\0")
+        if len(records) != len(ids):  # a record is not JSON text: never written by a producer
+            raise ValueError(f"shard {order[int(position)]}: a stored record holds a NUL byte")
+        counts = map(int, attempts) if attempts else [0] * len(ids)  # {}: none ever failed
+        items = list(map(BatchItem, ids, records, counts))
+        return TakenBatch(self.api, order[int(position)], items)
 
     def complete(self, batch: TakenBatch, owner: str) -> int:
         """Forget the batch's jobs (accepted); -1 if this owner lost the shard meanwhile."""

@@ -111,14 +111,14 @@ def window_args(family: Family) -> list[str]:
 
 def enqueue_call(
     job: Job, *, replace: bool = False, stats_field: str = "enqueued"
-) -> tuple[list[str], list[str]]:
+) -> tuple[list[str], list[str | bytes]]:
     """KEYS and ARGV of ledger_scripts.ENQUEUE for `job` (shared by the sync and async paths)."""
     return _enqueue_call(job.family, [job], replace=replace, stats_field=stats_field)
 
 
 def enqueue_calls(
     jobs: Sequence[Job], *, replace: bool = False, stats_field: str = "enqueued"
-) -> list[tuple[list[str], list[str]]]:
+) -> list[tuple[list[str], list[str | bytes]]]:
     """KEYS and ARGV of each ledger_scripts.ENQUEUE call that stores `jobs`: one per family and
     `ENQUEUE_SLICE` jobs, each family's jobs in the order given."""
     by_family: dict[Family, list[Job]] = {}
@@ -134,9 +134,13 @@ def enqueue_calls(
 
 def _enqueue_call(
     family: Family, jobs: Sequence[Job], *, replace: bool, stats_field: str
-) -> tuple[list[str], list[str]]:
+) -> tuple[list[str], list[str | bytes]]:
     script_keys = [*window_keys(family), keys.stats()]
-    args = [*window_args(family), f"{family.value}:{stats_field}", "1" if replace else "0"]
+    args: list[str | bytes] = [
+        *window_args(family),
+        f"{family.value}:{stats_field}",
+        "1" if replace else "0",
+    ]
     for job in jobs:
         script_keys.append(keys.job(job.id))
         args += (job.id, job.record_json(), job.kind.value)
