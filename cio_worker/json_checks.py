@@ -156,12 +156,10 @@ def flat_json_object(value: object) -> dict[str, Any] | None:
     """`value` as a new dict if it is None or a dict of str, int, bool and None values, whose
     checks are then left to `encode_checked` (bulk enqueue skips a walk per event); else None:
     `json_object` must check it."""
-    if value is None:
-        return {}
-    if type(value) is not dict:
-        return None
-    result = dict(value)
-    return result if set(map(type, result.values())) <= _ENCODER_CHECKED else None
+    if type(value) is dict:
+        result: dict[str, Any] = value.copy()
+        return result if _ENCODER_CHECKED.issuperset(map(type, result.values())) else None
+    return {} if value is None else None
 
 
 def encode_checked(payload: Mapping[str, Any], unchecked: str | None = None) -> bytes:

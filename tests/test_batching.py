@@ -325,11 +325,25 @@ class TestItemsAgainstTheSpecs:
     ) -> None:
         """The sender's fast path (no Job per record) makes the very same body."""
         p = Producer(batch_settings.replace(data_api=api), redis_client=redis_client)
-        ids = every_batchable_kind(p) + [p.enqueue_track("cio_1", "e", timestamp=1)]
+        ids = every_batchable_kind(p) + [
+            p.enqueue_track("cio_1", "e", timestamp=1),
+            p.enqueue_track("a@b.co", "e", {"x": [1.5, None]}),
+        ]
         stored = [batched(redis_client, job_id, api) for job_id in ids]
         assert records_body(
             [(job_id, record["record"]) for job_id, record in zip(ids, stored, strict=True)], api
         ) == batch_body([record["job"] for record in stored], api)
+
+    def test_a_record_that_is_not_one_json_text_is_refused_not_misread(
+        self, batch_settings: Settings, redis_client
+    ) -> None:
+        """The sender reads a batch's records in one parse of them joined by commas; a record
+        holding two texts would pass that parse as two items: it is read alone and refused."""
+        job_id = Producer(batch_settings, redis_client=redis_client).enqueue_track("u", "e")
+        record = batched(redis_client, job_id)["record"]
+        with pytest.raises(ValueError):
+            records_body([(job_id, record + b"," + record)], "track")
+        assert records_body([(job_id, record)], "track").count(b'"action":"event"') == 1
 
     @pytest.mark.parametrize("api", ["track", "pipelines"])
     def test_an_integer_beyond_64_bits_reaches_the_body_exact(

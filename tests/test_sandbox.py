@@ -24,8 +24,9 @@ from cio_worker.config import (
 )
 from cio_worker.dev import SandboxProcess
 from cio_worker.errors import ConfigError
-from cio_worker.sandbox import SandboxConfig, create_app, run_sandbox
+from cio_worker.sandbox import SandboxConfig, checks_track, create_app, run_sandbox
 from cio_worker.sandbox import server as sandbox_server
+from cio_worker.sandbox.checks import Incoming, json_longer_than
 from cio_worker.sandbox.faults import (
     FaultSpecError,
     InjectedDropError,
@@ -559,6 +560,42 @@ class TestTrackV2:
         response = client.post("/api/v2/batch", json={"batch": batch}, auth=TRACK)
         assert response.status_code == 413
         assert response.json()["errors"][0]["reason"] == "too_large"
+
+    def test_a_batch_of_events_is_checked_as_each_operation_alone(self) -> None:
+        """`check_batch` settles ordinary events quickly; on every edge (lengths in bytes that
+        characters cannot tell, an int id, an id ending in a newline, a bool timestamp, floats
+        that Python writes longer) it finds exactly what the per-operation checks find."""
+        event = person_op("event", name="Viewed Page", id=ULID, attributes={"n": 1}, timestamp=1)
+        variants: list[object] = [event, "nope", [event], {**event, "type": "object"}]
+        for action in ("page", "screen", "identify", ["event"], None):
+            variants.append({**event, "action": action})
+        for name, value in [
+            ("id", "u" * 37), ("id", "u" * 38), ("id", "u" * 150), ("id", "u" * 151),
+            ("id", "\u20ac" * 50), ("id", "\u20ac" * 51), ("id", 42), ("id", True), ("id", ""),
+            ("email", "a@b.co"), ("phone", "+15551234"), ("cio_id", "a1"), ("foo", "u1"),
+        ]:  # fmt: skip
+            variants.append({**event, "identifiers": {name: value}})
+        variants.append({**event, "identifiers": {"id": "u1", "email": "a@b.co"}})
+        for title in ["e" * 25, "e" * 26, "e" * 100, "e" * 101, "\u20ac" * 34, "", 7]:
+            variants.append({**event, "name": title})
+        for event_id in [ULID.lower(), ULID[:25], ULID + "\n", "I" + ULID[1:], 5]:
+            variants.append({**event, "id": event_id})
+        for stamp in [True, 1.5, "1", None, 2**70]:
+            variants.append({**event, "timestamp": stamp})
+        for attributes in [[], None, {"f": 1e300}, {"f": [1e22] * 900}, {"s": "x" * 33_000}]:
+            variants.append({**event, "attributes": attributes})
+        variants += [{k: v for k, v in event.items() if k != drop} for drop in event]
+        config = SandboxConfig()
+        found = checks_track.check_batch(Incoming({"batch": variants}, None, 1000, {}, config))
+        expected = []
+        for index, operation in enumerate(variants):
+            if json_longer_than(operation, checks_track.MAX_OPERATION_BYTES):
+                expected.append((index, "", "too_large"))
+                continue
+            for problem in checks_track.check_operation(operation):
+                expected.append((index, problem.field, problem.reason))
+        assert [(p.index, p.field, p.reason) for p in found] == expected
+        assert 0 < len(expected) < len(variants)
 
 
 class TestAppApi:

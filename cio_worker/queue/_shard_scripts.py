@@ -73,7 +73,11 @@ end
 # KEYS: per shard (queue, inflight, hold, jobs, meta, suspects), in the order to try them
 # ARGV: owner, lease (ms), max body bytes, linger (ms), max ids to scan, bytes to add per item
 # Finds the first shard with a batch ready to send and makes this owner its sender:
-#   {'ok', shard position (0-based), id1, record1, attempts1, id2, ...}
+#   {'ok', shard position (0-based), ids as a JSON array, records joined by NUL ('' for one gone
+#   meanwhile; NUL never occurs in JSON text), {attempts, ...} or {} if none of the shard's jobs
+#   ever failed}, all oldest first. Two strings rather than three reply elements a job, and ids
+#   read 500 at a time until the batch is full rather than `max_scan` at once: a take went from
+#   about 3.5 to 2.6 µs of Redis time a job (2,000-job batches).
 #   {'none', ms until a held, lingering or leased shard may be ready, or -1 if all are empty}
 # A batch is bounded by its records' bytes plus ARGV[6] per item: an item is at most that much
 # longer than its record (customerio/_batch_items.py ITEM_SLACK_BYTES, checked by a test).
@@ -120,62 +124,58 @@ for s = 0, #KEYS / 6 - 1 do
     else
       local n = redis.call('LLEN', queue)
       if n > 0 then
-        local k = math.min(n, max_scan)
         -- A suspect goes alone: the oldest job's batch died with its sender, maybe because of it.
         local solo = redis.call('SISMEMBER', suspects, redis.call('LINDEX', queue, -1)) == 1
-        if solo then k = 1 end
-        local ids = redis.call('LRANGE', queue, -k, -1)
-        local take, bodies, total, full = {}, {}, 12, false
-        local i = #ids
-        while i >= 1 and not full do
-          local chunk = {}
-          for j = i, math.max(1, i - 499), -1 do chunk[#chunk + 1] = ids[j] end
+        local limit = solo and 1 or math.min(n, max_scan)
+        -- Oldest first, 500 ids a read from the right end, until the batch is full: a full
+        -- batch of small events is about 2,500 of the up to `max_scan` ids looked at.
+        local take, bodies, count, total, full, read = {}, {}, 0, 12, false, 0
+        while read < limit and not full do
+          local m = math.min(500, limit - read)
+          local chunk = redis.call('LRANGE', queue, -(read + m), -(read + 1))
           local found = redis.call('HMGET', jobs, unpack(chunk))
-          for j = 1, #chunk do
+          for j = #chunk, 1, -1 do
             local body = found[j] or ''
-            local size = string.len(body) + slack
-            if #take > 0 and total + size + 1 > max_bytes then
+            local size = #body + slack + 1
+            if count > 0 and total + size > max_bytes then
               full = true
               break
             end
-            total = total + size + 1
-            take[#take + 1] = chunk[j]
-            bodies[#bodies + 1] = body
+            total = total + size
+            count = count + 1
+            take[count] = chunk[j]
+            bodies[count] = body
           end
-          i = i - #chunk
+          read = read + m
         end
         local wait = 0
-        if not full and #take == n and not solo then
+        if not full and count == n and not solo then
           wait = math.min(linger, linger - (now - ulid_ms(take[1])))
         end
         if wait > 0 then
           note(wait)
         else
-          if #take == n then
+          if count == n then
             redis.call('DEL', queue)
           else
-            redis.call('LTRIM', queue, 0, n - #take - 1)
+            redis.call('LTRIM', queue, 0, n - count - 1)
           end
-          redis.call('HSET', inflight, 'owner', owner, 'lease_until', now + lease,
-                     'ids', cjson.encode(take), 'at', now)
-          local out = {'ok', s}
-          local failed_before = redis.call('EXISTS', meta) == 1  -- else no attempts to read
-          for j = 1, #take, 500 do
-            local attempts = {}
-            if failed_before then
+          local ids = cjson.encode(take)
+          redis.call('HSET', inflight, 'owner', owner, 'lease_until', now + lease, 'ids', ids,
+                     'at', now)
+          -- Attempts only if a job of this shard ever failed (else every one is 0: none sent).
+          local attempts = {}
+          if redis.call('EXISTS', meta) == 1 then
+            for j = 1, count, 500 do
               local fields = {}
-              for m = j, math.min(j + 499, #take) do
-                fields[#fields + 1] = take[m] .. ':attempts'
+              for m = j, math.min(j + 499, count) do
+                fields[m - j + 1] = take[m] .. ':attempts'
               end
-              attempts = redis.call('HMGET', meta, unpack(fields))
-            end
-            for m = j, math.min(j + 499, #take) do
-              out[#out + 1] = take[m]
-              out[#out + 1] = bodies[m]
-              out[#out + 1] = attempts[m - j + 1] or '0'
+              local got = redis.call('HMGET', meta, unpack(fields))
+              for m = 1, #got do attempts[j + m - 1] = got[m] or '0' end
             end
           end
-          return out
+          return {'ok', s, ids, table.concat(bodies, '\0'), attempts}
         end
       end
     end

@@ -32,6 +32,8 @@ MAX_EVENT_DATA_BYTES = 100_000
 
 #: A ULID's shape: 26 characters of Crockford base32 (the timestamp part is not checked).
 ULID_PATTERN = re.compile(r"^[0-9A-HJKMNP-TV-Z]{26}$")
+#: The characters ULID_PATTERN allows.
+ULID_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
 #: Attributes exempt from the per-value size limit: structured, not a profile value.
 _STRUCTURED_ATTRIBUTES = frozenset({"cio_relationships"})
@@ -110,21 +112,21 @@ def json_len(value: object) -> int:
 #: form takes at least 3 bytes ("0.0"), Python's at most 24 ("-2.2250738585072014e-308"), and
 #: orjson writes NaN and the infinities as null (4 bytes; Python at most 9, "-Infinity").
 #: Integers beyond 64 bits and lone surrogates make orjson raise instead.
-_JSON_GROWTH = 8
+JSON_GROWTH = 8
 
 
 def json_longer_than(value: object, limit: int) -> bool:
     """Whether `value` as compact JSON is longer than `limit` bytes (`json_len(value) > limit`).
 
     The same answer as json_len's for every value, at a fraction of the cost for the usual one
-    far under the limit: orjson's length bounds Python's (`_JSON_GROWTH`), and only a value the
+    far under the limit: orjson's length bounds Python's (`JSON_GROWTH`), and only a value the
     bound cannot settle is measured exactly.
     """
     try:
         fast = len(orjson.dumps(value))
     except orjson.JSONEncodeError:
         return json_len(value) > limit
-    if fast * _JSON_GROWTH <= limit:
+    if fast * JSON_GROWTH <= limit:
         return False
     return json_len(value) > limit
 
