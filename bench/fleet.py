@@ -88,7 +88,7 @@ class Probe:
     def snapshot(self) -> tuple[float, dict[str, Any], list[float]]:
         info: dict[str, Any] = self.client.info("all")
         self.own["info"] += 1  # counted by Redis once the call returns: in the next snapshot
-        return time.monotonic(), info, [_cpu_seconds(pid) for pid in self.pids]
+        return time.monotonic(), info, [cpu_seconds(pid) for pid in self.pids]
 
     def call(self, name: str, command: Callable[[], Any]) -> Any:
         """Run one of the bench's own commands inside a window, counted to be subtracted."""
@@ -121,7 +121,7 @@ def _redis_cpu(info: dict[str, Any]) -> float:
     return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
 
 
-def _cpu_seconds(pid: int) -> float:
+def cpu_seconds(pid: int) -> float:
     """User + system CPU seconds of a process and its children (psutil), else /proc/<pid>/stat."""
     try:
         import psutil  # type: ignore[import-untyped]

@@ -6,7 +6,10 @@ Starts its own redis-server (AOF on) and the strict sandbox (Track: 100 requests
 second, 429 past it), enqueues N track events with `producer.pipeline()`, starts real
 `celery -A cio_worker worker` processes and waits until every event is delivered. Prints events/s
 end to end (first enqueue to last acceptance), the enqueue rate, requests, the most requests in
-any second, 429s and the workers' peak RSS. Then sends `--peer-events` events through the same
+any second, 429s, the workers' peak RSS, and the CPU each process spent (the producer while it
+enqueued; redis-server, the sandbox and each worker from the first enqueue to the last
+acceptance): on a machine whose speed drifts, where the time goes is steadier than the rate. Then
+sends `--peer-events` events through the same
 sandbox with the official `customerio` package (bench/peer.py) and prints the ratio.
 """
 
@@ -29,6 +32,9 @@ from cio_worker.config import Settings
 from cio_worker.dev import RedisServer, SandboxProcess, stop_processes
 from cio_worker.queue import stats
 
+sys.path.insert(0, str(Path(__file__).parent))
+from fleet import cpu_seconds  # noqa: E402  (a script beside this one)
+
 
 @dataclass(frozen=True)
 class Figures:
@@ -40,6 +46,8 @@ class Figures:
     max_per_second: int
     rate_limited: int
     rss_mb: list[float]
+    #: CPU seconds by process (see the module).
+    cpu_s: dict[str, float]
 
     @property
     def events_per_s(self) -> float:
@@ -53,7 +61,9 @@ class Figures:
             f"enqueue (bulk): {self.events / self.enqueue_s:,.0f} jobs/s\n"
             f"  requests {self.requests}, max {self.max_per_second} in any 1s, "
             f"429s {self.rate_limited}\n"
-            f"  worker peak RSS: {', '.join(f'{mb:.0f} MB' for mb in self.rss_mb)}"
+            f"  worker peak RSS: {', '.join(f'{mb:.0f} MB' for mb in self.rss_mb)}\n"
+            f"  CPU: {', '.join(f'{name} {s:.2f} s' for name, s in self.cpu_s.items())}; "
+            f"{sum(self.cpu_s.values()) / self.events * 1e6:.0f} us per event in all"
         )
 
 
@@ -70,6 +80,10 @@ def run(root: Path, events: int, workers: int, people: int = 10_000) -> Figures:
         procs = [_start_worker(env, index, root) for index in range(workers)]
         try:
             _wait_ready(root, workers)
+            pids = {"redis-server": server.pid, "sandbox": sandbox.pid}
+            pids.update({f"worker {i}": proc.pid for i, proc in enumerate(procs)})
+            cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+            producer_cpu = time.process_time()
             started = time.time()
             with Producer(settings).pipeline() as bulk:
                 for i in range(events):
@@ -77,6 +91,7 @@ def run(root: Path, events: int, workers: int, people: int = 10_000) -> Figures:
                         f"user-{i % people}", "Viewed Page", {"page": "/pricing", "n": i}
                     )
             enqueue_s = time.time() - started
+            cpu = {"producer": time.process_time() - producer_cpu}
             rss = [0.0] * workers
             deadline = time.monotonic() + 600
             while stats(client).get("track:delivered", 0) < events:
@@ -84,6 +99,7 @@ def run(root: Path, events: int, workers: int, people: int = 10_000) -> Figures:
                 if time.monotonic() > deadline:
                     raise SystemExit(f"not delivered in time: {stats(client)}")
                 time.sleep(0.02)
+            cpu.update({name: cpu_seconds(pid) - cpu_before[name] for name, pid in pids.items()})
             records = httpx.get(f"{sandbox.url}/_sandbox/requests", timeout=60).json()
             family = httpx.get(f"{sandbox.url}/_sandbox/stats", timeout=5).json()["families"]
         finally:
@@ -101,6 +117,7 @@ def run(root: Path, events: int, workers: int, people: int = 10_000) -> Figures:
         max_per_second=int(family["track"]["max_in_window"]),
         rate_limited=int(family["track"]["rate_limited"]),
         rss_mb=rss,
+        cpu_s=cpu,
     )
 
 

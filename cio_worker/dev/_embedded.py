@@ -102,6 +102,11 @@ class ChildServer(Started):
         self.port = port or free_port()
         self.process: subprocess.Popen[bytes] | None = None
 
+    @property
+    def pid(self) -> int:
+        """The server's process id (0 before it starts): for a benchmark's CPU accounting."""
+        return self.process.pid if self.process else 0
+
     @abstractmethod
     def _spawn(self) -> subprocess.Popen[bytes]:
         """Start the server's process."""
