@@ -187,6 +187,16 @@ class TestShardQueue:
         time.sleep(wait + 0.02)
         assert isinstance(queue.take("w1", max_bytes=450_000, linger_ms=300), TakenBatch)
 
+    def test_a_partial_batch_past_the_eager_size_goes_at_once(self, producer, queue) -> None:
+        """A burst need not linger: a partial batch already past `eager_bytes` is taken at
+        once, whole; one below it still waits for company."""
+        for i in range(20):
+            producer.enqueue_track("u-1", "Viewed", {"blob": "x" * 500, "i": i})
+        take = {"max_bytes": 450_000, "linger_ms": 10_000}
+        assert isinstance(queue.take("w1", **take, eager_bytes=20_000), float)  # ~11 KB: lingers
+        batch = queue.take("w1", **take, eager_bytes=5_000)
+        assert isinstance(batch, TakenBatch) and len(batch.items) == 20
+
     def test_complete_forgets_the_jobs_and_counts_them(self, producer, queue, redis_client) -> None:
         ids = [producer.enqueue_track("u-1", "Viewed") for _ in range(3)]
         batch = take_all(queue)

@@ -71,7 +71,8 @@ end
 """
 
 # KEYS: per shard (queue, inflight, hold, jobs, meta, suspects), in the order to try them
-# ARGV: owner, lease (ms), max body bytes, linger (ms), max ids to scan, bytes to add per item
+# ARGV: owner, lease (ms), max body bytes, linger (ms), max ids to scan, bytes to add per item,
+#       bytes at which a partial batch goes without lingering
 # Finds the first shard with a batch ready to send and makes this owner its sender:
 #   {'ok', shard position (0-based), ids as a JSON array, records joined by NUL ('' for one gone
 #   meanwhile; NUL never occurs in JSON text), {attempts, ...} or {} if none of the shard's jobs
@@ -100,6 +101,7 @@ if redis.call('EXISTS', unpack(watched)) == 0 then return {'none', -1} end
     + """
 local owner, lease, max_bytes = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local linger, max_scan, slack = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local eager = tonumber(ARGV[7])
 local soonest = -1
 local function note(wait)
   if soonest < 0 or wait < soonest then soonest = wait end
@@ -149,7 +151,7 @@ for s = 0, #KEYS / 6 - 1 do
           read = read + m
         end
         local wait = 0
-        if not full and count == n and not solo then
+        if not full and count == n and not solo and total < eager then
           wait = math.min(linger, linger - (now - ulid_ms(take[1])))
         end
         if wait > 0 then

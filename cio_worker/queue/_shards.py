@@ -190,17 +190,27 @@ class BatchQueue:
         start: int = 0,
         lease_s: float = DEFAULT_LEASE_S,
         item_slack: int = 0,
+        eager_bytes: int | None = None,
     ) -> TakenBatch | float | None:
         """A batch to send, or how long (s) until one may be ready, or None if all are empty.
 
         The batch's records add up to at most `max_bytes`, counting `item_slack` more for each
-        (how much longer than its record an item may be).
+        (how much longer than its record an item may be). A partial batch waits until its oldest
+        job is `linger_ms` old, unless it already counts `eager_bytes` (never, if None).
         """
         order = [(start + i) % SHARDS for i in range(SHARDS)]
         script_keys = [key for shard in order for key in self.shard_keys(shard)]
         raw = self._pop(
             keys=script_keys,
-            args=[owner, int(lease_s * 1000), max_bytes, int(linger_ms), MAX_SCAN, item_slack],
+            args=[
+                owner,
+                int(lease_s * 1000),
+                max_bytes,
+                int(linger_ms),
+                MAX_SCAN,
+                item_slack,
+                max_bytes + 1 if eager_bytes is None else eager_bytes,
+            ],
         )
         if raw[0] == b"none":
             wait_ms = int(raw[1])
