@@ -184,6 +184,14 @@ def choice(field: str, value: object, allowed: tuple[str, ...]) -> str:
 
 def person_reference(field: str, value: object) -> dict[str, str]:
     """`"id"` shorthand or a dict with exactly one of id, email, cio_id (merge, identifiers)."""
+    if type(value) is dict and len(value) == 1:  # the common case, without the checks below
+        ((key, item),) = value.items()
+        if (
+            type(key) is str
+            and key in ("id", "email", "cio_id")
+            and (type(item) is int or (type(item) is str and item != ""))
+        ):
+            return {key: identifier(f"{field}.{key}", item)}
     if isinstance(value, str | int) and not isinstance(value, bool):
         return {"id": identifier(field, value)}
     if not isinstance(value, Mapping):

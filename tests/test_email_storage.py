@@ -37,7 +37,7 @@ from cio_worker.queue import DeadLetterStore, ErrorRecord, Sweeper
 from cio_worker.queue import _window as window
 from cio_worker.queue._envelope import MESSAGE_LUA, lua_parts, task_message
 from cio_worker.queue._ledger import JobLedger
-from cio_worker.queue._ledger_scripts import ENQUEUE_SLICE
+from cio_worker.queue._ledger_scripts import ENQUEUE, ENQUEUE_SLICE
 
 EMAIL = Kind("send_email")
 WAIT_S = 60
@@ -308,6 +308,97 @@ class TestTheWindow:
         snapshot = collect_metrics(redis_client, settings)
         assert snapshot.queue_depth["transactional"] == 4
         assert 0 <= (snapshot.oldest_job_age_s["transactional"] or -1) < 5
+
+
+def _state(client: redis.Redis) -> dict[bytes, object]:
+    """Everything the ledger stored, key by key (lists in order, sorted sets with scores)."""
+    state: dict[bytes, object] = {}
+    for name in client.keys("*"):  # type: ignore[union-attr]
+        kind = client.type(name)
+        if kind == b"hash":
+            state[name] = client.hgetall(name)
+        elif kind == b"list":
+            state[name] = client.lrange(name, 0, -1)
+        elif kind == b"zset":
+            state[name] = client.zrange(name, 0, -1, withscores=True)
+        else:
+            state[name] = client.get(name)
+    return state
+
+
+def _push(i: int) -> Job:
+    payload = {"transactional_message_id": "t", "identifiers": {"id": f"u{i}"}}
+    return Job(new_ulid(), Kind("send_push"), payload, time.time())
+
+
+class TestEnqueueByRecords:
+    """The bulk producer hands the ledger (id, kind, record) with no `Job`; ENQUEUE takes each
+    job as two arguments (its hash key built from the prefix, the kinds in one argument) and the
+    records of waiting jobs in one HSET per slice. What Redis holds must not change."""
+
+    def test_records_store_exactly_what_jobs_store(
+        self, redis_client: redis.Redis, small_window: int
+    ) -> None:
+        delete = Kind("delete")
+        jobs = [_email(i) if i % 3 else _push(i) for i in range(20)]
+        jobs[4:4] = [Job(new_ulid(), delete, {"user_id": f"u{i}"}, time.time()) for i in range(7)]
+        odd = [Job(job_id, EMAIL, {"to": job_id}, time.time()) for job_id in ODD_IDS]
+        jobs[9:9] = odd[:3]  # within the window and beyond it
+        jobs += odd[3:]
+        ledger = JobLedger(redis_client)
+        ledger.enqueue_many(jobs[:3])  # a queue and a waiting list to add to
+        ledger.enqueue_many(jobs[3:])
+        by_jobs = _state(redis_client)
+        assert _waiting(redis_client)[-len(odd[3:]) :] == [job.id for job in odd[3:]]
+        redis_client.flushdb()
+        records = [(job.id, job.kind, job.record_json()) for job in jobs]
+        ledger.enqueue_records(records[:3])
+        ledger.enqueue_records(records[3:])
+        assert _state(redis_client) == by_jobs
+
+    def test_a_job_twice_in_one_call_waits_once_with_its_last_record(
+        self, redis_client: redis.Redis, small_window: int
+    ) -> None:
+        ledger = JobLedger(redis_client)
+        emails = [_email(i) for i in range(6)]
+        ledger.enqueue_many(emails)
+        waiting_before = emails[5].id
+        first = _email(7)
+        again = Job(first.id, EMAIL, {"to": "changed@ex.com"}, first.created_at)
+        later = _email(8)
+        ledger.enqueue_many([first, again, later])
+        assert _waiting(redis_client) == [waiting_before, first.id, later.id]
+        records = keys.records("transactional")
+        assert redis_client.hget(records, first.id) == again.record_json()
+        assert redis_client.hgetall(keys.job(first.id)) == {
+            b"state": b"waiting", b"kind": b"send_email", b"attempts": b"0"}  # fmt: skip
+
+    def test_an_id_the_records_hold_already_keeps_its_one_place(
+        self, redis_client: redis.Redis, small_window: int
+    ) -> None:
+        """Whether an id joins the waiting list is what the records hash said before the slice
+        was written, even for a record whose job hash is gone."""
+        ledger = JobLedger(redis_client)
+        emails = [_email(i) for i in range(9)]
+        ledger.enqueue_many(emails[:7])  # emails 5 and 6 wait
+        redis_client.delete(keys.job(emails[5].id))
+        ledger.enqueue_many([emails[7], emails[5], emails[6], emails[8]])
+        assert _waiting(redis_client) == [emails[i].id for i in (5, 6, 7, 8)]
+        assert redis_client.hget(keys.job(emails[5].id), "state") == b"waiting"
+
+    def test_a_call_whose_kinds_do_not_match_its_jobs_writes_nothing(
+        self, redis_client: redis.Redis
+    ) -> None:
+        ((script_keys, args),) = window.record_calls(
+            [(job.id, job.kind, job.record_json()) for job in (_email(1), _email(2))]
+        )
+        script = redis_client.register_script(ENQUEUE)
+        with pytest.raises(redis.ResponseError, match="ENQUEUE: 2 kinds for 3 arguments"):
+            script(keys=script_keys, args=args[:-1])
+        assert redis_client.dbsize() == 0
+
+
+ODD_IDS = ['a"b', "a\\b", "é-ü", "a}b,{", "line\nbreak", "o'q", "two words", " "]
 
 
 def _unclaimed(client: redis.Redis, family: str) -> list[tuple[str, float]]:

@@ -358,30 +358,22 @@ class TestBulkFlushFailures:
 
         monkeypatch.setattr(bulk, "_prepare", prepare)
 
-    def test_unencodable_value_in_background_flush_is_raised(
+    def test_unencodable_value_fails_its_own_call(
         self, settings: Settings, redis_client: redis.Redis
     ) -> None:
-        """The reported case: a value Redis cannot encode (here slipped past validation)
-        reaches the writer thread. The thread does not die quietly: the next flush raises
-        EnqueueError saying the failed flush stored nothing and the jobs after it were
-        discarded; nothing was stored."""
+        """The reported case: a value that cannot be encoded (here slipped past validation).
+        The bulk producer encodes each job as it is enqueued, so the call itself raises
+        EnqueueError naming the job; the jobs before and after it are stored, it is not."""
         producer = Producer(settings)
-        ids = []
-        with pytest.raises(EnqueueError) as info, producer.pipeline(flush_every=2) as bulk:
-            ids.append(bulk.enqueue_track("u-1", "One"))
-            # Bypasses validation, which refuses lone surrogates at the call.
-            ids.append(bulk._store(Kind.BROADCAST, {"broadcast_id": 1, "body": {"x": "\ud800"}}))
-            ids.append(bulk.enqueue_track("u-1", "Three"))
-            bulk.enqueue_track("u-1", "Four")
-        message = str(info.value)
-        assert "bulk flush of 2 jobs" in message
-        assert "none of them stored" in message
-        assert "0 stored by earlier flushes" in message
-        assert "the 2 job(s) enqueued after that flush" in message and "discarded" in message
-        assert "UnicodeEncodeError" in message
-        assert isinstance(info.value.__cause__, EnqueueError)
-        assert bulk.stored == 0
-        assert redis_client.dbsize() == 0
+        with producer.pipeline(flush_every=2) as bulk:
+            first = bulk.enqueue_track("u-1", "One")
+            with pytest.raises(EnqueueError, match="broadcast job .* cannot be stored as JSON"):
+                # Bypasses validation, which refuses lone surrogates at the call.
+                bulk._store(Kind.BROADCAST, {"broadcast_id": 1, "body": {"x": "\ud800"}})
+            later = [bulk.enqueue_track("u-1", "Three"), bulk.enqueue_track("u-1", "Four")]
+        assert bulk.stored == 3
+        assert all(redis_client.exists(f"cio:job:{job_id}") for job_id in [first, *later])
+        assert redis_client.llen("cio.broadcast") == 0
 
     def test_any_exception_in_background_flush_is_raised_at_block_exit(
         self, settings: Settings, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch

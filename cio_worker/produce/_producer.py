@@ -16,7 +16,7 @@ from cio_worker import jsonutil
 from cio_worker.config import Settings
 from cio_worker.connection import create_redis, get_redis
 from cio_worker.errors import EnqueueError
-from cio_worker.ids import new_ulid_ms
+from cio_worker.ids import new_ulid
 from cio_worker.job import Job, encode_record
 from cio_worker.kinds import Kind
 from cio_worker.produce._calls import EnqueueCalls
@@ -84,14 +84,15 @@ class Producer(EnqueueCalls):
 
 
 class _Flush:
-    """The jobs of one bulk flush: batched jobs as records by shard, any other kind as a `Job`
-    for the ledger, and the first and last ids for error messages."""
+    """The jobs of one bulk flush, each kept as its id and stored record only: batched jobs by
+    shard, the others (id, kind, record) for the ledger; and the first and last ids for error
+    messages."""
 
     __slots__ = ("records", "ledger", "count", "first_id", "last_id")
 
     def __init__(self) -> None:
         self.records = ShardRecords()
-        self.ledger: list[Job] = []
+        self.ledger: list[tuple[str, Kind, bytes]] = []
         self.count = 0
         self.first_id = ""
         self.last_id = ""
@@ -102,9 +103,9 @@ class BulkProducer(Producer):
 
     While one flush is on its way to Redis, the caller goes on building the next one: the write
     runs in a helper thread (the wait for Redis releases the GIL), at most one at a time. A
-    batched job is kept as its id and stored record only (a `Job` and its payload dicts would
-    keep the garbage collector busy across tens of thousands of jobs), encoded from the JSON
-    validation already made.
+    job is kept as its id and stored record only (a `Job` and its payload dicts would keep the
+    garbage collector busy across tens of thousands of jobs), encoded from the JSON validation
+    already made where it made one.
 
     No failure is silent. Whatever a flush meets (a Redis error, a value Redis cannot encode, a
     bug), it becomes an `EnqueueError` raised by the next call that flushes, or when the block
@@ -146,13 +147,18 @@ class BulkProducer(Producer):
             exc.add_note(f"Also, a background bulk flush failed: {error}")
 
     def _store(self, kind: Kind, payload: dict[str, Any], payload_json: bytes | None = None) -> str:
-        job_id, ms = new_ulid_ms()
+        job_id = new_ulid()
         buffer = self._buffer
-        if kind in self._batched:
+        try:
             record = encode_record(kind, payload_json or jsonutil.dumps_bytes(payload))
+        except (TypeError, ValueError) as exc:  # only a payload that skipped validation
+            raise EnqueueError(
+                f"{kind.value} job {job_id} cannot be stored as JSON: {exc}"
+            ) from exc
+        if kind in self._batched:
             buffer.records.add(shard_for(payload), job_id, record)
         else:
-            buffer.ledger.append(Job(job_id, kind, payload, ms / 1000))
+            buffer.ledger.append((job_id, kind, record))
         if not buffer.count:
             buffer.first_id = job_id
         buffer.last_id = job_id
@@ -250,7 +256,7 @@ class BulkProducer(Producer):
         if jobs.records.count:
             jobs.records.queue_writes(pipe, self._api)
         if jobs.ledger:
-            self._router.ledger.enqueue_many(jobs.ledger, pipe=pipe)
+            self._router.ledger.enqueue_records(jobs.ledger, pipe=pipe)
         if replicated:
             queue_exec(pipe)
             queue_wait(pipe, self.replicas)

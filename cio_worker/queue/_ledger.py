@@ -27,7 +27,13 @@ from cio_worker.queue import _ledger_scripts as scripts
 from cio_worker.queue._bells import due_bell
 from cio_worker.queue._envelope import task_message
 from cio_worker.queue._receipts import Receipt
-from cio_worker.queue._window import CLAIM_RELEASE, enqueue_calls, window_args, window_keys
+from cio_worker.queue._window import (
+    CLAIM_RELEASE,
+    LedgerRecord,
+    record_calls,
+    window_args,
+    window_keys,
+)
 from cio_worker.queue._window import enqueue_call as enqueue_call  # _routing.py's single writes
 
 
@@ -128,7 +134,21 @@ class JobLedger:
     ) -> None:
         """Store `jobs` and push their task messages, in one script call per family and
         `ENQUEUE_SLICE` jobs (each family's in the order given)."""
-        for script_keys, args in enqueue_calls(jobs, replace=replace, stats_field=stats_field):
+        records = [(job.id, job.kind, job.record_json()) for job in jobs]
+        self.enqueue_records(records, replace=replace, stats_field=stats_field, pipe=pipe)
+
+    def enqueue_records(
+        self,
+        records: Sequence[LedgerRecord],
+        *,
+        replace: bool = False,
+        stats_field: str = "enqueued",
+        pipe: redis.client.Pipeline | None = None,
+    ) -> None:
+        """`enqueue_many` for jobs kept as (id, kind, record): the record is what
+        `Job.record_json` gives for the job (the bulk producer encodes it from validation's
+        JSON, with no `Job`)."""
+        for script_keys, args in record_calls(records, replace=replace, stats_field=stats_field):
             self._enqueue(keys=script_keys, args=args, client=pipe)
 
     def requeue(self, job: Job, *, pipe: redis.client.Pipeline | None = None) -> None:

@@ -37,9 +37,11 @@ local function push(job_key, queue, unclaimed, seq_key, job_id, message)
 end
 """
 
-# KEYS: queue, unclaimed, seq, waiting, records, stats, then each job's hash, in ARGV's order
+# KEYS: queue, unclaimed, seq, waiting, records, stats
 # ARGV: the window (ARGV[1..9], _window.window_args), stats field, replace ('1' = drop any
-#       old record), then per job: id, record (`Job.record_json`), kind
+#       old record), the jobs' kinds (separated by spaces), then per job: id, record
+#       (`Job.record_json`). Each job's hash key is the window's job key prefix and its id, as
+#       `release` builds it.
 # Stores jobs of one family (attempts 0). While none of the family waits and its queue is
 # shorter than the window, a job is pushed as `push` does, in a few commands per call rather
 # than per job: one INCRBY takes the jobs' sequence numbers, the messages go in ascending seq
@@ -51,7 +53,12 @@ ENQUEUE = (
     + f"""
 local q = window(1, 1)
 local replace = ARGV[11] == '1'
-local count = #KEYS - 6
+local kinds = {{}}
+for kind in string.gmatch(ARGV[12], '%S+') do kinds[#kinds + 1] = kind end
+local count = #kinds
+if #ARGV ~= 12 + 2 * count then
+  return redis.error_reply('ENQUEUE: ' .. count .. ' kinds for ' .. (#ARGV - 12) .. ' arguments')
+end
 if redis.call('EXISTS', q.waiting) == 1 then release(q, q.window) end
 local direct = 0
 if redis.call('EXISTS', q.waiting) == 0 then
@@ -59,22 +66,24 @@ if redis.call('EXISTS', q.waiting) == 0 then
 end
 local first = direct > 0 and redis.call('INCRBY', q.seq, direct) - direct or 0
 local requeued_at = replace and redis.call('TIME')[1] or nil
-local scores, messages, ids = {{}}, {{}}, {{}}
+-- `pending`: how many waiting jobs `records` holds (id, record, ...), counted rather than
+-- measured with `#` on every job. '0' for attempts: a Lua number is formatted by snprintf.
+local scores, messages, records, pending = {{}}, {{}}, {{}}, 0
 for i = 1, count do
-  local job_key, a = KEYS[6 + i], 11 + (i - 1) * 3
-  local id, record, kind = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
+  local id, record, kind = ARGV[11 + 2 * i], ARGV[12 + 2 * i], kinds[i]
+  local job_key = q.prefix .. id
   if replace then redis.call('DEL', job_key) end
   local added
   if i <= direct then
     added = redis.call('HSET', job_key, 'job', with_id(id, record), 'kind', kind,
-                       'attempts', 0, 'state', 'queued') + 1
+                       'attempts', '0', 'state', 'queued') + 1
     scores[#scores + 1] = first + i
     scores[#scores + 1] = id
     messages[#messages + 1] = message(id, kind, q.family .. '.' .. (first + i), q.parts)
   else
-    added = redis.call('HSET', job_key, 'state', 'waiting', 'kind', kind, 'attempts', 0) + 2
-    -- A job waiting already keeps its place: only its record changes.
-    if redis.call('HSET', q.records, id, record) == 1 then ids[#ids + 1] = id end
+    added = redis.call('HSET', job_key, 'state', 'waiting', 'kind', kind, 'attempts', '0') + 2
+    records[2 * pending + 1], records[2 * pending + 2] = id, record
+    pending = pending + 1
   end
   if replace then
     -- A replay starts the retry budget (CIO_WORKER_RETRY_FOR_S) again from now.
@@ -90,9 +99,21 @@ for i = 1, count do
     redis.call('LPUSH', q.queue, unpack(messages))
     scores, messages = {{}}, {{}}
   end
-  if #ids == {ENQUEUE_SLICE} or (i == count and #ids > 0) then
-    redis.call('RPUSH', q.waiting, unpack(ids))
-    ids = {{}}
+  if pending == {ENQUEUE_SLICE} or (i == count and pending > 0) then
+    -- The records of a slice of waiting jobs in one HSET. A job waiting already keeps its
+    -- place (only its record changes): an id joins the waiting list only if the records hash
+    -- did not hold it before, nor did an earlier job of this slice (as an HSET each would say).
+    local ids, seen = {{}}, {{}}
+    for j = 1, #records, 2 do ids[#ids + 1] = records[j] end
+    local held = redis.call('HMGET', q.records, unpack(ids))
+    redis.call('HSET', q.records, unpack(records))
+    local new = {{}}
+    for j, id in ipairs(ids) do
+      if not held[j] and not seen[id] then new[#new + 1] = id end
+      seen[id] = true
+    end
+    if #new > 0 then redis.call('RPUSH', q.waiting, unpack(new)) end
+    records, pending = {{}}, 0
   end
 end
 redis.call('HINCRBY', KEYS[6], ARGV[10], count)

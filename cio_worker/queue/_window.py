@@ -36,7 +36,7 @@ from collections.abc import Sequence
 
 from cio_worker import keys
 from cio_worker.job import Job
-from cio_worker.kinds import Family, queue_name
+from cio_worker.kinds import KIND_FAMILY, Family, Kind, queue_name
 from cio_worker.queue._envelope import MESSAGE_LUA, lua_parts
 
 #: Task messages a family's queue holds at most while its jobs wait (see the module).
@@ -109,21 +109,27 @@ def window_args(family: Family) -> list[str]:
     return [str(WINDOW), keys.job(""), family.value, *lua_parts(family)]
 
 
+#: A job for ENQUEUE as the bulk producer keeps it: its id, kind and stored record (what
+#: `Job.record_json` gives), with no `Job` around it.
+LedgerRecord = tuple[str, Kind, bytes]
+
+
 def enqueue_call(
     job: Job, *, replace: bool = False, stats_field: str = "enqueued"
 ) -> tuple[list[str], list[str | bytes]]:
     """KEYS and ARGV of ledger_scripts.ENQUEUE for `job` (shared by the sync and async paths)."""
-    return _enqueue_call(job.family, [job], replace=replace, stats_field=stats_field)
+    record = (job.id, job.kind, job.record_json())
+    return _enqueue_call(KIND_FAMILY[job.kind], [record], replace=replace, stats_field=stats_field)
 
 
-def enqueue_calls(
-    jobs: Sequence[Job], *, replace: bool = False, stats_field: str = "enqueued"
+def record_calls(
+    records: Sequence[LedgerRecord], *, replace: bool = False, stats_field: str = "enqueued"
 ) -> list[tuple[list[str], list[str | bytes]]]:
-    """KEYS and ARGV of each ledger_scripts.ENQUEUE call that stores `jobs`: one per family and
-    `ENQUEUE_SLICE` jobs, each family's jobs in the order given."""
-    by_family: dict[Family, list[Job]] = {}
-    for job in jobs:
-        by_family.setdefault(job.family, []).append(job)
+    """KEYS and ARGV of each ledger_scripts.ENQUEUE call that stores `records`: one per family
+    and `ENQUEUE_SLICE` jobs, each family's jobs in the order given."""
+    by_family: dict[Family, list[LedgerRecord]] = {}
+    for record in records:
+        by_family.setdefault(KIND_FAMILY[record[1]], []).append(record)
     size = ENQUEUE_SLICE
     return [
         _enqueue_call(family, group[start : start + size], replace=replace, stats_field=stats_field)
@@ -133,15 +139,18 @@ def enqueue_calls(
 
 
 def _enqueue_call(
-    family: Family, jobs: Sequence[Job], *, replace: bool, stats_field: str
+    family: Family, records: Sequence[LedgerRecord], *, replace: bool, stats_field: str
 ) -> tuple[list[str], list[str | bytes]]:
-    script_keys = [*window_keys(family), keys.stats()]
+    # Each job is two arguments, its id and its record: the script builds its hash key from
+    # the job key prefix in `window_args` (as `release` does), and the jobs' kinds are one
+    # argument. redis-py spends more packing an argument than Lua spends on either (issue 18).
     args: list[str | bytes] = [
         *window_args(family),
         f"{family.value}:{stats_field}",
         "1" if replace else "0",
+        " ".join([record[1] for record in records]),  # a Kind is a StrEnum: its value
     ]
-    for job in jobs:
-        script_keys.append(keys.job(job.id))
-        args += (job.id, job.record_json(), job.kind.value)
-    return script_keys, args
+    pairs: list[str | bytes] = [""] * (2 * len(records))
+    pairs[0::2] = [record[0] for record in records]
+    pairs[1::2] = [record[2] for record in records]
+    return [*window_keys(family), keys.stats()], args + pairs
