@@ -388,8 +388,10 @@ class TestDemo:
             redis_line = next(line for line in lines if line.startswith("redis"))
             redis_port = int(redis_line.split("127.0.0.1:")[1].split("/")[0])
             worker_log = tmp_path / "data" / "worker.log"
+            # Celery's own "<name> ready." line: our `worker_ready_to_start` log line comes
+            # before it, and a SIGINT then lands while the worker is still starting.
             _wait_until(
-                lambda: worker_log.exists() and "ready" in worker_log.read_text(),
+                lambda: worker_log.exists() and " ready." in worker_log.read_text(),
                 60,
                 "the demo's worker",
             )
