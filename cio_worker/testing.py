@@ -33,6 +33,7 @@ from cio_worker.kinds import Kind
 from cio_worker.produce import (
     AsyncProducer,
     BulkProducer,
+    JobDraft,
     Producer,
     async_configure,
     async_default_producer,
@@ -175,10 +176,10 @@ class CapturedJobs(Sequence[Job]):
         async_configure(producer=self.async_producer)
         return self.async_producer
 
-    def _record(self, kind: Kind, payload: dict[str, Any]) -> Job:
+    def _record(self, draft: JobDraft) -> Job:
         """The job a real store would hold: encoded to the JSON Redis would be given (a value
         Redis could not take fails here the same way), read back as a worker reads it."""
-        job = new_job(kind, payload)
+        job = new_job(draft)
         return Job.from_json(job.to_json().encode("utf-8"))
 
     def _keep(self, jobs: Sequence[Job]) -> None:
@@ -201,8 +202,8 @@ class CapturingProducer(Producer):
         self.settings = settings or Settings.from_env()
         self.captured = jobs
 
-    def _store(self, kind: Kind, payload: dict[str, Any], payload_json: bytes | None = None) -> str:
-        job = self.captured._record(kind, payload)
+    def _store(self, draft: JobDraft) -> str:
+        job = self.captured._record(draft)
         self.captured._keep([job])
         return job.id
 
@@ -229,8 +230,8 @@ class CapturingBulkProducer(BulkProducer):
         else:
             self._collected.clear()
 
-    def _store(self, kind: Kind, payload: dict[str, Any], payload_json: bytes | None = None) -> str:
-        job = self.captured._record(kind, payload)
+    def _store(self, draft: JobDraft) -> str:
+        job = self.captured._record(draft)
         self._collected.append(job)
         if len(self._collected) >= self._flush_every:
             self.flush()
@@ -251,10 +252,8 @@ class AsyncCapturingProducer(AsyncProducer):
         self.settings = settings or Settings.from_env()
         self.captured = jobs
 
-    async def _store(
-        self, kind: Kind, payload: dict[str, Any], payload_json: bytes | None = None
-    ) -> str:
-        job = self.captured._record(kind, payload)
+    async def _store(self, draft: JobDraft) -> str:
+        job = self.captured._record(draft)
         self.captured._keep([job])
         return job.id
 

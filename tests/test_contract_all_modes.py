@@ -33,6 +33,7 @@ from cio_worker.customerio._http import CustomerIoClient
 from cio_worker.customerio._operations import build_operation
 from cio_worker.kinds import Kind
 from cio_worker.limiter._limiter import Limiter
+from cio_worker.produce._jobs import JobDraft
 from cio_worker.produce._producer import Producer
 from cio_worker.queue._deadletter import DeadLetterStore
 from cio_worker.queue._leases import LeaseKeeper
@@ -312,9 +313,9 @@ def test_every_request_of_every_mode_conforms(
     kinds: set[Kind] = set()
     store = producer._store
 
-    def recording_store(kind: Kind, *args: Any, **kwargs: Any) -> str:
-        kinds.add(kind)
-        return store(kind, *args, **kwargs)
+    def recording_store(draft: JobDraft) -> str:
+        kinds.add(draft.kind)
+        return store(draft)
 
     monkeypatch.setattr(producer, "_store", recording_store)
     json_traits = not (data_api == "track" and not batch)

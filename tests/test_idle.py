@@ -211,10 +211,10 @@ def write_layout_1(client: redis.Redis, api: str, jobs: list[Job], *, attempts: 
 
 
 def track_job(n: int, user: str = "u-1") -> Job:
-    from cio_worker.produce._jobs import new_job
+    from cio_worker.produce._jobs import JobDraft, new_job
 
-    return new_job(Kind.TRACK, {"user_id": user, "event": f"e{n}", "properties": {},
-                                "timestamp": None})  # fmt: skip
+    payload = {"user_id": user, "event": f"e{n}", "properties": {}, "timestamp": None}
+    return new_job(JobDraft(Kind.TRACK, payload))
 
 
 class TestLegacyShards:

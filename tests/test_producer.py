@@ -21,6 +21,7 @@ from cio_worker.errors import CioWorkerError, EnqueueError, ValidationError
 from cio_worker.job import Job
 from cio_worker.kinds import Kind
 from cio_worker.produce import _defaults as producer_module
+from cio_worker.produce._jobs import JobDraft
 from cio_worker.produce._producer import Producer
 
 EMAIL = "ada.lovelace@example.com"
@@ -369,7 +370,7 @@ class TestBulkFlushFailures:
             first = bulk.enqueue_track("u-1", "One")
             with pytest.raises(EnqueueError, match="broadcast job .* cannot be stored as JSON"):
                 # Bypasses validation, which refuses lone surrogates at the call.
-                bulk._store(Kind.BROADCAST, {"broadcast_id": 1, "body": {"x": "\ud800"}})
+                bulk._store(JobDraft(Kind.BROADCAST, {"broadcast_id": 1, "body": {"x": "\ud800"}}))
             later = [bulk.enqueue_track("u-1", "Three"), bulk.enqueue_track("u-1", "Four")]
         assert bulk.stored == 3
         assert all(redis_client.exists(f"cio:job:{job_id}") for job_id in [first, *later])
@@ -496,7 +497,9 @@ class TestStoredJson:
     def test_round_trip_keeps_every_field(self) -> None:
         from cio_worker.produce._jobs import new_job
 
-        job = new_job(Kind.TRACK, {"user_id": "u-1", "event": "e", "properties": {"n": 1}})
+        job = new_job(
+            JobDraft(Kind.TRACK, {"user_id": "u-1", "event": "e", "properties": {"n": 1}})
+        )
         assert Job.from_json(job.to_json()) == job
 
     def test_a_time_the_id_does_not_carry_is_written(self) -> None:

@@ -22,7 +22,6 @@ import contextlib
 import contextvars
 from collections.abc import Iterator
 from functools import partial
-from typing import Any
 
 import redis
 from django.db import connections, transaction  # type: ignore[import-untyped]
@@ -32,8 +31,7 @@ from cio_worker import logs
 from cio_worker.config import Settings
 from cio_worker.errors import EnqueueError
 from cio_worker.job import Job
-from cio_worker.kinds import Kind
-from cio_worker.produce import Producer, new_job
+from cio_worker.produce import JobDraft, Producer, new_job
 
 log = logs.get_logger(__name__)
 
@@ -82,10 +80,10 @@ class OnCommitProducer(Producer):
             and bool(connections[self.database].in_atomic_block)
         )
 
-    def _store(self, kind: Kind, payload: dict[str, Any], payload_json: bytes | None = None) -> str:
+    def _store(self, draft: JobDraft) -> str:
         if not self.defers():
-            return super()._store(kind, payload)
-        job = new_job(kind, payload)
+            return super()._store(draft)
+        job = new_job(draft)
         transaction.on_commit(partial(self._store_committed, job), using=self.database, robust=True)
         return job.id
 

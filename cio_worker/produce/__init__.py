@@ -41,12 +41,13 @@ from cio_worker.produce._defaults import (
     enqueue_track_anonymous,
     enqueue_unsuppress,
 )
-from cio_worker.produce._jobs import new_job
+from cio_worker.produce._jobs import JobDraft, new_job
 from cio_worker.produce._producer import BulkProducer, Producer
 
 __all__ = [
     "default_producer",
     "new_job",
+    "JobDraft",
     "AsyncProducer",
     "BulkProducer",
     "Producer",

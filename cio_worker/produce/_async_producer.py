@@ -6,15 +6,12 @@ client is redis.asyncio's, so an enqueue never blocks the event loop.
 
 from __future__ import annotations
 
-from typing import Any
-
 import redis.asyncio
 
 from cio_worker import connection
 from cio_worker.config import Settings
-from cio_worker.kinds import Kind
 from cio_worker.produce._calls import EnqueueCalls
-from cio_worker.produce._jobs import new_job
+from cio_worker.produce._jobs import JobDraft, new_job
 from cio_worker.queue import JobWriter, run_write_async
 
 
@@ -41,10 +38,8 @@ class AsyncProducer(EnqueueCalls):
         #: Whether to WAIT for a replica after each write, and the jobs none confirmed.
         self.replicas = self._job_writer.replicas
 
-    async def _store(
-        self, kind: Kind, payload: dict[str, Any], payload_json: bytes | None = None
-    ) -> str:
-        job = new_job(kind, payload)
+    async def _store(self, draft: JobDraft) -> str:
+        job = new_job(draft)
         await run_write_async(self._job_writer.store(job))
         return job.id
 

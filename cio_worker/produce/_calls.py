@@ -20,7 +20,6 @@ from collections.abc import Callable, Coroutine
 from inspect import Parameter
 from typing import Any, Concatenate, Generic, ParamSpec, Protocol, Self, TypeVar, overload
 
-from cio_worker.kinds import Kind
 from cio_worker.produce import _jobs as jobs
 from cio_worker.produce._jobs import JobDraft
 
@@ -33,17 +32,13 @@ Pending = Coroutine[Any, Any, str]
 class StoresNow(Protocol):
     """A producer whose `_store` returns the job id (`Producer`, `BulkProducer`)."""
 
-    def _store(
-        self, kind: Kind, payload: dict[str, Any], payload_json: bytes | None = None, /
-    ) -> str: ...
+    def _store(self, draft: JobDraft, /) -> str: ...
 
 
 class StoresLater(Protocol):
     """A producer whose `_store` is awaited for the job id (`AsyncProducer`)."""
 
-    def _store(
-        self, kind: Kind, payload: dict[str, Any], payload_json: bytes | None = None, /
-    ) -> Pending: ...
+    def _store(self, draft: JobDraft, /) -> Pending: ...
 
 
 class Enqueue(Generic[P]):
@@ -81,10 +76,10 @@ class Enqueue(Generic[P]):
         build = self.build
 
         async def store_later(producer: StoresLater, /, *args: Any, **kwargs: Any) -> str:
-            return await producer._store(*build(*args, **kwargs))
+            return await producer._store(build(*args, **kwargs))
 
         def store_now(producer: StoresNow, /, *args: Any, **kwargs: Any) -> str:
-            return producer._store(*build(*args, **kwargs))
+            return producer._store(build(*args, **kwargs))
 
         method = store_later if inspect.iscoroutinefunction(owner._store) else store_now
         method.__module__ = owner.__module__
@@ -95,7 +90,7 @@ def on_default(build: Callable[P, JobDraft], default: Callable[[], StoresNow]) -
     """`cio_worker.enqueue_<kind>`: the call `build` defines, on `default()`'s producer."""
 
     def enqueue(*args: P.args, **kwargs: P.kwargs) -> str:
-        return default()._store(*build(*args, **kwargs))
+        return default()._store(build(*args, **kwargs))
 
     return _describe(enqueue, build, f"enqueue_{build.__name__}")
 
@@ -106,7 +101,7 @@ def on_default_async(
     """`cio_worker.aio.enqueue_<kind>`: the call `build` defines, awaited on `default()`'s."""
 
     async def enqueue(*args: P.args, **kwargs: P.kwargs) -> str:
-        return await default()._store(*build(*args, **kwargs))
+        return await default()._store(build(*args, **kwargs))
 
     return _describe(enqueue, build, f"enqueue_{build.__name__}")
 

@@ -20,6 +20,7 @@ from cio_worker.ids import new_ulid_ms
 from cio_worker.job import Job
 from cio_worker.kinds import Kind
 from cio_worker.produce import _payloads as payloads
+from cio_worker.produce._payloads import KIND_IDENTIFY, KIND_PAGE, KIND_TRACK
 
 PersonId = str | int
 Timestamp = int | datetime | None
@@ -27,9 +28,6 @@ JsonObject = Mapping[str, Any] | None
 PersonRef = str | int | Mapping[str, str]
 
 P = ParamSpec("P")
-# The kinds bulk enqueues most, read once: in Python 3.11 `Kind.TRACK` costs as much as a
-# function call, twice per event.
-_IDENTIFY, _TRACK, _PAGE = Kind.IDENTIFY, Kind.TRACK, Kind.PAGE
 
 
 class JobDraft(NamedTuple):
@@ -42,11 +40,13 @@ class JobDraft(NamedTuple):
     payload_json: bytes | None = None
 
 
-def new_job(kind: Kind, payload: dict[str, Any]) -> Job:
-    """The job a producer stores: `payload` of `kind`, with a new id, created now."""
+def new_job(draft: JobDraft) -> Job:
+    """The job a producer stores: the draft's kind and payload, with a new id, created now."""
     job_id, ms = new_ulid_ms()
     # Created at the millisecond inside its id, which the stored JSON then need not repeat.
-    return Job(job_id, kind, payload, ms / 1000)  # positional: a third faster than keywords
+    return Job(
+        job_id, draft.kind, draft.payload, ms / 1000
+    )  # positional: a third faster than keywords
 
 
 # -- Track API -----------------------------------------------------------------------------------
@@ -54,15 +54,15 @@ def identify(
     user_id: PersonId, traits: JsonObject = None, *, timestamp: Timestamp = None
 ) -> JobDraft:
     """Create or update a person. Returns the job id."""
-    return JobDraft(_IDENTIFY, *payloads.identify(user_id, traits, timestamp))
+    return JobDraft(KIND_IDENTIFY, *payloads.identify(user_id, traits, timestamp))
 
 
 def track(
     user_id: PersonId, event: str, properties: JsonObject = None, *, timestamp: Timestamp = None
 ) -> JobDraft:
     """Record an event for a person; the job id is the event's dedup id."""
-    encoded = payloads.event(_TRACK, "user_id", user_id, event, properties, timestamp)
-    return JobDraft(_TRACK, *encoded)
+    encoded = payloads.event(KIND_TRACK, "user_id", user_id, event, properties, timestamp)
+    return JobDraft(KIND_TRACK, *encoded)
 
 
 def track_anonymous(
@@ -83,8 +83,8 @@ def page(
     user_id: PersonId, url: str, properties: JsonObject = None, *, timestamp: Timestamp = None
 ) -> JobDraft:
     """Record a page view (an event whose name is the URL)."""
-    encoded = payloads.event(_PAGE, "user_id", user_id, url, properties, timestamp)
-    return JobDraft(_PAGE, *encoded)
+    encoded = payloads.event(KIND_PAGE, "user_id", user_id, url, properties, timestamp)
+    return JobDraft(KIND_PAGE, *encoded)
 
 
 def delete(user_id: PersonId) -> JobDraft:

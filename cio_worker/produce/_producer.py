@@ -20,7 +20,7 @@ from cio_worker.ids import new_ulid
 from cio_worker.job import Job, encode_record
 from cio_worker.kinds import Kind
 from cio_worker.produce._calls import EnqueueCalls
-from cio_worker.produce._jobs import new_job
+from cio_worker.produce._jobs import JobDraft, new_job
 from cio_worker.queue import (
     JobWriter,
     ReplicaWait,
@@ -71,10 +71,10 @@ class Producer(EnqueueCalls):
             )
         return BulkProducer(self, flush_every=flush_every)
 
-    def _store(self, kind: Kind, payload: dict[str, Any], payload_json: bytes | None = None) -> str:
+    def _store(self, draft: JobDraft) -> str:
         """Write the job record and queue it atomically, in one round trip (queue/_routing.py);
         where the master has replicas, wait for one of them too (queue/_replication.py)."""
-        job = new_job(kind, payload)
+        job = new_job(draft)
         self._store_job(job)
         return job.id
 
@@ -88,14 +88,17 @@ class _Flush:
     shard, the others (id, kind, record) for the ledger; and the first and last ids for error
     messages."""
 
-    __slots__ = ("records", "ledger", "count", "first_id", "last_id")
+    __slots__ = ("records", "ledger", "first_id", "last_id")
 
     def __init__(self) -> None:
         self.records = ShardRecords()
         self.ledger: list[tuple[str, Kind, bytes]] = []
-        self.count = 0
         self.first_id = ""
         self.last_id = ""
+
+    @property
+    def count(self) -> int:
+        return self.records.count + len(self.ledger)
 
 
 class BulkProducer(Producer):
@@ -146,7 +149,8 @@ class BulkProducer(Producer):
         except EnqueueError as error:  # the block's own exception wins, but says this too
             exc.add_note(f"Also, a background bulk flush failed: {error}")
 
-    def _store(self, kind: Kind, payload: dict[str, Any], payload_json: bytes | None = None) -> str:
+    def _store(self, draft: JobDraft) -> str:
+        kind, payload, payload_json = draft
         job_id = new_ulid()
         buffer = self._buffer
         try:
@@ -159,11 +163,10 @@ class BulkProducer(Producer):
             buffer.records.add(shard_for(payload), job_id, record)
         else:
             buffer.ledger.append((job_id, kind, record))
-        if not buffer.count:
+        if not buffer.first_id:
             buffer.first_id = job_id
         buffer.last_id = job_id
-        buffer.count += 1
-        if buffer.count >= self._flush_every:
+        if buffer.records.count + len(buffer.ledger) >= self._flush_every:
             self._wait_for_writer()  # a failure is raised here, buffer and this job counted
             self._buffer = _Flush()
             self._writer = threading.Thread(
