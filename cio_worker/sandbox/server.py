@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uvicorn
 
+from cio_worker.gc_tuning import quiet_collector
 from cio_worker.sandbox.asgi import create_app
 from cio_worker.sandbox.config import SandboxConfig
 from cio_worker.sandbox.faults import quiet_dropped_connections
@@ -19,4 +20,7 @@ def run_sandbox(
 ) -> None:
     """Serve the sandbox on `host:port`; blocks until the process is interrupted."""
     quiet_dropped_connections()
-    uvicorn.run(create_app(config), host=host, port=port, log_level="warning", access_log=False)
+    app = create_app(config)
+    # The sandbox keeps every body it parses (its record of requests): see gc_tuning.py.
+    quiet_collector()
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)

@@ -22,7 +22,6 @@ message was lost or whose worker died. Settings that keep delivery durable and f
 
 from __future__ import annotations
 
-import gc
 import sys
 import threading
 from collections.abc import Callable
@@ -43,6 +42,7 @@ from cio_worker.connection import (
 )
 from cio_worker.customerio import get_client
 from cio_worker.errors import ConfigError
+from cio_worker.gc_tuning import quiet_collector
 from cio_worker.kinds import Family, Kind, family_of_queue, queue_name
 from cio_worker.limiter import Limiter
 from cio_worker.logs import configure_logging
@@ -65,8 +65,6 @@ kombu_fixes.install()  # before any worker connects: see _kombu_fixes.py
 
 #: Threads per worker process by default: enough to keep 100 requests/s moving at ~50 ms each.
 DEFAULT_CONCURRENCY = 8
-#: New objects between two runs of the cycle collector in a worker (Python's default: 700).
-GC_THRESHOLD = 20_000
 
 
 def visibility_timeout_s(settings: Settings) -> float:
@@ -188,9 +186,9 @@ def _consumed_families(consumer: Any) -> set[str]:
 @signals.worker_ready.connect
 def _start_background(sender: Any = None, **_: Any) -> None:
     """Start this worker's sweeper, consumer watchdog and batch senders once it consumes
-    (after `_tune_gc`)."""
+    (after quieting the cycle collector: gc_tuning.py)."""
     global _sweeper
-    _tune_gc()
+    quiet_collector()
     redis_client = get_redis(settings)
     families = sorted(_consumed_families(sender))
     _sweeper = Sweeper(
@@ -213,20 +211,6 @@ def _start_background(sender: Any = None, **_: Any) -> None:
             events=_event_sender(sender.hostname),
         )
         _batcher.start()
-
-
-def _tune_gc() -> None:
-    """Keep Python's cycle collector off the batch senders' hot path.
-
-    A sender decodes and builds thousands of small objects a batch; with the default thresholds
-    each batch set off dozens of collections, and the full ones walked Celery's and kombu's
-    objects every time: a third of a worker's CPU in bench/throughput.py. Objects alive once the
-    worker is ready (modules, classes, Celery's app) are moved out of the collector's sight, and
-    a collection waits for 20,000 new objects instead of 700. Cycles are still collected.
-    """
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(GC_THRESHOLD, *gc.get_threshold()[1:])
 
 
 def _event_sender(hostname: str) -> Callable[..., None]:
