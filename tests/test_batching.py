@@ -121,15 +121,14 @@ class TestProducer:
         assert redis_client.llen("cio.transactional") == 1
 
     def test_bulk_block_writes_everything_at_the_end(self, producer, redis_client) -> None:
-        """Inside the block ids come back at once; Redis sees the jobs when the block ends (a
-        block smaller than its first flush: tests/test_producer.py TestBulkFlushSizes)."""
+        """Inside the block ids come back at once; Redis sees the jobs when the block ends."""
         with producer.pipeline() as bulk:
-            ids = [bulk.enqueue_track(f"u-{i}", "Viewed") for i in range(900)]
+            ids = [bulk.enqueue_track(f"u-{i}", "Viewed") for i in range(2500)]
             ids.append(bulk.enqueue_send_email(1, identifiers={"id": "u"}, to="a@example.com"))
             assert redis_client.dbsize() == 0
-        assert bulk.stored == 901
-        assert len(set(ids)) == 901
-        assert BatchQueue(redis_client, "track").depth() == 900
+        assert bulk.stored == 2501
+        assert len(set(ids)) == 2501
+        assert BatchQueue(redis_client, "track").depth() == 2500
         assert redis_client.llen("cio.transactional") == 1
 
     def test_an_exception_in_the_block_writes_nothing(self, producer, redis_client) -> None:

@@ -342,36 +342,6 @@ class TestRedisUnavailable:
         assert redis_client.dbsize() == 0
 
 
-class TestBulkFlushSizes:
-    def test_the_first_flushes_are_small_so_workers_start_while_the_block_runs(
-        self, batch_settings: Settings, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
-    ) -> None:
-        """A block's first flush is FIRST_FLUSH_JOBS, each next one twice the last, up to
-        `flush_every`: jobs are in Redis (and being sent) long before the block ends."""
-        from cio_worker.produce._producer import FIRST_FLUSH_JOBS, BulkProducer
-        from cio_worker.queue import BatchQueue
-
-        sizes: list[int] = []
-        real_write = BulkProducer._write
-
-        def write(self: BulkProducer, jobs: Any) -> int:
-            sizes.append(jobs.count)
-            return real_write(self, jobs)
-
-        monkeypatch.setattr(BulkProducer, "_write", write)
-        producer = Producer(batch_settings)
-        queue = BatchQueue(redis_client, "track")
-        with producer.pipeline(flush_every=5_000) as bulk:
-            for i in range(FIRST_FLUSH_JOBS + 1):
-                bulk.enqueue_track(f"u-{i}", "Viewed")
-            bulk._wait_for_writer()
-            assert queue.depth() == FIRST_FLUSH_JOBS, "the first flush is stored in the block"
-            for i in range(14_000 - FIRST_FLUSH_JOBS - 1):
-                bulk.enqueue_track(f"u-{i}", "Viewed")
-        assert sizes == [1_000, 2_000, 4_000, 5_000, 2_000]
-        assert queue.depth() == 14_000
-
-
 class TestBulkFlushFailures:
     """A bulk block never loses a job silently: every flush failure reaches the caller."""
 

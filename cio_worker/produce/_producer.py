@@ -58,10 +58,9 @@ class Producer(EnqueueCalls):
     def pipeline(self, *, flush_every: int = 10_000) -> BulkProducer:
         """A bulk producer: `with producer.pipeline() as bulk: bulk.enqueue_track(...)`.
 
-        Calls validate and return ids at once; jobs are written when the block ends or a flush
-        is full (1,000 jobs, then twice as many each time, up to `flush_every`), each flush in
-        one MULTI/EXEC, so a flush is stored whole or not at all. An exception inside the block
-        discards the jobs not yet flushed.
+        Calls validate and return ids at once; jobs are written when the block ends (or every
+        `flush_every` jobs), each flush in one MULTI/EXEC, so a flush is stored whole or not at
+        all. An exception inside the block discards the jobs not yet flushed.
         """
         if self._bulk_redis is None:
             self._bulk_redis = create_redis(
@@ -82,13 +81,6 @@ class Producer(EnqueueCalls):
     def _store_job(self, job: Job) -> None:
         """The write itself, for a producer that decides when to store (Django's, on commit)."""
         run_write(self._job_writer.store(job))
-
-
-#: The first flush of a block is this small, and each next one twice the last, up to
-#: `flush_every`: workers start sending while the block is still being built, instead of
-#: waiting for its first 10,000 jobs (a burst's first request came 0.15-0.2 s later in
-#: bench/throughput.py). The flushes after that are full size; a few more round trips in all.
-FIRST_FLUSH_JOBS = 1_000
 
 
 class _Flush:
@@ -137,8 +129,6 @@ class BulkProducer(Producer):
         # The bulk client's reads already allow far longer than any WAIT.
         self.replicas = ReplicaWait(self.settings.replica_wait_ms)
         self._flush_every = max(1, flush_every)
-        #: The next flush's size: FIRST_FLUSH_JOBS, doubling up to `flush_every`.
-        self._flush_at = min(FIRST_FLUSH_JOBS, self._flush_every)
         self._buffer = _Flush()
         self._writer: threading.Thread | None = None
         #: A background flush's failure, kept for the caller (see `_wait_for_writer`).
@@ -176,9 +166,8 @@ class BulkProducer(Producer):
         if not buffer.first_id:
             buffer.first_id = job_id
         buffer.last_id = job_id
-        if buffer.records.count + len(buffer.ledger) >= self._flush_at:
+        if buffer.records.count + len(buffer.ledger) >= self._flush_every:
             self._wait_for_writer()  # a failure is raised here, buffer and this job counted
-            self._flush_at = min(2 * self._flush_at, self._flush_every)
             self._buffer = _Flush()
             self._writer = threading.Thread(
                 target=self._write_in_background, args=(buffer,), name="cio-bulk-writer"
