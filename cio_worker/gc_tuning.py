@@ -2,10 +2,10 @@
 
 A batch sender decodes and builds thousands of small objects a request, and the sandbox parses
 every body it receives and keeps it (its record of requests). With Python's default thresholds
-(a young collection every 700 new objects) each request set off dozens of collections; the
-older generations' walked Celery's and kombu's objects, or the sandbox's whole record, every
-time. In bench/throughput.py that was a third of a worker's CPU (issue 18), and close to half of
-the sandbox's parse of a body it keeps.
+(a young collection every 700 new objects) each request set off dozens of collections, and
+those of the older generations walked Celery's and kombu's objects, or the sandbox's whole
+record, every time. In bench/throughput.py that was a third of a worker's CPU (issue 18), and
+close to half of the sandbox's parse of a body it keeps.
 """
 
 from __future__ import annotations
