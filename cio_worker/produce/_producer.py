@@ -166,7 +166,7 @@ class BulkProducer(Producer):
         if not buffer.first_id:
             buffer.first_id = job_id
         buffer.last_id = job_id
-        if buffer.records.count + len(buffer.ledger) >= self._flush_every:
+        if buffer.count >= self._flush_every:
             self._wait_for_writer()  # a failure is raised here, buffer and this job counted
             self._buffer = _Flush()
             self._writer = threading.Thread(

@@ -194,12 +194,14 @@ class Batcher:
     def deliver(self, batch: TakenBatch, gate: Gate | None = None) -> None:
         gate = gate or Gate("closed")
         limit = self.settings.max_attempts
-        # A record gone means the job was dead-lettered meanwhile: nothing to send.
-        sendable = [item for item in batch.items if item.record and item.attempts < limit]
-        if len(sendable) < len(batch.items):
-            for item in batch.items:
-                if item.record and item.attempts >= limit:
-                    self.letters.exhausted(batch.shard, item.job_id, item.attempts)
+        sendable = []
+        for item in batch.items:
+            if not item.record:
+                continue  # its record is gone (dead-lettered meanwhile): nothing to send
+            if item.attempts >= limit:
+                self.letters.exhausted(batch.shard, item.job_id, item.attempts)
+            else:
+                sendable.append(item)
         if not sendable:
             self.circuit.abandon(gate, self.api)
             self.queue.complete(batch, self.owner)
