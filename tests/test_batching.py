@@ -18,6 +18,7 @@ from cio_worker.config import Settings
 from cio_worker.customerio._batch_items import (
     BATCHABLE,
     ITEM_SLACK_BYTES,
+    REQUEST_LIMIT_BYTES,
     batch_body,
     batch_item,
     person_identifiers,
@@ -222,6 +223,24 @@ class TestShardQueue:
         assert [item.attempts for item in again.items] == [1, 1, 1, 0]
         assert batched(redis_client, first[0])["last_error"] == {"reason": "503"}
 
+    def test_restore_can_keep_the_oldest_in_flight(self, producer, queue, redis_client) -> None:
+        """`keep`: the first jobs stay this owner's to send, the rest go back in front of the
+        person's later jobs with no attempt and no hold; completing forgets only those kept."""
+        first = [producer.enqueue_identify("u-1", {"n": i}) for i in range(5)]
+        batch = take_all(queue)
+        later = producer.enqueue_track("u-1", "Purchased")
+        assert queue.restore(batch, "w2", hold_s=0, attempt=False, keep=2) == -1  # not w2's
+        assert queue.restore(batch, "w1", hold_s=0, attempt=False, keep=2) == 3
+        inflight = redis_client.hgetall(keys.batch_inflight("track", batch.shard))
+        assert inflight[b"owner"] == b"w1" and json.loads(inflight[b"ids"]) == first[:2]
+        assert isinstance(queue.take("w2", max_bytes=450_000, linger_ms=0), float)  # still ours
+        assert queue.complete(batch, "w1") == 2
+        assert not batched(redis_client, first[0]) and not batched(redis_client, first[1])
+        again = take_all(queue)
+        assert [item.job_id for item in again.items] == [*first[2:], later]
+        assert [item.attempts for item in again.items] == [0, 0, 0, 0]
+        assert not redis_client.exists(keys.batch_suspects("track", batch.shard))
+
     def test_a_dead_senders_batch_returns_first_with_an_attempt(
         self, producer, queue, redis_client
     ) -> None:
@@ -368,22 +387,40 @@ class TestItemsAgainstTheSpecs:
     def test_no_item_outgrows_its_record_by_more_than_the_slack(
         self, batch_settings: Settings, redis_client, api: str
     ) -> None:
-        """A take fills a batch by stored bytes plus ITEM_SLACK_BYTES per job; the body stays
-        under Customer.io's limit only if no item is longer than its record plus that."""
+        """A take fills a batch by stored bytes plus ITEM_SLACK_BYTES[api] per job; a body stays
+        under Customer.io's limit when no item is longer than its record plus that. Every
+        batchable kind, for every form of person id (each is written differently in an item),
+        with and without a timestamp. A Pipelines page is the one exception: it also copies its
+        URL, so it may grow by the URL's length more (the sender trims such a batch)."""
         p = Producer(batch_settings.replace(data_api=api), redis_client=redis_client)
-        ids = every_batchable_kind(p)
-        ids += [p.enqueue_track("cio_1", "e"), p.enqueue_identify("a@b.co", timestamp=1)]
-        ids += [p.enqueue_track(7, "e", timestamp=1_700_000_000)]
-        grown = {}
-        for job_id in ids:
-            record = batched(redis_client, job_id, api)
-            grown[record["job"].kind.value] = max(
-                grown.get(record["job"].kind.value, 0),
-                len(batch_body([record["job"]], api))
-                - len(b'{"batch":[]}')
-                - len(record["record"]),
-            )
-        assert max(grown.values()) <= ITEM_SLACK_BYTES, grown
+        url = 'https://x.test/?q="' + "e" * 60
+        grown: dict[str, int] = {}
+        for user in ["u-1", 7, -(2**40), "a@b.co", "cio_a3", "x" * 150, 'q"\\\u00e9\u2028']:
+            ids = [p.enqueue_delete(user), p.enqueue_merge(user, {"email": "b@c.co"})]
+            ids += [p.enqueue_suppress(user), p.enqueue_unsuppress(user)]
+            ids += [p.enqueue_remove_device(user, "t")]
+            for ts in (None, TS):
+                ids += [
+                    p.enqueue_identify(user, {"plan": "pro"}, timestamp=ts),
+                    p.enqueue_identify(user, timestamp=ts),
+                    p.enqueue_track(user, "e", {"a": 1.5}, timestamp=ts),
+                    p.enqueue_track(user, "e", timestamp=ts),
+                    p.enqueue_page(user, url, {"ref": "ad"}, timestamp=ts),
+                    p.enqueue_add_device(user, "t", "ios", last_used=ts),
+                    p.enqueue_add_device(user, "t", "ios", last_used=ts, attributes={"a": "b"}),
+                ]
+            for job_id in ids:
+                record = batched(redis_client, job_id, api)
+                kind = record["job"].kind.value
+                growth = len(batch_body([record["job"]], api)) - len(b'{"batch":[]}')
+                growth -= len(record["record"])
+                grown[kind] = max(grown.get(kind, growth), growth)
+        assert len(grown) == len(BATCHABLE)
+        if api == "pipelines":
+            assert grown.pop("page") <= ITEM_SLACK_BYTES[api] + len(json.dumps(url))
+        assert max(grown.values()) <= ITEM_SLACK_BYTES[api], grown
+        if api == "track":
+            assert max(grown.values()) == 55  # a page for an email address: the bound's reason
 
 
 # -- the batcher -------------------------------------------------------------------------------
@@ -528,6 +565,27 @@ class TestBatcher:
             ("identify", first),
             ("track", second),
         ]
+
+    def test_a_batch_whose_items_outgrew_the_take_is_trimmed_not_split(
+        self, make_batcher, batch_settings, redis_client
+    ) -> None:
+        """A Pipelines page copies its URL into its item, so a take of pages with long, escaped
+        URLs builds a body over the request limit: the sender sends the oldest that fit and puts
+        the rest back first in line (no attempt, not one per request), in as few requests."""
+        p = Producer(batch_settings.replace(data_api="pipelines"), redis_client=redis_client)
+        url = "https://x.test/?q=" + '"' * 80
+        with p.pipeline() as bulk:
+            ids = [bulk.enqueue_page("u-1", url, {"i": i}) for i in range(1_500)]
+        shard = batched(redis_client, ids[0], "pipelines")["shard"]
+        batcher, seen = make_batcher(answer(200), data_api="pipelines")
+        drain(batcher)
+        assert len(seen) == 2  # split one per request, it would have taken 1,500
+        assert all(len(request.content) <= REQUEST_LIMIT_BYTES for request in seen)
+        sent = [op["messageId"] for r in seen for op in json.loads(r.content)["batch"]]
+        assert sent == ids
+        assert stats(redis_client)["track:delivered"] == 1_500
+        assert not redis_client.exists(keys.batch_meta("pipelines", shard))
+        assert not redis_client.exists(keys.batch_suspects("pipelines", shard))
 
 
 class TestVisibility:

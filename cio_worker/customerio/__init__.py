@@ -13,6 +13,7 @@ from cio_worker.customerio._batch_items import (
     batch_body,
     batch_item,
     batchable,
+    fitting_count,
     records_body,
 )
 from cio_worker.customerio._http import (
@@ -51,6 +52,7 @@ __all__ = [
     "REQUEST_LIMIT_BYTES",
     "batch_item",
     "records_body",
+    "fitting_count",
     "batchable",
     "build_operation",
     "email_headers_json",

@@ -56,11 +56,15 @@ PIPELINES_BATCH_PATH = "/v1/batch"
 MAX_BATCH_BYTES = 450_000  # Customer.io: under 500 KB a request (both APIs)
 #: Customer.io's limit itself: a body over it is refused with a 413.
 REQUEST_LIMIT_BYTES = 500_000
-#: How much longer than its stored record (`Job.record_json`) one item may be: the fixed keys
-#: an item adds (`type`, `identifiers`, `action`, `messageId`, an ISO timestamp for a number).
-#: The queue counts it per job when it fills a batch up to MAX_BATCH_BYTES, so a body stays
-#: under the limit; tests/test_batching.py checks the bound for every kind and both APIs.
-ITEM_SLACK_BYTES = 96
+#: How much longer than its stored record (`Job.record_json`) an item is, per API: the keys an
+#: item adds (`type`, `identifiers`, `action`, the event's `id` or `messageId`, an ISO timestamp
+#: for a number) less those it drops (`kind`, `payload`). The queue counts it per job when it
+#: fills a batch up to MAX_BATCH_BYTES. On Track v2 it is a bound: every value is copied as it
+#: is, and the longest growth is a page for an email address with a timestamp, 55 bytes. On
+#: Pipelines a page also copies its URL into `properties`, so its item grows by the URL's
+#: length: 96 covers the other kinds and short URLs, and a batch that still outgrows the request
+#: limit is trimmed before it is sent (`fitting_count`). tests/test_batching.py checks both.
+ITEM_SLACK_BYTES = {"track": 56, "pipelines": 96}
 
 
 def person_identifiers(value: str | int) -> dict[str, str]:
@@ -166,6 +170,21 @@ def records_body(records: Sequence[tuple[str, bytes]], data_api: str) -> bytes:
         else:
             append(_track_v2(job_id, KINDS[data["kind"]], p))
     return jsonutil.dumps_bytes({"batch": items})
+
+
+def fitting_count(records: Sequence[tuple[str, bytes]], data_api: str, max_bytes: int) -> int:
+    """How many of `records`, oldest first, fit one body of at most `max_bytes` (at least one).
+
+    Only for a batch whose body came out over the request limit (an item grew more than
+    ITEM_SLACK_BYTES allowed), so it measures each item alone: `{"batch":[` and `]}` plus the
+    items and the commas between them."""
+    total, count = len(b'{"batch":[]}') - 1, 0
+    for job_id, record in records:
+        total += len(records_body([(job_id, record)], data_api)) - len(b'{"batch":[]}') + 1
+        if count and total > max_bytes:
+            break
+        count += 1
+    return count
 
 
 def decode_records(records: Sequence[bytes]) -> list[Any]:

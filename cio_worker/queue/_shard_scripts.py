@@ -214,18 +214,23 @@ return delivered
 )
 
 # KEYS: queue, inflight, hold, jobs, meta, suspects
-# ARGV: owner, hold (ms), count an attempt ('1'|'0'), error JSON or '', split ('1'|'0')
+# ARGV: owner, hold (ms), count an attempt ('1'|'0'), error JSON or '', split ('1'|'0'),
+#       keep (how many of the oldest stay in flight; '0' for none)
 # The batch was not accepted: its jobs go back to the front of the shard in order, and nobody
 # sends from the shard for `hold` ms (backoff, or a 429's pause), so a later job of the same
 # person cannot overtake them. `split` marks them suspects: each is next sent alone, where a
-# failure is its own (worker/_fate.py). Returns how many went back, or -1 if the shard was lost.
+# failure is its own (worker/_fate.py). With `keep` > 0 only the jobs after the first `keep` go
+# back and the owner goes on sending those it kept (a body over the request limit, trimmed):
+# they are still the shard's oldest, so order holds. Returns how many went back, or -1 if the
+# shard was lost.
 RESTORE = (
     _NOW_MS
     + """
 if redis.call('HGET', KEYS[2], 'owner') ~= ARGV[1] then return -1 end
 local ids = cjson.decode(redis.call('HGET', KEYS[2], 'ids'))
+local keep = tonumber(ARGV[6])
 local back = 0
-for i = #ids, 1, -1 do
+for i = #ids, keep + 1, -1 do
   local id = ids[i]
   if redis.call('HEXISTS', KEYS[4], id) == 1 then
     if ARGV[3] == '1' then redis.call('HINCRBY', KEYS[5], id .. ':attempts', 1) end
@@ -237,6 +242,12 @@ for i = #ids, 1, -1 do
     redis.call('RPUSH', KEYS[1], id)
     back = back + 1
   end
+end
+if keep > 0 then
+  local kept = {}
+  for i = 1, math.min(keep, #ids) do kept[i] = ids[i] end
+  redis.call('HSET', KEYS[2], 'ids', cjson.encode(kept))
+  return back
 end
 redis.call('DEL', KEYS[2])
 local hold_ms = tonumber(ARGV[2])

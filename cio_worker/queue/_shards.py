@@ -249,10 +249,12 @@ class BatchQueue:
         attempt: bool,
         error_json: str = "",
         split: bool = False,
+        keep: int = 0,
     ) -> int:
         """Put the batch back at the front of its shard and hold the shard for `hold_s`.
 
-        `split`: its jobs are next sent one per request (see `_shard_scripts.RESTORE`).
+        `split`: its jobs are next sent one per request; `keep`: the first `keep` jobs stay
+        in flight with this owner, only the rest go back (see `_shard_scripts.RESTORE`).
         """
         return int(
             self._restore(
@@ -263,6 +265,7 @@ class BatchQueue:
                     "1" if attempt else "0",
                     error_json,
                     "1" if split else "0",
+                    keep,
                 ],
             )
         )

@@ -36,12 +36,10 @@ from cio_worker.customerio import (
     ITEM_SLACK_BYTES,
     MAX_BATCH_BYTES,
     PIPELINES_BATCH_PATH,
-    REQUEST_LIMIT_BYTES,
     STRICT_HEADERS,
     TRACK_BATCH_PATH,
     CustomerIoClient,
     HttpOperation,
-    records_body,
     refused_items,
 )
 from cio_worker.errors import DeliveryError
@@ -63,6 +61,7 @@ from cio_worker.queue import (
     batch_bell,
     wait_for_work,
 )
+from cio_worker.worker._batch_fit import body_within_limit
 from cio_worker.worker._batch_letters import BatchLetters
 from cio_worker.worker._deliverer import complete_despite_outage
 from cio_worker.worker._fate import FailureJudge, Fate, classify
@@ -173,7 +172,7 @@ class Batcher:
             linger_ms=self.settings.batch_linger_ms,
             start=start,
             lease_s=2 * self.settings.http_timeout_s + 10,
-            item_slack=ITEM_SLACK_BYTES,
+            item_slack=ITEM_SLACK_BYTES[self.api],
             eager_bytes=EAGER_BATCH_BYTES,
         )
         if taken is None:
@@ -206,14 +205,11 @@ class Batcher:
             self.circuit.abandon(gate, self.api)
             self.queue.complete(batch, self.owner)
             return
-        content = records_body([(item.job_id, item.record) for item in sendable], self.api)
-        if len(content) > REQUEST_LIMIT_BYTES and len(sendable) > 1:
-            # Never expected (the take counts ITEM_SLACK_BYTES per item); if an item outgrew
-            # its bound, send each job alone rather than earn a 413 for all of them.
-            log.error("batch_too_large", bytes=len(content), jobs=len(sendable))
+        built = body_within_limit(self.queue, self.owner, batch, sendable)
+        if built is None:
             self.circuit.abandon(gate, self.api)
-            self.queue.restore(batch, self.owner, hold_s=0, attempt=False, split=True)
-            return
+            return  # the lease ran out meanwhile: the shard's next sender has these jobs
+        batch, sendable, content = built
         op = HttpOperation(
             self.api,  # type: ignore[arg-type]
             self.api,
