@@ -240,6 +240,8 @@ class TestShardQueue:
         assert [item.job_id for item in again.items] == [*first[2:], later]
         assert [item.attempts for item in again.items] == [0, 0, 0, 0]
         assert not redis_client.exists(keys.batch_suspects("track", batch.shard))
+        with pytest.raises(ValueError, match="keep"):  # kept jobs are being sent: no hold
+            queue.restore(again, "w1", hold_s=1.0, attempt=False, keep=1)
 
     def test_a_dead_senders_batch_returns_first_with_an_attempt(
         self, producer, queue, redis_client
@@ -382,6 +384,22 @@ class TestItemsAgainstTheSpecs:
         job_id = p.enqueue_track("u-1", "e", {"big": -(2**63) - 1})
         record = batched(redis_client, job_id, api)["record"]
         assert b'"big":-9223372036854775809' in records_body([(job_id, record)], api)
+
+    def test_an_item_past_64_bits_leaves_the_other_items_to_orjson(
+        self, batch_settings: Settings, redis_client
+    ) -> None:
+        """orjson refuses an integer past 64 bits, so that item is written by the standard
+        library, alone: the others keep orjson's floats (`1e-7`, as in their records, where the
+        standard library writes `1e-07`), so none outgrows its record by more than the slack."""
+        p = Producer(batch_settings, redis_client=redis_client)
+        ids = [p.enqueue_track("u-1", "e", {"big": 2**64})]
+        ids += [p.enqueue_track("u-1", "e", {"f": [1e-7] * 50}) for _ in range(3)]
+        records = [(i, batched(redis_client, i)["record"]) for i in ids]
+        alone = [records_body([record], "track")[len(b'{"batch":[') : -2] for record in records]
+        assert records_body(records, "track") == b'{"batch":[' + b",".join(alone) + b"]}"
+        assert b"1e-07" not in alone[1] and b'"big":18446744073709551616' in alone[0]
+        for item, (_, record) in zip(alone, records, strict=True):
+            assert len(item) - len(record) <= ITEM_SLACK_BYTES["track"]
 
     @pytest.mark.parametrize("api", ["track", "pipelines"])
     def test_no_item_outgrows_its_record_by_more_than_the_slack(

@@ -24,6 +24,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import orjson
+
 from cio_worker import jsonutil
 from cio_worker.customerio._operations import pipelines_operation
 from cio_worker.job import Job
@@ -60,7 +62,8 @@ REQUEST_LIMIT_BYTES = 500_000
 #: item adds (`type`, `identifiers`, `action`, the event's `id` or `messageId`, an ISO timestamp
 #: for a number) less those it drops (`kind`, `payload`). The queue counts it per job when it
 #: fills a batch up to MAX_BATCH_BYTES. On Track v2 it is a bound: every value is copied as it
-#: is, and the longest growth is a page for an email address with a timestamp, 55 bytes. On
+#: is, written by the same encoder as in its record (`_body`), and the longest growth is a page
+#: for an email address with a timestamp, 55 bytes. On
 #: Pipelines a page also copies its URL into `properties`, so its item grows by the URL's
 #: length: 96 covers the other kinds and short URLs, and a batch that still outgrows the request
 #: limit is trimmed before it is sent (`fitting_count`). tests/test_batching.py checks both.
@@ -130,7 +133,7 @@ def batch_item(job: Job, data_api: str) -> dict[str, Any]:
 
 def batch_body(jobs: Sequence[Job], data_api: str) -> bytes:
     """`{"batch":[item,...]}` for `jobs`, as compact UTF-8 JSON."""
-    return jsonutil.dumps_bytes({"batch": [batch_item(job, data_api) for job in jobs]})
+    return _body([batch_item(job, data_api) for job in jobs])
 
 
 def records_body(records: Sequence[tuple[str, bytes]], data_api: str) -> bytes:
@@ -169,7 +172,18 @@ def records_body(records: Sequence[tuple[str, bytes]], data_api: str) -> bytes:
             append(item)
         else:
             append(_track_v2(job_id, KINDS[data["kind"]], p))
-    return jsonutil.dumps_bytes({"batch": items})
+    return _body(items)
+
+
+def _body(items: list[dict[str, Any]]) -> bytes:
+    """`{"batch":[...]}`, each item written by the encoder that wrote its record: orjson, or the
+    standard library for one holding an integer past 64 bits (orjson refuses it). Encoding the
+    whole body with the standard library instead would write every other item's floats its own
+    way (`1e-07` where the record has `1e-7`), and items could outgrow ITEM_SLACK_BYTES."""
+    try:
+        return orjson.dumps({"batch": items})
+    except TypeError:
+        return b'{"batch":[' + b",".join(map(jsonutil.dumps_bytes, items)) + b"]}"
 
 
 def fitting_count(records: Sequence[tuple[str, bytes]], data_api: str, max_bytes: int) -> int:

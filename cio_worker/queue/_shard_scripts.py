@@ -80,8 +80,9 @@ end
 #   read 500 at a time until the batch is full rather than `max_scan` at once: a take went from
 #   about 3.5 to 2.6 µs of Redis time a job (2,000-job batches).
 #   {'none', ms until a held, lingering or leased shard may be ready, or -1 if all are empty}
-# A batch is bounded by its records' bytes plus ARGV[6] per item: an item is at most that much
-# longer than its record (customerio/_batch_items.py ITEM_SLACK_BYTES, checked by a test).
+# A batch is bounded by its records' bytes plus ARGV[6] per item, how much longer than its
+# record an item is (customerio/_batch_items.py ITEM_SLACK_BYTES: a bound on Track v2; on
+# Pipelines a page's item may outgrow it, and its sender trims the body: worker/_batch_fit.py).
 # With every shard empty, the answer costs one EXISTS: idle senders ask this every few seconds.
 # A shard whose sender's lease ran out (the worker died) gets its jobs back at the front, in
 # order, one attempt counted, before anything else is taken from it: order per shard holds.
@@ -221,8 +222,8 @@ return delivered
 # person cannot overtake them. `split` marks them suspects: each is next sent alone, where a
 # failure is its own (worker/_fate.py). With `keep` > 0 only the jobs after the first `keep` go
 # back and the owner goes on sending those it kept (a body over the request limit, trimmed):
-# they are still the shard's oldest, so order holds. Returns how many went back, or -1 if the
-# shard was lost.
+# they are still the shard's oldest, so order holds (no hold then: the shard is still in
+# flight). Returns how many went back, or -1 if the shard was lost.
 RESTORE = (
     _NOW_MS
     + """

@@ -254,8 +254,11 @@ class BatchQueue:
         """Put the batch back at the front of its shard and hold the shard for `hold_s`.
 
         `split`: its jobs are next sent one per request; `keep`: the first `keep` jobs stay
-        in flight with this owner, only the rest go back (see `_shard_scripts.RESTORE`).
+        in flight with this owner, only the rest go back, with no hold (see
+        `_shard_scripts.RESTORE`).
         """
+        if keep < 0 or (keep and hold_s > 0):
+            raise ValueError(f"keep={keep}, hold_s={hold_s}: keep is >= 0, and holds nothing")
         return int(
             self._restore(
                 keys=self.shard_keys(batch.shard),

@@ -31,7 +31,7 @@ def body_within_limit(
         # record gone, or dead-lettered just now) is forgotten with it.
         keep = batch.items.index(sendable[fit - 1]) + 1
         if queue.restore(batch, owner, hold_s=0, attempt=False, keep=keep) < 0:
-            return None
+            return None  # a Redis error propagates: the caller gives its gate back
         log.warning(
             "batch_trimmed", bytes=len(content), jobs=len(sendable), sent=fit, shard=batch.shard
         )

@@ -205,7 +205,11 @@ class Batcher:
             self.circuit.abandon(gate, self.api)
             self.queue.complete(batch, self.owner)
             return
-        built = body_within_limit(self.queue, self.owner, batch, sendable)
+        try:
+            built = body_within_limit(self.queue, self.owner, batch, sendable)
+        except BaseException:
+            self.circuit.abandon(gate, self.api)
+            raise  # the batch's lease brings it back
         if built is None:
             self.circuit.abandon(gate, self.api)
             return  # the lease ran out meanwhile: the shard's next sender has these jobs
