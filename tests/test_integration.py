@@ -374,10 +374,13 @@ class TestDemo:
                 CUSTOMERIO_TRACK_URL=base,
                 CUSTOMERIO_APP_URL=base,
             )
+            # Started with SIGINT ignored, as a shell script's background job is: Ctrl-C (a
+            # SIGINT to the demo) must still stop it and every child.
             demo = subprocess.Popen(
                 [sys.executable, "-m", "cio_worker", "demo", "--no-flower",
                  "--data-dir", str(tmp_path / "data")],
                 env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
             )  # fmt: skip
             assert demo.stdout is not None
             lines = []

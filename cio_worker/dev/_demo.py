@@ -101,6 +101,10 @@ def run_demo(
     root.mkdir(parents=True, exist_ok=True)
     live = _live_credentials()
     signal.signal(signal.SIGTERM, _on_sigterm)
+    # Ctrl-C stops everything even when whoever started us ignores SIGINT (a script's
+    # background job does): Python then installs no handler, while Celery, our child, always
+    # does, so the worker would stop alone and the demo would report it as a crash.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     supervisor = Supervisor(root)
     redis_server: RedisServer | None = None
     try:
