@@ -63,10 +63,10 @@ REQUEST_LIMIT_BYTES = 500_000
 #: for a number) less those it drops (`kind`, `payload`). The queue counts it per job when it
 #: fills a batch up to MAX_BATCH_BYTES. On Track v2 it is a bound: every value is copied as it
 #: is, written by the same encoder as in its record (`_body`), and the longest growth is a page
-#: for an email address with a timestamp, 55 bytes. On
-#: Pipelines a page also copies its URL into `properties`, so its item grows by the URL's
-#: length: 96 covers the other kinds and short URLs, and a batch that still outgrows the request
-#: limit is trimmed before it is sent (`fitting_count`). tests/test_batching.py checks both.
+#: for an email address with a timestamp, 55 bytes. On Pipelines a page also copies its URL
+#: into `properties`, so its item grows by the URL's length: 96 covers the other kinds and
+#: short URLs, and a batch that still outgrows the request limit is trimmed before it is sent
+#: (`fitting_count`, worker/_batch_fit.py). tests/test_batching.py checks both.
 ITEM_SLACK_BYTES = {"track": 56, "pipelines": 96}
 
 

@@ -30,8 +30,9 @@ def body_within_limit(
         # The batch keeps every job up to the last one sent: any before it that is not sent (its
         # record gone, or dead-lettered just now) is forgotten with it.
         keep = batch.items.index(sendable[fit - 1]) + 1
+        # A Redis error here propagates: the caller gives its gate back, the lease the batch.
         if queue.restore(batch, owner, hold_s=0, attempt=False, keep=keep) < 0:
-            return None  # a Redis error propagates: the caller gives its gate back
+            return None  # this owner's lease ran out meanwhile
         log.warning(
             "batch_trimmed", bytes=len(content), jobs=len(sendable), sent=fit, shard=batch.shard
         )
