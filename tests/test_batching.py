@@ -621,6 +621,15 @@ class TestVisibility:
         snapshot = collect(redis_client, batch_settings, now_s=time.time() + 60)
         assert snapshot.queue_depth["track"] == 7
         assert 59 <= (snapshot.oldest_job_age_s["track"] or 0) <= 62
+        # One rule (ops/_backlog.py): status adds only the jobs parked for Customer.io.
+        producer.enqueue_send_email(1, identifiers={"id": "u-1"}, to="a@example.com")
+        report = collect_status(batch_settings)
+        snapshot = collect(redis_client, batch_settings)
+        assert (
+            {family: row["waiting"] - row["parked"] for family, row in report["queues"].items()}
+            == snapshot.queue_depth
+            == {"track": 7, "transactional": 1, "broadcast": 0, "app": 0}
+        )
 
 
 class TestBatchEvents:

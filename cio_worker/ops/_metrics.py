@@ -34,7 +34,8 @@ from cio_worker.ids import is_ulid, ulid_time_ms
 from cio_worker.kinds import Family, Kind, queue_name
 from cio_worker.limiter import BUCKETS as CIRCUIT_BUCKETS
 from cio_worker.ops import _metrics_scripts as scripts
-from cio_worker.queue import BatchQueue, DeadLetterStore, batch_api
+from cio_worker.ops._backlog import read_backlog
+from cio_worker.queue import DeadLetterStore
 
 log = logs.get_logger(__name__)
 
@@ -52,9 +53,8 @@ LIMITER_WAIT_BUCKETS_S: Final = (
 #: `cio:stats` outcomes (queue/_ledger.py) the exporter publishes as counters of their own.
 STATS_OUTCOMES: Final = ("enqueued", "retried", "rate_limited", "dead")
 
-#: Replies `collect` reads per family: two histograms, the queue's length and tail, the waiting
-#: list's length and head.
-_PER_FAMILY: Final = 6
+#: Replies `collect` reads per family: two histograms, the queue's tail, the waiting list's head.
+_PER_FAMILY: Final = 4
 _FAMILIES: Final = frozenset(family.value for family in Family)
 _KINDS: Final = frozenset(kind.value for kind in Kind)
 
@@ -169,7 +169,8 @@ class MetricsSnapshot:
         stats: (family, outcome) -> count from `cio:stats`, for STATS_OUTCOMES and every family.
         latency: family -> enqueue → accepted histogram.
         limiter_wait: family -> limiter wait histogram.
-        queue_depth: family -> jobs waiting in its queue (or for room in it: queue/_window.py).
+        queue_depth: family -> jobs waiting for a worker (ops/_backlog.py: its queue, room in
+            it, and track's batch shards).
         oldest_job_age_s: family -> age of the oldest waiting job (0 when the queue is empty,
             None when its oldest message carries no job id we can read).
         delayed_jobs: retries and deferrals waiting for their time (cio:delayed).
@@ -205,30 +206,27 @@ def collect(
     for family in families:
         pipe.hgetall(keys.metrics("latency", family))
         pipe.hgetall(keys.metrics("limiter_wait", family))
-        pipe.llen(queue_name(family))
         # kombu LPUSHes and workers BRPOP, so the tail is the message waiting longest.
         pipe.lindex(queue_name(family), -1)
         # Jobs beyond the queue's window wait for room, oldest first (queue/_window.py).
-        pipe.llen(keys.waiting(family))
         pipe.lindex(keys.waiting(family), 0)
     for bucket in CIRCUIT_BUCKETS:
         pipe.hget(keys.circuit(bucket), "state")
         pipe.zcard(keys.parked(bucket))
     replies: list[Any] = pipe.execute()
+    backlog = read_backlog(redis_client, settings, now_s=now_s)
     dead_letters = DeadLetterStore(redis_client, retention_days=settings.dlq_retention_days).count()
 
     raw_deliveries, raw_stats, delayed = replies[0], replies[1], replies[2]
     now = time.time() if now_s is None else now_s
     latency: dict[str, Histogram] = {}
     limiter_wait: dict[str, Histogram] = {}
-    queue_depth: dict[str, int] = {}
     oldest: dict[str, float | None] = {}
     for index, family in enumerate(families):
         at = 3 + _PER_FAMILY * index
-        raw_latency, raw_wait, depth, tail, waiting, first = replies[at : at + _PER_FAMILY]
+        raw_latency, raw_wait, tail, first = replies[at : at + _PER_FAMILY]
         latency[family] = _histogram(raw_latency, LATENCY_BUCKETS_S)
         limiter_wait[family] = _histogram(raw_wait, LIMITER_WAIT_BUCKETS_S)
-        queue_depth[family] = int(depth) + int(waiting)
         # A waiting job is younger than every queued one of its family: it is the oldest only
         # when the queue itself is empty.
         oldest[family] = (
@@ -238,9 +236,6 @@ def collect(
             if first is not None
             else 0.0
         )
-    # Batched Track-family jobs wait in shards of their own (queue/_shards.py), not in cio.track.
-    batched, batched_age = BatchQueue(redis_client, batch_api(settings)).backlog(now)
-    queue_depth["track"] += batched
     circuit_replies = replies[3 + _PER_FAMILY * len(families) :]
     circuit_open, parked = {}, {}
     for index, bucket in enumerate(CIRCUIT_BUCKETS):
@@ -252,13 +247,14 @@ def collect(
         for bucket in CIRCUIT_BUCKETS
         for to in ("opened", "closed")
     }
-    oldest["track"] = max(oldest["track"] or 0.0, batched_age) if batched else oldest["track"]
+    if backlog.batched:  # batched track jobs wait in shards of their own (queue/_shards.py)
+        oldest["track"] = max(oldest["track"] or 0.0, backlog.batched_age_s)
     return MetricsSnapshot(
         deliveries=_deliveries(raw_deliveries),
         stats=_stats(raw_stats, families),
         latency=latency,
         limiter_wait=limiter_wait,
-        queue_depth=queue_depth,
+        queue_depth=backlog.waiting,
         oldest_job_age_s=oldest,
         delayed_jobs=int(delayed),
         dead_letters=dead_letters,

@@ -22,7 +22,8 @@ from cio_worker.connection import (
 )
 from cio_worker.kinds import Family, queue_name
 from cio_worker.limiter import Circuit, Limiter, bucket_rates
-from cio_worker.queue import BatchQueue, DeadLetterStore, batch_api, stats
+from cio_worker.ops._backlog import read_backlog
+from cio_worker.queue import DeadLetterStore, stats
 
 #: How long `status` waits for workers to answer its ping, seconds (as `celery inspect ping`).
 WORKER_PING_S = 1.0
@@ -44,7 +45,7 @@ def collect_status(settings: Settings, *, worker_ping_s: float = WORKER_PING_S) 
         eta = message.get("headers", {}).get("eta")
         if eta:
             scheduled += 1
-    batched, batched_age = BatchQueue(client, batch_api(settings)).backlog()
+    backlog = read_backlog(client, settings)
     # Jobs parked while their family's circuit is open wait too (track's under its API).
     parked_by_family = {
         family.value: int(client.zcard(keys.parked(family.value))) for family in Family
@@ -55,12 +56,8 @@ def collect_status(settings: Settings, *, worker_ping_s: float = WORKER_PING_S) 
         name = queue_name(family)
         queues[family.value] = {
             "queue": name,
-            # Batched Track-family jobs wait in their shards (queue/_shards.py), not in cio.track.
-            # Jobs beyond the queue's window wait for room in it (queue/_window.py).
-            "waiting": int(client.llen(name))
-            + int(client.llen(keys.waiting(family.value)))
-            + (batched if family is Family.TRACK else 0)
-            + parked_by_family[family.value],
+            # For a worker (ops/_backlog.py), or parked for Customer.io to come back.
+            "waiting": backlog.waiting[family.value] + parked_by_family[family.value],
             "parked": parked_by_family[family.value],
             "in_flight_or_scheduled": unacked_by_queue.get(name, 0),
             "enqueued": counters.get(f"{family.value}:enqueued", 0),
@@ -106,7 +103,7 @@ def collect_status(settings: Settings, *, worker_ping_s: float = WORKER_PING_S) 
         # Retries and rate-limit waits parked in Redis (ledger), plus any Celery ETA messages.
         "scheduled_retries": int(client.zcard(keys.delayed())) + scheduled,
         "running": int(client.zcard(keys.leases())),
-        "oldest_batched_job_age_s": round(batched_age, 3),
+        "oldest_batched_job_age_s": round(backlog.batched_age_s, 3),
         "dead_letters": {"total": store.count(), "by_kind": by_kind},
         "limiter": limiter,
         "circuits": circuits,
