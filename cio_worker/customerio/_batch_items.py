@@ -192,9 +192,10 @@ def fitting_count(records: Sequence[tuple[str, bytes]], data_api: str, max_bytes
     Only for a batch whose body came out over the request limit (an item grew more than
     ITEM_SLACK_BYTES allowed), so it measures each item alone: `{"batch":[` and `]}` plus the
     items and the commas between them."""
-    total, count = len(b'{"batch":[]}') - 1, 0
+    wrapper = len(b'{"batch":[]}')
+    total, count = wrapper - 1, 0  # then each item and a comma, but the first has none
     for job_id, record in records:
-        total += len(records_body([(job_id, record)], data_api)) - len(b'{"batch":[]}') + 1
+        total += len(records_body([(job_id, record)], data_api)) - wrapper + 1
         if count and total > max_bytes:
             break
         count += 1

@@ -214,11 +214,11 @@ def collect(
         pipe.hget(keys.circuit(bucket), "state")
         pipe.zcard(keys.parked(bucket))
     replies: list[Any] = pipe.execute()
-    backlog = read_backlog(redis_client, settings, now_s=now_s)
+    now = time.time() if now_s is None else now_s  # one clock for every age in the snapshot
+    backlog = read_backlog(redis_client, settings, now_s=now)
     dead_letters = DeadLetterStore(redis_client, retention_days=settings.dlq_retention_days).count()
 
     raw_deliveries, raw_stats, delayed = replies[0], replies[1], replies[2]
-    now = time.time() if now_s is None else now_s
     latency: dict[str, Histogram] = {}
     limiter_wait: dict[str, Histogram] = {}
     oldest: dict[str, float | None] = {}

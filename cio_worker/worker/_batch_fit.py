@@ -22,10 +22,11 @@ def body_within_limit(
 ) -> tuple[TakenBatch, list[BatchItem], bytes] | None:
     """The body for `sendable` (jobs of `batch`), trimmed to the request limit if it has to be,
     with the batch and the jobs it now holds; None if this owner lost the shard meanwhile."""
-    content = records_body([(item.job_id, item.record) for item in sendable], queue.api)
+    records = [(item.job_id, item.record) for item in sendable]
+    content = records_body(records, queue.api)
     while len(content) > REQUEST_LIMIT_BYTES and len(sendable) > 1:
-        records = [(item.job_id, item.record) for item in sendable]
-        # At least one fewer each time round, in case items measured alone fit but not together.
+        # Items are written alike alone and together (`_batch_items._body`), so one round does;
+        # at least one fewer each round keeps the loop finite whatever the measure says.
         fit = min(fitting_count(records, queue.api, MAX_BATCH_BYTES), len(sendable) - 1)
         # The batch keeps every job up to the last one sent: any before it that is not sent (its
         # record gone, or dead-lettered just now) is forgotten with it.
@@ -36,6 +37,7 @@ def body_within_limit(
         log.warning(
             "batch_trimmed", bytes=len(content), jobs=len(sendable), sent=fit, shard=batch.shard
         )
-        batch, sendable = TakenBatch(batch.api, batch.shard, batch.items[:keep]), sendable[:fit]
-        content = records_body([(item.job_id, item.record) for item in sendable], queue.api)
+        batch = TakenBatch(batch.api, batch.shard, batch.items[:keep])
+        sendable, records = sendable[:fit], records[:fit]
+        content = records_body(records, queue.api)
     return batch, sendable, content
